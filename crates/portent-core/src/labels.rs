@@ -1,0 +1,260 @@
+//! Series identity: a sorted, validated, hashable set of labels (Prometheus' data model).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a label set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelsError {
+    /// A label name that Prometheus would not accept.
+    #[error("label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidName(String),
+    /// The same name given twice.
+    #[error("label name {0:?}: given more than once")]
+    Duplicate(String),
+}
+
+/// One `name="value"` pair.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Label {
+    /// The label name, e.g. `instance`.
+    pub name: Box<str>,
+    /// The label value, never empty (an empty value means "absent" in Prometheus).
+    pub value: Box<str>,
+}
+
+/// The identity of a series: labels sorted by name, names valid and unique, empty values dropped.
+///
+/// Two label sets with the same pairs compare, order and hash equal whatever order they were
+/// given in, so `Labels` can key maps directly. [`Labels::fingerprint`] is a hash that is stable
+/// across processes and versions, for state files and sharding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Label>", into = "Vec<Label>")]
+pub struct Labels(Box<[Label]>);
+
+impl Labels {
+    /// The reserved label that carries the metric name.
+    pub const METRIC_NAME: &'static str = "__name__";
+
+    /// Builds a label set from `(name, value)` pairs in any order.
+    ///
+    /// Pairs with an empty value are dropped, as Prometheus does.
+    pub fn new<I, N, V>(pairs: I) -> Result<Self, LabelsError>
+    where
+        I: IntoIterator<Item = (N, V)>,
+        N: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let labels = pairs
+            .into_iter()
+            .map(|(n, v)| Label {
+                name: n.as_ref().into(),
+                value: v.as_ref().into(),
+            })
+            .collect::<Vec<_>>();
+        Self::try_from(labels)
+    }
+
+    /// The empty label set.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].value)
+    }
+
+    /// The metric name (`__name__`), if present.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(Self::METRIC_NAME)
+    }
+
+    /// The labels, sorted by name.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Label> {
+        self.0.iter()
+    }
+
+    /// How many labels there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no labels at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A copy with `name` set to `value` (replaced if present, removed if `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Result<Self, LabelsError> {
+        let pairs = self
+            .0
+            .iter()
+            .filter(|l| &*l.name != name)
+            .map(|l| (&*l.name, &*l.value))
+            .chain(std::iter::once((name, value)));
+        Self::new(pairs)
+    }
+
+    /// A 64-bit FNV-1a hash of the pairs, stable across processes, platforms and releases.
+    ///
+    /// `std`'s `Hash` is seeded per process, so it cannot name a series in a state file.
+    pub fn fingerprint(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h = OFFSET;
+        for l in self.0.iter() {
+            // 0xff never occurs in UTF-8, so it separates fields unambiguously.
+            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(PRIME);
+            }
+        }
+        h
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl TryFrom<Vec<Label>> for Labels {
+    type Error = LabelsError;
+
+    fn try_from(mut labels: Vec<Label>) -> Result<Self, Self::Error> {
+        labels.retain(|l| !l.value.is_empty());
+        if let Some(bad) = labels.iter().find(|l| !valid_name(&l.name)) {
+            return Err(LabelsError::InvalidName(bad.name.to_string()));
+        }
+        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(LabelsError::Duplicate(w[0].name.to_string()));
+        }
+        Ok(Self(labels.into_boxed_slice()))
+    }
+}
+
+impl From<Labels> for Vec<Label> {
+    fn from(labels: Labels) -> Self {
+        labels.0.into_vec()
+    }
+}
+
+/// Prometheus' notation: `metric{a="x", b="y"}`, values escaped as in the text exposition format.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.metric_name() {
+            f.write_str(name)?;
+        }
+        let mut rest = self.0.iter().filter(|l| &*l.name != Self::METRIC_NAME).peekable();
+        if rest.peek().is_none() && self.metric_name().is_some() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, l) in rest.enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}=\"", l.name)?;
+            for c in l.value.chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '"' => f.write_str("\\\"")?,
+                    '\n' => f.write_str("\\n")?,
+                    c => write!(f, "{c}")?,
+                }
+            }
+            f.write_str("\"")?;
+        }
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+
+    fn std_hash(l: &Labels) -> u64 {
+        let mut h = DefaultHasher::new();
+        l.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn order_of_input_does_not_matter() {
+        let a = Labels::new([("job", "node"), ("__name__", "up"), ("instance", "a:9100")]).unwrap();
+        let b = Labels::new([("instance", "a:9100"), ("job", "node"), ("__name__", "up")]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(std_hash(&a), std_hash(&b));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.get("job"), Some("node"));
+        assert_eq!(a.metric_name(), Some("up"));
+        assert_eq!(a.get("missing"), None);
+    }
+
+    #[test]
+    fn fingerprint_is_stable_across_releases() {
+        // Pinned: state files name series by this value, so it must never change.
+        let l = Labels::new([("__name__", "up"), ("job", "node")]).unwrap();
+        assert_eq!(l.fingerprint(), 0x7bfe_d626_35f6_4858, "{:#x}", l.fingerprint());
+        assert_eq!(Labels::empty().fingerprint(), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn field_boundaries_change_the_fingerprint() {
+        let a = Labels::new([("a", "bc")]).unwrap();
+        let b = Labels::new([("ab", "c")]).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn rejects_bad_and_duplicate_names() {
+        assert_eq!(
+            Labels::new([("1abc", "x")]),
+            Err(LabelsError::InvalidName("1abc".into()))
+        );
+        assert_eq!(
+            Labels::new([("a-b", "x")]),
+            Err(LabelsError::InvalidName("a-b".into()))
+        );
+        assert_eq!(
+            Labels::new([("a", "x"), ("a", "y")]),
+            Err(LabelsError::Duplicate("a".into()))
+        );
+        let msg = Labels::new([("a-b", "x")]).unwrap_err().to_string();
+        assert!(msg.contains("[a-zA-Z_]"), "{msg}");
+    }
+
+    #[test]
+    fn empty_values_are_absent() {
+        let l = Labels::new([("a", ""), ("b", "1")]).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.with("b", "").unwrap(), Labels::empty());
+    }
+
+    #[test]
+    fn display_escapes_values() {
+        let l = Labels::new([("__name__", "m"), ("path", "a\"b\\c\nd")]).unwrap();
+        assert_eq!(l.to_string(), r#"m{path="a\"b\\c\nd"}"#);
+        assert_eq!(Labels::new([("a", "1")]).unwrap().to_string(), r#"{a="1"}"#);
+        assert_eq!(Labels::new([("__name__", "m")]).unwrap().to_string(), "m");
+    }
+
+    #[test]
+    fn serde_round_trip_validates() {
+        let l = Labels::new([("z", "1"), ("a", "2")]).unwrap();
+        let json = serde_json::to_string(&l).unwrap();
+        let back: Labels = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, l);
+        let bad = r#"[{"name":"9","value":"x"}]"#;
+        assert!(serde_json::from_str::<Labels>(bad).is_err());
+    }
+}
