@@ -1,1 +1,7 @@
+//! The `portent` command line.
+
+#![allow(dead_code)] // temporary while the subcommands are wired up
+
+mod plot;
+
 fn main() {}
