@@ -111,6 +111,10 @@ mod tests {
         assert!(Direction::Below.admits(-1.0) && !Direction::Below.admits(1.0));
         assert!(Direction::Both.admits(-1.0) && Direction::Both.admits(1.0));
         assert_eq!("below".parse::<Direction>(), Ok(Direction::Below));
-        assert!("up".parse::<Direction>().unwrap_err().contains("above, below or both"));
+        assert!(
+            "up".parse::<Direction>()
+                .unwrap_err()
+                .contains("above, below or both")
+        );
     }
 }

@@ -109,7 +109,13 @@ impl Labels {
         let mut h = OFFSET;
         for l in self.0.iter() {
             // 0xff never occurs in UTF-8, so it separates fields unambiguously.
-            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+            for b in l
+                .name
+                .bytes()
+                .chain([0xff])
+                .chain(l.value.bytes())
+                .chain([0xff])
+            {
                 h ^= u64::from(b);
                 h = h.wrapping_mul(PRIME);
             }
@@ -152,7 +158,11 @@ impl fmt::Display for Labels {
         if let Some(name) = self.metric_name() {
             f.write_str(name)?;
         }
-        let mut rest = self.0.iter().filter(|l| &*l.name != Self::METRIC_NAME).peekable();
+        let mut rest = self
+            .0
+            .iter()
+            .filter(|l| &*l.name != Self::METRIC_NAME)
+            .peekable();
         if rest.peek().is_none() && self.metric_name().is_some() {
             return Ok(());
         }
@@ -204,7 +214,12 @@ mod tests {
     fn fingerprint_is_stable_across_releases() {
         // Pinned: state files name series by this value, so it must never change.
         let l = Labels::new([("__name__", "up"), ("job", "node")]).unwrap();
-        assert_eq!(l.fingerprint(), 0x7bfe_d626_35f6_4858, "{:#x}", l.fingerprint());
+        assert_eq!(
+            l.fingerprint(),
+            0x7bfe_d626_35f6_4858,
+            "{:#x}",
+            l.fingerprint()
+        );
         assert_eq!(Labels::empty().fingerprint(), 0xcbf2_9ce4_8422_2325);
     }
 

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::Labels;
 
 /// Milliseconds since the Unix epoch, as Prometheus counts time.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
@@ -129,10 +131,13 @@ impl Series {
         let mut gaps = Vec::new();
         let mut last: Option<Timestamp> = None;
         for s in self.samples.iter().filter(|s| s.is_finite()) {
-            if let Some(prev) = last {
-                if s.t.millis_since(prev) > limit {
-                    gaps.push(Gap { from: prev, to: s.t });
-                }
+            if let Some(prev) = last
+                && s.t.millis_since(prev) > limit
+            {
+                gaps.push(Gap {
+                    from: prev,
+                    to: s.t,
+                });
             }
             last = Some(s.t);
         }

@@ -38,7 +38,11 @@ impl Score {
 
     /// `v` clamped into `[0, 1]`; NaN becomes 0 (no evidence is no anomaly).
     pub fn saturating(v: f64) -> Self {
-        if v.is_nan() { Self(0.0) } else { Self(v.clamp(0.0, 1.0)) }
+        if v.is_nan() {
+            Self(0.0)
+        } else {
+            Self(v.clamp(0.0, 1.0))
+        }
     }
 
     /// The score as a number.

@@ -1,0 +1,383 @@
+//! portent's default univariate detector: every model of this crate behind one [`Detect`].
+//!
+//! Per sample, in order:
+//! 1. **Expectation.** `yhat = seasonal(t) + level`: the seasonal baseline (when the series has
+//!    seasonality, see [`crate::select`]) plus a robust online level that absorbs what the
+//!    baseline got wrong since its last fit.
+//! 2. **Standardised residual.** `z = (x − yhat) / scale`, with a robust online scale.
+//! 3. **Evidence.** Four statistics of `z`: its size now (spike), a short average of it (level
+//!    shift), two-sided CUSUMs (drift that the level would otherwise absorb), plus the length of
+//!    the current run of identical values (flatline) and the time since the last usable sample
+//!    (missing data).
+//! 4. **Calibration.** Each statistic is divided by a slowly tracked high quantile of its own
+//!    history on this series and mapped into `[0, 1]` (see [`calibrate`]); the score is the
+//!    largest, and its statistic names the [`Reason`].
+//! 5. **Learning.** Only then are level, scale and quantiles updated with the sample, with
+//!    Huber-clipped steps so that an anomaly moves them little.
+
+use portent_core::{Detect, Direction, Fit, FitError, Reason, Sample, Score, Scored, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::online::{Ewma, QuantileTracker};
+use crate::seasonal::SeasonalBaseline;
+use crate::select::{Selection, select_model};
+
+/// Options of the default detector. Every field has a default that suits infrastructure
+/// metrics; none needs to be set per series.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Which deviations count.
+    pub direction: Direction,
+    /// Deviations smaller than this, in the series' units, never score.
+    pub min_abs_deviation: f64,
+    /// Deviations smaller than this fraction of the expected value never score.
+    pub min_rel_deviation: f64,
+    /// How many samples the long-run estimators (scale, quantiles) remember, roughly.
+    pub memory: f64,
+    /// Span, in samples, of the short average behind the level-shift statistic.
+    pub shift_span: f64,
+    /// A run of identical values this many times longer than any seen before is a flatline.
+    pub flatline_factor: f64,
+    /// Missing data is reported once no usable sample came for this many expected steps.
+    pub missing_after_steps: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            direction: Direction::Both,
+            min_abs_deviation: 0.0,
+            min_rel_deviation: 0.0,
+            memory: 2000.0,
+            shift_span: 8.0,
+            flatline_factor: 2.0,
+            missing_after_steps: 5.0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Checks the options, with a message that says what to change.
+    pub fn validate(&self) -> Result<(), FitError> {
+        let bad = |m: &str| Err(FitError::Config(m.to_string()));
+        if self.min_abs_deviation.is_nan() || self.min_abs_deviation < 0.0 {
+            return bad("min_abs_deviation: must be >= 0");
+        }
+        if self.min_rel_deviation.is_nan() || self.min_rel_deviation < 0.0 {
+            return bad("min_rel_deviation: must be >= 0");
+        }
+        if self.memory.is_nan() || self.memory < 10.0 {
+            return bad("memory: must be at least 10 samples");
+        }
+        if self.shift_span.is_nan() || self.shift_span < 1.0 {
+            return bad("shift_span: must be at least 1 sample");
+        }
+        if self.flatline_factor.is_nan() || self.flatline_factor < 1.0 {
+            return bad("flatline_factor: must be >= 1");
+        }
+        if self.missing_after_steps.is_nan() || self.missing_after_steps < 1.0 {
+            return bad("missing_after_steps: must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+impl Fit for DetectorConfig {
+    type Fitted = Detector;
+
+    fn fit(&self, history: &[Sample]) -> Result<Detector, FitError> {
+        self.validate()?;
+        let mut d = Detector::new(*self);
+        if !history.is_empty() {
+            d.refit(history)?;
+        }
+        Ok(d)
+    }
+}
+
+/// Maps a calibrated ratio (a statistic over its tracked high quantile) into `[0, 1]`.
+///
+/// `g(u) = 1 − 5^{−(u/2)^3}`: a statistic at its own 99th percentile (u = 1) scores 0.18,
+/// twice that scores the alert level 0.8, three times 0.9996.
+#[inline]
+pub fn calibrate(u: f64) -> f64 {
+    if u.is_nan() || u <= 0.0 {
+        return 0.0;
+    }
+    let x = u * 0.5;
+    1.0 - (-(x * x * x) * std::f64::consts::LN_2 * 2.321_928_094_887_362).exp()
+}
+
+/// The fitted state of the default detector: a few hundred bytes per series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detector {
+    config: DetectorConfig,
+    selection: Selection,
+    baseline: Option<SeasonalBaseline>,
+    level: f64,
+    scale: Ewma,
+    seen: u64,
+    last_t: Option<Timestamp>,
+    last_finite: Option<(Timestamp, f64)>,
+    step_ms: Ewma,
+    shift: Ewma,
+    cusum_pos: f64,
+    cusum_neg: f64,
+    q_spike: QuantileTracker,
+    q_shift: QuantileTracker,
+    q_drift: QuantileTracker,
+    run: u32,
+    max_run: u32,
+    changes: u32,
+}
+
+/// Samples the detector observes before it says anything.
+const WARMUP: u64 = 20;
+/// Robust clipping of updates, in scales.
+const CLIP: f64 = 3.0;
+/// Changes of value a series must have shown before it can flatline.
+const MIN_CHANGES: u32 = 10;
+/// CUSUM allowance per sample, in scales.
+const CUSUM_K: f64 = 0.5;
+
+impl Detector {
+    /// A detector that has seen nothing yet.
+    pub fn new(config: DetectorConfig) -> Self {
+        let rate = 2.0 / config.memory;
+        Self {
+            config,
+            selection: Selection::default(),
+            baseline: None,
+            level: f64::NAN,
+            scale: Ewma::with_span(config.memory / 4.0),
+            seen: 0,
+            last_t: None,
+            last_finite: None,
+            step_ms: Ewma::with_span(100.0),
+            shift: Ewma::with_span(config.shift_span),
+            cusum_pos: 0.0,
+            cusum_neg: 0.0,
+            q_spike: QuantileTracker::new(0.99, rate, 3.0, 2.0),
+            q_shift: QuantileTracker::new(0.99, rate, 3.0, 1.0),
+            q_drift: QuantileTracker::new(0.99, rate, 10.0, 4.0),
+            run: 0,
+            max_run: 1,
+            changes: 0,
+        }
+    }
+
+    /// The model choice made at the last refit.
+    pub fn selection(&self) -> Selection {
+        self.selection
+    }
+
+    fn seasonal(&self, t: Timestamp) -> f64 {
+        self.baseline.map_or(0.0, |b| b.predict(t))
+    }
+
+    /// The expected step between samples, in ms, once known.
+    pub fn expected_step_ms(&self) -> Option<f64> {
+        let s = self.step_ms.get();
+        s.is_finite().then_some(s)
+    }
+
+    fn missing(&self, t: Timestamp) -> Option<Scored> {
+        let (last, _) = self.last_finite?;
+        let step = self.expected_step_ms()?;
+        let overdue = t.millis_since(last) as f64 / step;
+        if overdue < self.config.missing_after_steps {
+            return None;
+        }
+        let u = overdue / self.config.missing_after_steps;
+        let mut s = self.expectation(t, f64::NAN);
+        s.score = Score::saturating(calibrate(2.0 * u));
+        s.reason = Some(Reason::MissingData);
+        Some(s)
+    }
+
+    fn expectation(&self, t: Timestamp, value: f64) -> Scored {
+        let mut s = Scored::unknown(t, value);
+        if self.seen >= WARMUP && self.level.is_finite() {
+            let yhat = self.seasonal(t) + self.level;
+            let band = self.band();
+            s.yhat = yhat;
+            s.yhat_lower = yhat - band;
+            s.yhat_upper = yhat + band;
+        }
+        s
+    }
+
+    /// Half-width of the expected band: the deviation that would score the alert level as a
+    /// spike.
+    fn band(&self) -> f64 {
+        // calibrate(2) = 0.8: a spike statistic at twice its tracked quantile.
+        2.0 * self.q_spike.get() * self.sigma()
+    }
+
+    fn sigma(&self) -> f64 {
+        let s = self.scale.get() * 1.2533; // mean |e| → σ for Gaussian noise
+        let floor = 1e-9 * (self.level.abs() + 1e-9);
+        if s.is_finite() { s.max(floor) } else { floor }
+    }
+
+    fn score_finite(&mut self, t: Timestamp, x: f64) -> Scored {
+        let mut out = self.expectation(t, x);
+        let base = self.seasonal(t);
+        if !self.level.is_finite() {
+            self.level = x - base;
+            self.last_finite = Some((t, x));
+            self.seen += 1;
+            return out;
+        }
+        let pred = base + self.level;
+        let e = x - pred;
+        let sigma = self.sigma();
+        let z = e / sigma;
+
+        // Deviations the user asked us to ignore contribute nothing.
+        let admitted = self.config.direction.admits(e)
+            && e.abs() >= self.config.min_abs_deviation
+            && e.abs() >= self.config.min_rel_deviation * pred.abs();
+        let zc = z.clamp(-50.0, 50.0);
+        let z_scored = if admitted { zc } else { 0.0 };
+
+        // Statistics.
+        let spike = z_scored.abs();
+        self.shift.push(zc);
+        let m = self.shift.get();
+        let m_scored = if self.config.direction.admits(m) {
+            m.abs()
+        } else {
+            0.0
+        };
+        let shift = if admitted { m_scored } else { 0.0 };
+        self.cusum_pos = (self.cusum_pos + zc.min(CLIP * 2.0) - CUSUM_K).max(0.0);
+        self.cusum_neg = (self.cusum_neg - zc.max(-CLIP * 2.0) - CUSUM_K).max(0.0);
+        let drift = match self.config.direction {
+            Direction::Above => self.cusum_pos,
+            Direction::Below => self.cusum_neg,
+            Direction::Both => self.cusum_pos.max(self.cusum_neg),
+        };
+        let drift = if admitted { drift } else { 0.0 };
+
+        // Flatline: a run of identical values; when one ends, its length is learnt as normal
+        // unless it was long enough to be reported.
+        let flat = self.last_finite.is_some_and(|(_, prev)| prev == x);
+        if flat {
+            self.run = self.run.saturating_add(1);
+        } else {
+            if (self.run as f64) < self.flatline_limit() {
+                self.max_run = self.max_run.max(self.run);
+            }
+            self.run = 0;
+        }
+
+        if self.seen >= WARMUP {
+            let candidates = [
+                (calibrate(spike / self.q_spike.get()), Reason::Spike),
+                (calibrate(shift / self.q_shift.get()), Reason::LevelShift),
+                (calibrate(drift / self.q_drift.get()), Reason::Drift),
+                (self.flatline_score(), Reason::Flatline),
+            ];
+            let (best, mut reason) = candidates
+                .into_iter()
+                .fold((0.0, Reason::Spike), |a, b| if b.0 > a.0 { b } else { a });
+            if reason == Reason::Spike && self.seasonality_break(x, t, sigma) {
+                reason = Reason::SeasonalityBreak;
+            }
+            out.score = Score::saturating(best);
+            out.reason = (best >= 0.5).then_some(reason);
+        }
+
+        // Learn.
+        self.q_spike.push(zc.abs());
+        self.q_shift.push(m.abs());
+        self.q_drift.push(self.cusum_pos.max(self.cusum_neg));
+        let clipped = e.clamp(-CLIP * sigma, CLIP * sigma);
+        self.level += self.selection.alpha * clipped;
+        self.scale.push(clipped.abs());
+        if !flat {
+            self.changes = self.changes.saturating_add(1);
+        }
+        self.last_finite = Some((t, x));
+        self.seen += 1;
+        out
+    }
+
+    fn flatline_limit(&self) -> f64 {
+        (self.max_run as f64 * self.config.flatline_factor).max(5.0)
+    }
+
+    /// A series that used to change and has stopped: scores from the run's length against the
+    /// longest run seen before. A series that never changed (a constant) never flatlines.
+    fn flatline_score(&self) -> f64 {
+        let limit = self.flatline_limit();
+        if self.changes < MIN_CHANGES || (self.run as f64) < limit {
+            return 0.0;
+        }
+        calibrate(2.0 * self.run as f64 / limit)
+    }
+
+    /// A spike that is normal for the series overall but not for this time of day or week.
+    fn seasonality_break(&self, x: f64, t: Timestamp, sigma: f64) -> bool {
+        let Some(b) = self.baseline else { return false };
+        if !b.seasonality().is_seasonal() {
+            return false;
+        }
+        let without = self.level + b.predict(t) - b.seasonal_part(t);
+        ((x - without) / sigma).abs() < 2.0
+    }
+}
+
+impl Detect for Detector {
+    fn observe(&mut self, sample: Sample) -> Scored {
+        if let Some(last) = self.last_t {
+            if sample.t <= last {
+                return Scored::unknown(sample.t, sample.v);
+            }
+            let dt = sample.t.millis_since(last) as f64;
+            // Only steps between usable samples teach the cadence; the median-like clip keeps a
+            // long gap from inflating it.
+            let expected = self.step_ms.get();
+            let dt = if expected.is_finite() {
+                dt.min(3.0 * expected)
+            } else {
+                dt
+            };
+            if sample.is_finite() {
+                self.step_ms.push(dt);
+            }
+        }
+        self.last_t = Some(sample.t);
+        if !sample.is_finite() {
+            return self.missing(sample.t).map_or_else(
+                || self.expectation(sample.t, sample.v),
+                |mut s| {
+                    s.value = sample.v;
+                    s
+                },
+            );
+        }
+        self.score_finite(sample.t, sample.v)
+    }
+
+    fn refit(&mut self, history: &[Sample]) -> Result<(), FitError> {
+        let (selection, baseline) = select_model(history)?;
+        // Move the level onto the new baseline so the expectation is continuous.
+        if let Some((t, _)) = self.last_finite {
+            let old = self.seasonal(t) + self.level;
+            let new_base = baseline.map_or(0.0, |b| b.predict(t));
+            if old.is_finite() {
+                self.level = old - new_base;
+            }
+        }
+        self.selection = selection;
+        self.baseline = baseline;
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Timestamp) -> Option<Scored> {
+        self.missing(now)
+    }
+}

@@ -1,0 +1,124 @@
+//! Small online estimators the detectors are built from. Each is O(1) in time and memory.
+
+use serde::{Deserialize, Serialize};
+
+/// An exponentially weighted mean with a bias correction for its first samples, so that an
+/// estimator fed three samples reports their mean rather than a value pulled towards zero.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ewma {
+    alpha: f64,
+    value: f64,
+    weight: f64,
+}
+
+impl Ewma {
+    /// An average over roughly the last `span` samples (`alpha = 2 / (span + 1)`).
+    pub fn with_span(span: f64) -> Self {
+        Self::with_alpha(2.0 / (span.max(1.0) + 1.0))
+    }
+
+    /// An average with smoothing factor `alpha` in (0, 1].
+    pub fn with_alpha(alpha: f64) -> Self {
+        Self {
+            alpha: alpha.clamp(f64::MIN_POSITIVE, 1.0),
+            value: 0.0,
+            weight: 0.0,
+        }
+    }
+
+    /// Adds one observation.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        self.value += self.alpha * (x - self.value);
+        self.weight += self.alpha * (1.0 - self.weight);
+    }
+
+    /// The current mean; NaN before the first observation.
+    #[inline]
+    pub fn get(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.value / self.weight
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// How much evidence there is, from 0 (none) to 1 (a full span's worth).
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+}
+
+/// An online estimate of a high quantile of a non-negative statistic, by stochastic gradient
+/// steps proportional to the current estimate (so it works on any scale): it rises by
+/// `rate × q` on an exceedance and falls by `rate × (1 − q)` otherwise, which balances exactly
+/// at the `q`-quantile (where exceedances have probability `1 − q`).
+///
+/// It moves slowly on purpose: a burst of anomalies only nudges it, so the burst still scores
+/// high, while a series that becomes permanently noisier is learnt within a few thousand samples.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantileTracker {
+    q: f64,
+    rate: f64,
+    value: f64,
+    floor: f64,
+}
+
+impl QuantileTracker {
+    /// Tracks the `q`-quantile, starting at `initial`, never below `floor`.
+    pub fn new(q: f64, rate: f64, initial: f64, floor: f64) -> Self {
+        Self {
+            q,
+            rate,
+            value: initial.max(floor),
+            floor,
+        }
+    }
+
+    /// Adds one observation.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        let step = self.rate * self.value;
+        if x > self.value {
+            self.value += step * self.q;
+        } else {
+            self.value -= step * (1.0 - self.q);
+        }
+        if self.value < self.floor {
+            self.value = self.floor;
+        }
+    }
+
+    /// The current estimate.
+    #[inline]
+    pub fn get(&self) -> f64 {
+        self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_is_unbiased_at_start() {
+        let mut e = Ewma::with_span(100.0);
+        assert!(e.get().is_nan());
+        e.push(4.0);
+        assert!((e.get() - 4.0).abs() < 1e-12);
+        e.push(6.0);
+        assert!((e.get() - 5.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn quantile_tracker_converges() {
+        // Deterministic uniform stream on [0, 1): the 0.9-quantile is 0.9.
+        let mut q = QuantileTracker::new(0.9, 0.01, 0.1, 1e-6);
+        let mut x = 0.5f64;
+        for _ in 0..200_000 {
+            x = (x + 0.618_033_988_749_894_9) % 1.0;
+            q.push(x);
+        }
+        assert!((q.get() - 0.9).abs() < 0.02, "{}", q.get());
+    }
+}
