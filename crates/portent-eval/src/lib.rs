@@ -26,3 +26,4 @@
 //! matters. It writes NAB's results layout too, so NAB's own scorer can check its numbers.
 
 pub mod nab;
+pub mod replay;

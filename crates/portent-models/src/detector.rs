@@ -18,9 +18,10 @@
 use portent_core::{Detect, Direction, Fit, FitError, Reason, Sample, Score, Scored, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::online::{Ewma, QuantileTracker};
+use crate::online::Ewma;
 use crate::seasonal::SeasonalBaseline;
 use crate::select::{Selection, select_model};
+use crate::tail::Tail;
 
 /// Options of the default detector. Every field has a default that suits infrastructure
 /// metrics; none needs to be set per series.
@@ -96,17 +97,22 @@ impl Fit for DetectorConfig {
     }
 }
 
-/// Maps a calibrated ratio (a statistic over its tracked high quantile) into `[0, 1]`.
+/// The surprise (`−log10` of a tail probability) that scores exactly [`Score::ALERT`].
+pub const ALERT_SURPRISE: f64 = 4.0;
+
+/// Maps a surprise into `[0, 1]`: `s⁴ / (s⁴ + 64)`.
 ///
-/// `g(u) = 1 − 5^{−(u/2)^3}`: a statistic at its own 99th percentile (u = 1) scores 0.18,
-/// twice that scores the alert level 0.8, three times 0.9996.
+/// A 1-in-100 value (surprise 2) scores 0.2, a 1-in-10,000 value the alert level 0.8, a
+/// 1-in-a-million value 0.95. On a healthy series sampled every minute, 0.8 is then crossed
+/// about once a week per statistic.
 #[inline]
-pub fn calibrate(u: f64) -> f64 {
-    if u.is_nan() || u <= 0.0 {
+pub fn calibrate(surprise: f64) -> f64 {
+    if surprise.is_nan() || surprise <= 0.0 {
         return 0.0;
     }
-    let x = u * 0.5;
-    1.0 - (-(x * x * x) * std::f64::consts::LN_2 * 2.321_928_094_887_362).exp()
+    let s2 = surprise * surprise;
+    let s4 = s2 * s2;
+    s4 / (s4 + 64.0)
 }
 
 /// The fitted state of the default detector: a few hundred bytes per series.
@@ -122,20 +128,25 @@ pub struct Detector {
     last_finite: Option<(Timestamp, f64)>,
     step_ms: Ewma,
     shift: Ewma,
+    z_mean: Ewma,
     cusum_pos: f64,
     cusum_neg: f64,
-    q_spike: QuantileTracker,
-    q_shift: QuantileTracker,
-    q_drift: QuantileTracker,
+    t_spike: Tail,
+    t_shift: Tail,
+    t_drift: Tail,
     run: u32,
     max_run: u32,
     changes: u32,
+    /// Consecutive outliers on one side: positive above, negative below.
+    outliers: i32,
 }
 
 /// Samples the detector observes before it says anything.
 const WARMUP: u64 = 20;
 /// Robust clipping of updates, in scales.
 const CLIP: f64 = 3.0;
+/// Consecutive same-sided outliers after which the level jumps to the new value.
+const ACCEPT_SHIFT_AFTER: u32 = 3;
 /// Changes of value a series must have shown before it can flatline.
 const MIN_CHANGES: u32 = 10;
 /// CUSUM allowance per sample, in scales.
@@ -144,7 +155,6 @@ const CUSUM_K: f64 = 0.5;
 impl Detector {
     /// A detector that has seen nothing yet.
     pub fn new(config: DetectorConfig) -> Self {
-        let rate = 2.0 / config.memory;
         Self {
             config,
             selection: Selection::default(),
@@ -156,14 +166,17 @@ impl Detector {
             last_finite: None,
             step_ms: Ewma::with_span(100.0),
             shift: Ewma::with_span(config.shift_span),
+            z_mean: Ewma::with_span(config.memory),
             cusum_pos: 0.0,
             cusum_neg: 0.0,
-            q_spike: QuantileTracker::new(0.99, rate, 3.0, 2.0),
-            q_shift: QuantileTracker::new(0.99, rate, 3.0, 1.0),
-            q_drift: QuantileTracker::new(0.99, rate, 10.0, 4.0),
+            // Priors: |z| and a short mean of z for Gaussian noise; a CUSUM with allowance 0.5.
+            t_spike: Tail::new(0.8, 0.6, config.memory),
+            t_shift: Tail::new(0.27, 0.2, config.memory),
+            t_drift: Tail::new(0.5, 1.0, config.memory),
             run: 0,
             max_run: 1,
             changes: 0,
+            outliers: 0,
         }
     }
 
@@ -191,7 +204,7 @@ impl Detector {
         }
         let u = overdue / self.config.missing_after_steps;
         let mut s = self.expectation(t, f64::NAN);
-        s.score = Score::saturating(calibrate(2.0 * u));
+        s.score = Score::saturating(calibrate(ALERT_SURPRISE * u));
         s.reason = Some(Reason::MissingData);
         Some(s)
     }
@@ -211,8 +224,7 @@ impl Detector {
     /// Half-width of the expected band: the deviation that would score the alert level as a
     /// spike.
     fn band(&self) -> f64 {
-        // calibrate(2) = 0.8: a spike statistic at twice its tracked quantile.
-        2.0 * self.q_spike.get() * self.sigma()
+        self.t_spike.quantile_for_surprise(ALERT_SURPRISE) * self.sigma()
     }
 
     fn sigma(&self) -> f64 {
@@ -234,6 +246,8 @@ impl Detector {
         let e = x - pred;
         let sigma = self.sigma();
         let z = e / sigma;
+        // While warming up the scale is not known yet: nothing can be called an outlier.
+        let warm = self.seen >= WARMUP;
 
         // Deviations the user asked us to ignore contribute nothing.
         let admitted = self.config.direction.admits(e)
@@ -252,8 +266,19 @@ impl Detector {
             0.0
         };
         let shift = if admitted { m_scored } else { 0.0 };
-        self.cusum_pos = (self.cusum_pos + zc.min(CLIP * 2.0) - CUSUM_K).max(0.0);
-        self.cusum_neg = (self.cusum_neg - zc.max(-CLIP * 2.0) - CUSUM_K).max(0.0);
+        // The CUSUMs run on z centred by its own long-run mean: a robust level sits near the
+        // median, so skewed noise leaves a mean offset that would otherwise accumulate forever.
+        let zd = zc.clamp(-2.0 * CLIP, 2.0 * CLIP);
+        let mean = self.z_mean.get();
+        let centred = zd
+            - if mean.is_finite() {
+                mean.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+        self.z_mean.push(zd);
+        self.cusum_pos = (self.cusum_pos + centred - CUSUM_K).max(0.0);
+        self.cusum_neg = (self.cusum_neg - centred - CUSUM_K).max(0.0);
         let drift = match self.config.direction {
             Direction::Above => self.cusum_pos,
             Direction::Below => self.cusum_neg,
@@ -261,23 +286,20 @@ impl Detector {
         };
         let drift = if admitted { drift } else { 0.0 };
 
-        // Flatline: a run of identical values; when one ends, its length is learnt as normal
-        // unless it was long enough to be reported.
+        // Flatline: a run of identical values; when one ends, its length is learnt as normal.
         let flat = self.last_finite.is_some_and(|(_, prev)| prev == x);
         if flat {
             self.run = self.run.saturating_add(1);
         } else {
-            if (self.run as f64) < self.flatline_limit() {
-                self.max_run = self.max_run.max(self.run);
-            }
+            self.max_run = self.max_run.max(self.run);
             self.run = 0;
         }
 
         if self.seen >= WARMUP {
             let candidates = [
-                (calibrate(spike / self.q_spike.get()), Reason::Spike),
-                (calibrate(shift / self.q_shift.get()), Reason::LevelShift),
-                (calibrate(drift / self.q_drift.get()), Reason::Drift),
+                (calibrate(self.t_spike.surprise(spike)), Reason::Spike),
+                (calibrate(self.t_shift.surprise(shift)), Reason::LevelShift),
+                (calibrate(self.t_drift.surprise(drift)), Reason::Drift),
                 (self.flatline_score(), Reason::Flatline),
             ];
             let (best, mut reason) = candidates
@@ -291,11 +313,34 @@ impl Detector {
         }
 
         // Learn.
-        self.q_spike.push(zc.abs());
-        self.q_shift.push(m.abs());
-        self.q_drift.push(self.cusum_pos.max(self.cusum_neg));
-        let clipped = e.clamp(-CLIP * sigma, CLIP * sigma);
-        self.level += self.selection.alpha * clipped;
+        if warm {
+            self.t_spike.update(zc.abs());
+            self.t_shift.update(m.abs());
+            self.t_drift.update(self.cusum_pos.max(self.cusum_neg));
+        }
+        let clipped = if warm {
+            e.clamp(-CLIP * sigma, CLIP * sigma)
+        } else {
+            e
+        };
+        // Outliers move the level by a clipped step only, so a spike does not drag the
+        // expectation; but a run of same-sided outliers is a new level, accepted at once.
+        if warm && e.abs() > CLIP * sigma {
+            let side = if e > 0.0 { 1 } else { -1 };
+            self.outliers = if self.outliers.signum() == side {
+                self.outliers + side
+            } else {
+                side
+            };
+        } else {
+            self.outliers = 0;
+        }
+        if self.outliers.unsigned_abs() >= ACCEPT_SHIFT_AFTER {
+            self.level = x - base;
+            self.outliers = 0;
+        } else {
+            self.level += self.selection.alpha * clipped;
+        }
         self.scale.push(clipped.abs());
         if !flat {
             self.changes = self.changes.saturating_add(1);
@@ -316,7 +361,7 @@ impl Detector {
         if self.changes < MIN_CHANGES || (self.run as f64) < limit {
             return 0.0;
         }
-        calibrate(2.0 * self.run as f64 / limit)
+        calibrate(ALERT_SURPRISE * self.run as f64 / limit)
     }
 
     /// A spike that is normal for the series overall but not for this time of day or week.
@@ -379,5 +424,40 @@ impl Detect for Detector {
 
     fn tick(&mut self, now: Timestamp) -> Option<Scored> {
         self.missing(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64 → uniform in [0, 1).
+    pub(crate) fn uniform(i: u64) -> f64 {
+        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Roughly standard normal noise from a sum of twelve uniforms.
+    pub(crate) fn gauss(i: u64) -> f64 {
+        (0..12).map(|k| uniform(i * 12 + k)).sum::<f64>() - 6.0
+    }
+
+    #[test]
+    fn white_noise_rarely_alerts() {
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        let mut alerts = 0;
+        for i in 0..20_000u64 {
+            let s = d.observe(Sample::new(
+                Timestamp::from_secs(i as i64 * 60),
+                10.0 + gauss(i),
+            ));
+            if i > 500 && s.score >= Score::ALERT {
+                alerts += 1;
+            }
+        }
+        assert!(alerts < 10, "{alerts} alerts on white noise");
     }
 }

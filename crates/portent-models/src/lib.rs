@@ -32,6 +32,7 @@ mod linalg;
 pub mod online;
 pub mod seasonal;
 pub mod select;
+pub mod tail;
 
 pub use detector::{Detector, DetectorConfig, calibrate};
 pub use exhaustion::Exhaustion;

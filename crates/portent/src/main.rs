@@ -1,7 +1,45 @@
-//! The `portent` command line.
+//! The `portent` command line: one binary, one subcommand per job.
 
-#![allow(dead_code)] // temporary while the subcommands are wired up
+use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+mod detect;
+mod eval;
+mod intervals;
 mod plot;
+mod sample;
 
-fn main() {}
+/// Prometheus-native anomaly detection: learns what normal looks like for every series,
+/// scores each new sample, and explains what is unusual.
+#[derive(Debug, Parser)]
+#[command(name = "portent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score a file of samples (CSV or Prometheus query_range JSON), summarise and plot it.
+    Detect(detect::Args),
+    /// Measure detection quality on a benchmark corpus.
+    #[command(subcommand)]
+    Eval(eval::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Detect(args) => detect::run(&args),
+        Command::Eval(cmd) => eval::run(&cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain on one line: "reading data.csv: line 3: …".
+            eprintln!("portent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! `portent detect`: a file in, per-sample scores, a summary and a plot out.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use portent_core::{Direction, Labels, Scored, Series};
+use portent_engine::{RefitPolicy, SeriesRunner};
+use portent_input::Format;
+use portent_models::DetectorConfig;
+
+use crate::intervals::{Interval, intervals};
+use crate::{plot, sample};
+
+/// Options of `portent detect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The file to score: CSV (`timestamp,value`, or a header and one column per series) or a
+    /// Prometheus query_range JSON response. Omit it with --sample.
+    #[arg(required_unless_present = "sample")]
+    file: Option<PathBuf>,
+    /// Score portent's built-in sample series (two weeks at one minute with injected incidents)
+    /// instead of a file.
+    #[arg(long, conflicts_with = "file")]
+    sample: bool,
+    /// Input format.
+    #[arg(long, default_value = "auto", value_parser = Format::from_str)]
+    format: Format,
+    /// Write per-sample scores here (`-` for standard output; the summary then goes to
+    /// standard error).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Format of --output: csv or json (default: from the file extension, else csv).
+    #[arg(long)]
+    output_format: Option<OutputFormat>,
+    /// Draw the series, its expected band and the anomalies to this SVG file (one file per
+    /// series, numbered, when the input has several).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Samples scoring at or above this are anomalous.
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f64,
+    /// Which deviations count: above, below or both.
+    #[arg(long, default_value = "both", value_parser = Direction::from_str)]
+    direction: Direction,
+    /// Ignore deviations smaller than this, in the series' units.
+    #[arg(long, default_value_t = 0.0)]
+    min_abs_deviation: f64,
+    /// Ignore deviations smaller than this fraction of the expected value.
+    #[arg(long, default_value_t = 0.0)]
+    min_rel_deviation: f64,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Csv,
+    Json,
+}
+
+/// One scored series.
+struct Scoredseries {
+    labels: Labels,
+    scored: Vec<Scored>,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!("--threshold {}: must be between 0 and 1", args.threshold);
+    }
+    let config = DetectorConfig {
+        direction: args.direction,
+        min_abs_deviation: args.min_abs_deviation,
+        min_rel_deviation: args.min_rel_deviation,
+        ..DetectorConfig::default()
+    };
+    config.validate().context("detector options")?;
+
+    let (name, series) = match &args.file {
+        Some(path) => {
+            let series = portent_input::read_file(path, args.format)?;
+            (path.display().to_string(), series)
+        }
+        None => ("sample".to_string(), vec![sample::series()]),
+    };
+    if series.is_empty() {
+        bail!("{name}: no series found");
+    }
+    let total: usize = series.iter().map(|s| s.samples.len()).sum();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} scoring {pos}/{len} samples {wide_bar} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let results = score_all(series, &config, &bar)?;
+    bar.finish_and_clear();
+
+    let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    if let Some(out) = &args.output {
+        let format = args.output_format.unwrap_or_else(|| {
+            if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            {
+                OutputFormat::Json
+            } else {
+                OutputFormat::Csv
+            }
+        });
+        write_scores(out, format, &results)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    let mut summary: Box<dyn Write> = if to_stdout {
+        Box::new(io::stderr().lock())
+    } else {
+        Box::new(io::stdout().lock())
+    };
+    for (i, r) in results.iter().enumerate() {
+        let iv = intervals(&r.scored, args.threshold, 10);
+        print_summary(&mut summary, &name, r, &iv, args.threshold)?;
+        if let Some(plot_path) = &args.plot {
+            let path = numbered(plot_path, i, results.len());
+            let title = if r.labels.is_empty() {
+                name.clone()
+            } else {
+                r.labels.to_string()
+            };
+            plot::write_svg(&path, &title, &r.scored, args.threshold)?;
+            writeln!(summary, "  plot: {}", path.display())?;
+        }
+    }
+    Ok(())
+}
+
+/// Scores every series, in parallel across series (each series is independent and in order).
+fn score_all(
+    series: Vec<Series>,
+    config: &DetectorConfig,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<Scoredseries>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = series.len().div_ceil(threads).max(1);
+    let mut series = series;
+    let mut out = Vec::with_capacity(series.len());
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        while !series.is_empty() {
+            let batch: Vec<Series> = series.drain(..chunk.min(series.len())).collect();
+            handles.push(s.spawn(move || -> anyhow::Result<Vec<Scoredseries>> {
+                batch
+                    .into_iter()
+                    .map(|ser| {
+                        let mut runner = SeriesRunner::new(*config, RefitPolicy::default())?;
+                        let mut scored = Vec::with_capacity(ser.samples.len());
+                        for (i, smp) in ser.samples.iter().enumerate() {
+                            scored.push(runner.push(*smp));
+                            if i % 65_536 == 65_535 {
+                                bar.inc(65_536);
+                            }
+                        }
+                        bar.inc((ser.samples.len() % 65_536) as u64);
+                        Ok(Scoredseries {
+                            labels: ser.labels,
+                            scored,
+                        })
+                    })
+                    .collect()
+            }));
+        }
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a scoring thread panicked"))??;
+            out.extend(part);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
+    if n == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "plot".into(), |s| s.to_string_lossy());
+    let ext = path
+        .extension()
+        .map_or_else(|| "svg".into(), |s| s.to_string_lossy());
+    path.with_file_name(format!("{stem}-{}.{ext}", i + 1))
+}
+
+/// `2024-01-03 10:05:00` (UTC).
+pub(crate) fn human_time(t: portent_core::Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.millis())
+        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| format!("{}ms", t.millis()))
+}
+
+fn human_duration(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn print_summary(
+    w: &mut dyn Write,
+    name: &str,
+    r: &Scoredseries,
+    iv: &[Interval],
+    threshold: f64,
+) -> io::Result<()> {
+    let who = if r.labels.is_empty() {
+        name.to_string()
+    } else {
+        r.labels.to_string()
+    };
+    let unusable = r.scored.iter().filter(|s| !s.value.is_finite()).count();
+    write!(
+        w,
+        "{who}: {} samples, {} anomalous interval{} (score >= {threshold:.2})",
+        r.scored.len(),
+        iv.len(),
+        if iv.len() == 1 { "" } else { "s" }
+    )?;
+    if unusable > 0 {
+        write!(w, ", {unusable} NaN/Inf samples skipped")?;
+    }
+    writeln!(w)?;
+    for i in iv {
+        writeln!(
+            w,
+            "  {} .. {} UTC ({:>6})  peak {:.2} at {}  {:<17} value {} expected {}",
+            human_time(i.start),
+            human_time(i.end),
+            human_duration(i.end.millis_since(i.start)),
+            i.peak,
+            human_time(i.peak_at),
+            i.reason.map_or("-", |r| r.as_str()),
+            fmt_num(i.peak_value),
+            fmt_num(i.expected),
+        )?;
+    }
+    Ok(())
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e7).contains(&a) {
+        format!("{v:.3e}")
+    } else {
+        format!("{:.4}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+fn write_scores(path: &Path, format: OutputFormat, results: &[Scoredseries]) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = if path == Path::new("-") {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(File::create(path)?)
+    };
+    let mut w = BufWriter::with_capacity(1 << 16, sink);
+    match format {
+        OutputFormat::Csv => write_csv(&mut w, results)?,
+        OutputFormat::Json => write_json(&mut w, results)?,
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// CSV, one row per sample. Written by hand with `ryu` for the floats: formatting is most of
+/// the cost of writing millions of rows, and std's `Display` for `f64` is several times slower.
+fn write_csv(w: &mut dyn Write, results: &[Scoredseries]) -> io::Result<()> {
+    writeln!(
+        w,
+        "series,timestamp,value,anomaly_score,yhat,yhat_lower,yhat_upper,reason"
+    )?;
+    let mut f = ryu::Buffer::new();
+    let mut num = |w: &mut dyn Write, v: f64| -> io::Result<()> {
+        if v.is_finite() {
+            w.write_all(f.format_finite(v).as_bytes())
+        } else if v.is_nan() {
+            w.write_all(b"NaN")
+        } else if v > 0.0 {
+            w.write_all(b"+Inf")
+        } else {
+            w.write_all(b"-Inf")
+        }
+    };
+    for r in results {
+        let labels = csv_field(&r.labels.to_string());
+        for s in &r.scored {
+            w.write_all(labels.as_bytes())?;
+            write!(w, ",{},", rfc3339(s.t))?;
+            num(w, s.value)?;
+            w.write_all(b",")?;
+            num(w, s.score.get())?;
+            w.write_all(b",")?;
+            num(w, s.yhat)?;
+            w.write_all(b",")?;
+            num(w, s.yhat_lower)?;
+            w.write_all(b",")?;
+            num(w, s.yhat_upper)?;
+            w.write_all(b",")?;
+            w.write_all(s.reason.map_or("", |r| r.as_str()).as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(t: portent_core::Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.millis())
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| t.millis().to_string())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// JSON: `[{"labels": {...}, "samples": [{"t": ms, "value", "score", "yhat", "yhat_lower",
+/// "yhat_upper", "reason"}, ...]}]`; NaN and infinities become `null`.
+fn write_json(w: &mut dyn Write, results: &[Scoredseries]) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        labels: std::collections::BTreeMap<&'a str, &'a str>,
+        samples: &'a [Scored],
+    }
+    let out: Vec<Out<'_>> = results
+        .iter()
+        .map(|r| Out {
+            labels: r.labels.iter().map(|l| (&*l.name, &*l.value)).collect(),
+            samples: &r.scored,
+        })
+        .collect();
+    serde_json::to_writer(&mut *w, &out)?;
+    writeln!(w)?;
+    Ok(())
+}
