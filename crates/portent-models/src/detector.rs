@@ -460,4 +460,185 @@ mod tests {
         }
         assert!(alerts < 10, "{alerts} alerts on white noise");
     }
+
+    fn seasonal_stream(n: u64, step_s: i64) -> Vec<Sample> {
+        (0..n)
+            .map(|i| {
+                let t = 1_700_000_000 + i as i64 * step_s;
+                let day = std::f64::consts::TAU * (t.rem_euclid(86_400) as f64 / 86_400.0);
+                Sample::new(Timestamp::from_secs(t), 100.0 + 20.0 * day.sin() + gauss(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn state_restores_exactly_mid_stream() {
+        let data = seasonal_stream(6000, 300);
+        let mut a = DetectorConfig::default().fit(&data[..3000]).unwrap();
+        for s in &data[3000..4000] {
+            a.observe(*s);
+        }
+        let bytes = postcard::to_stdvec(&a).unwrap();
+        assert!(bytes.len() <= 4096, "{} bytes of state", bytes.len());
+        let mut b: Detector = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(a, b);
+        for s in &data[4000..] {
+            let (x, y) = (a.observe(*s), b.observe(*s));
+            assert_eq!(x.score.get().to_bits(), y.score.get().to_bits());
+            assert_eq!(x.yhat.to_bits(), y.yhat.to_bits());
+        }
+        // JSON too (serde_json's `float_roundtrip` makes floats exact), for people reading
+        // state files.
+        let json = serde_json::to_string(&a).unwrap();
+        let c: Detector = serde_json::from_str(&json).unwrap();
+        assert_eq!(c, a);
+    }
+
+    #[test]
+    fn nan_and_inf_are_not_learnt_and_do_not_poison_scores() {
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        for (i, s) in seasonal_stream(2000, 60).into_iter().enumerate() {
+            let v = match i % 97 {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => f64::NEG_INFINITY,
+                _ => s.v,
+            };
+            let out = d.observe(Sample::new(s.t, v));
+            assert!((0.0..=1.0).contains(&out.score.get()));
+            if i > 100 {
+                assert!(out.yhat.is_finite(), "row {i}: {out:?}");
+            }
+            // A lone unusable sample is not missing data: the series is not overdue.
+            if !v.is_finite() {
+                assert_eq!(out.reason, None, "row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stretch_of_nan_is_missing_data() {
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        let data = seasonal_stream(600, 60);
+        let mut reasons = Vec::new();
+        for (i, s) in data.iter().enumerate() {
+            let v = if (400..430).contains(&i) {
+                f64::NAN
+            } else {
+                s.v
+            };
+            reasons.push(d.observe(Sample::new(s.t, v)).reason);
+        }
+        assert_eq!(
+            reasons[402], None,
+            "two missing samples are not yet overdue"
+        );
+        assert_eq!(reasons[420], Some(Reason::MissingData));
+        assert!(reasons[440].is_none_or(|r| r != Reason::MissingData));
+    }
+
+    #[test]
+    fn tick_reports_an_overdue_series() {
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        let data = seasonal_stream(300, 60);
+        for s in &data {
+            d.observe(*s);
+        }
+        let last = data[data.len() - 1].t;
+        assert_eq!(d.tick(last.add_millis(120_000)), None);
+        let late = d
+            .tick(last.add_millis(30 * 60_000))
+            .expect("overdue after 30 steps");
+        assert_eq!(late.reason, Some(Reason::MissingData));
+        assert!(late.score >= Score::ALERT);
+    }
+
+    #[test]
+    fn gaps_and_irregular_spacing_are_scored_calmly() {
+        // Jittered steps (30-90 s) and a six-hour gap: no alert storm on healthy data.
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        let mut t = 1_700_000_000_000i64;
+        let mut alerts = 0;
+        for i in 0..6000u64 {
+            t += 30_000 + (uniform(i + 99) * 60_000.0) as i64;
+            if i == 3000 {
+                t += 6 * 3_600_000;
+            }
+            let s = d.observe(Sample::new(Timestamp::from_millis(t), 50.0 + gauss(i)));
+            if i > 100 && s.score >= Score::ALERT {
+                alerts += 1;
+            }
+        }
+        assert!(alerts <= 3, "{alerts} alerts");
+    }
+
+    #[test]
+    fn out_of_order_samples_are_ignored() {
+        let mut d = DetectorConfig::default().fit(&[]).unwrap();
+        for i in 0..100 {
+            d.observe(Sample::new(
+                Timestamp::from_secs(i * 60),
+                1.0 + gauss(i as u64),
+            ));
+        }
+        let before = d.clone();
+        let s = d.observe(Sample::new(Timestamp::from_secs(30), 1e9));
+        assert_eq!(s.score, Score::ZERO);
+        assert!(s.yhat.is_nan());
+        assert_eq!(d, before);
+    }
+
+    #[test]
+    fn direction_and_minimum_deviation_silence_what_they_should() {
+        let run = |config: DetectorConfig, bump: f64| {
+            let mut d = config.fit(&[]).unwrap();
+            let mut peak: f64 = 0.0;
+            for i in 0..1000u64 {
+                let v = 100.0 + gauss(i) + if i == 900 { bump } else { 0.0 };
+                let s = d.observe(Sample::new(Timestamp::from_secs(i as i64 * 60), v));
+                if i == 900 {
+                    peak = s.score.get();
+                }
+            }
+            peak
+        };
+        let both = DetectorConfig::default();
+        assert!(run(both, -30.0) >= 0.8);
+        let above = DetectorConfig {
+            direction: Direction::Above,
+            ..both
+        };
+        assert!(run(above, -30.0) < 0.1);
+        assert!(run(above, 30.0) >= 0.8);
+        let wide = DetectorConfig {
+            min_abs_deviation: 50.0,
+            ..both
+        };
+        assert!(run(wide, 30.0) < 0.1);
+        let rel = DetectorConfig {
+            min_rel_deviation: 0.5,
+            ..both
+        };
+        assert!(run(rel, 30.0) < 0.1);
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_the_option_named() {
+        let bad = DetectorConfig {
+            memory: 1.0,
+            ..DetectorConfig::default()
+        };
+        let err = bad.fit(&[]).unwrap_err().to_string();
+        assert!(err.contains("memory"), "{err}");
+        let bad = DetectorConfig {
+            min_abs_deviation: f64::NAN,
+            ..DetectorConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("min_abs_deviation")
+        );
+    }
 }
