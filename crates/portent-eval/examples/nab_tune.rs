@@ -9,6 +9,23 @@ use portent_eval::nab::{Corpus, Profile, Sweep};
 use portent_eval::replay::{anomaly_scores, replay_corpus};
 use portent_models::DetectorConfig;
 
+/// Overrides from PORTENT_TUNE="memory=1000,shift_span=4" for quick experiments.
+fn config_from_env() -> DetectorConfig {
+    let mut c = DetectorConfig::default();
+    let spec = std::env::var("PORTENT_TUNE").unwrap_or_default();
+    for kv in spec.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        let v: f64 = v.parse().expect("number");
+        match k {
+            "memory" => c.memory = v,
+            "shift_span" => c.shift_span = v,
+            "flatline_factor" => c.flatline_factor = v,
+            _ => panic!("unknown knob {k}"),
+        }
+    }
+    c
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let root = PathBuf::from(
@@ -20,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let scored = replay_corpus(
         &corpus,
-        &DetectorConfig::default(),
+        &config_from_env(),
         &RefitPolicy::default(),
         2,
         &|_| {},

@@ -42,6 +42,9 @@ pub struct DetectorConfig {
     pub flatline_factor: f64,
     /// Missing data is reported once no usable sample came for this many expected steps.
     pub missing_after_steps: f64,
+    /// Half-life, in samples, of the memory of an anomaly already reported: evidence is
+    /// scored by how far it exceeds that memory.
+    pub refractory: f64,
 }
 
 impl Default for DetectorConfig {
@@ -54,6 +57,7 @@ impl Default for DetectorConfig {
             shift_span: 8.0,
             flatline_factor: 2.0,
             missing_after_steps: 5.0,
+            refractory: 100.0,
         }
     }
 }
@@ -76,6 +80,9 @@ impl DetectorConfig {
         }
         if self.flatline_factor.is_nan() || self.flatline_factor < 1.0 {
             return bad("flatline_factor: must be >= 1");
+        }
+        if self.refractory.is_nan() || self.refractory < 1.0 {
+            return bad("refractory: must be at least 1 sample");
         }
         if self.missing_after_steps.is_nan() || self.missing_after_steps < 1.0 {
             return bad("missing_after_steps: must be >= 1");
@@ -137,6 +144,10 @@ pub struct Detector {
     run: u32,
     max_run: u32,
     changes: u32,
+    /// The highest evidence reported recently, decaying with `config.refractory` half-life.
+    recent_peak: f64,
+    /// Per-sample decay of `recent_peak`, from `config.refractory` (kept to spare a `powf`).
+    peak_decay: f64,
     /// Consecutive outliers on one side: positive above, negative below.
     outliers: i32,
 }
@@ -177,6 +188,8 @@ impl Detector {
             max_run: 1,
             changes: 0,
             outliers: 0,
+            recent_peak: 0.0,
+            peak_decay: 0.5f64.powf(1.0 / config.refractory),
         }
     }
 
@@ -308,6 +321,17 @@ impl Detector {
             if reason == Reason::Spike && self.seasonality_break(x, t, sigma) {
                 reason = Reason::SeasonalityBreak;
             }
+            // Report what is new: the evidence beyond the (decaying) peak already reported.
+            // An ongoing incident scores at its onset and whenever it gets worse, not on every
+            // sample, so one incident is one alert and its echoes do not page again.
+            let p = self.recent_peak;
+            let novel = if best > p {
+                (best - p) / (1.0 - p).max(1e-9)
+            } else {
+                0.0
+            };
+            self.recent_peak = (p * self.peak_decay()).max(best);
+            let best = novel;
             out.score = Score::saturating(best);
             out.reason = (best >= 0.5).then_some(reason);
         }
@@ -348,6 +372,10 @@ impl Detector {
         self.last_finite = Some((t, x));
         self.seen += 1;
         out
+    }
+
+    fn peak_decay(&self) -> f64 {
+        self.peak_decay
     }
 
     fn flatline_limit(&self) -> f64 {

@@ -41,16 +41,18 @@ pub(crate) struct Args {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Samples scoring at or above this are anomalous.
-    #[arg(long, default_value_t = 0.8)]
+    // Negative numbers are taken as values so that `--threshold -0.5` gets run()'s range
+    // message, not clap's "unexpected argument '-0' found".
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     threshold: f64,
     /// Which deviations count: above, below or both.
     #[arg(long, default_value = "both", value_parser = Direction::from_str)]
     direction: Direction,
     /// Ignore deviations smaller than this, in the series' units.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     min_abs_deviation: f64,
     /// Ignore deviations smaller than this fraction of the expected value.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     min_rel_deviation: f64,
     /// Do not draw a progress bar.
     #[arg(long)]
@@ -128,6 +130,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         let iv = intervals(&r.scored, args.threshold, 10);
         print_summary(&mut summary, &name, r, &iv, args.threshold)?;
         if let Some(plot_path) = &args.plot {
+            if r.scored.is_empty() {
+                // A wide CSV column or a query result with no samples: nothing to draw, and no
+                // reason to fail the other series.
+                writeln!(summary, "  plot: none (no samples)")?;
+                continue;
+            }
             let path = numbered(plot_path, i, results.len());
             let title = if r.labels.is_empty() {
                 name.clone()

@@ -36,6 +36,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`portent detect -o - | head`): nothing left to say, as in
+        // ripgrep. Rust ignores SIGPIPE, so this arrives as an error instead of a signal.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // `{:#}` prints the whole chain on one line: "reading data.csv: line 3: …".
             eprintln!("portent: {e:#}");
