@@ -141,6 +141,11 @@ pub struct Detector {
     t_spike: Tail,
     t_shift: Tail,
     t_drift: Tail,
+    t_range: Tail,
+    /// The range of values seen (in the fit window, and since), and their robust spread.
+    lo: f64,
+    hi: f64,
+    spread: f64,
     run: u32,
     max_run: u32,
     changes: u32,
@@ -184,6 +189,11 @@ impl Detector {
             t_spike: Tail::new(0.8, 0.6, config.memory),
             t_shift: Tail::new(0.27, 0.2, config.memory),
             t_drift: Tail::new(0.5, 1.0, config.memory),
+            // Mostly zero: a value inside the range seen is not novel.
+            t_range: Tail::new(0.0, 0.05, config.memory),
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+            spread: f64::NAN,
             run: 0,
             max_run: 1,
             changes: 0,
@@ -299,6 +309,20 @@ impl Detector {
         };
         let drift = if admitted { drift } else { 0.0 };
 
+        // Novelty: how far outside every value seen before, in robust spreads of the values.
+        let outside = if x > self.hi {
+            x - self.hi
+        } else if x < self.lo {
+            x - self.lo
+        } else {
+            0.0
+        };
+        let range = if self.spread > 0.0 && self.config.direction.admits(outside) && admitted {
+            (outside.abs() / self.spread).min(1e6)
+        } else {
+            0.0
+        };
+
         // Flatline: a run of identical values; when one ends, its length is learnt as normal.
         let flat = self.last_finite.is_some_and(|(_, prev)| prev == x);
         if flat {
@@ -313,6 +337,7 @@ impl Detector {
                 (calibrate(self.t_spike.surprise(spike)), Reason::Spike),
                 (calibrate(self.t_shift.surprise(shift)), Reason::LevelShift),
                 (calibrate(self.t_drift.surprise(drift)), Reason::Drift),
+                (calibrate(self.t_range.surprise(range)), Reason::LevelShift),
                 (self.flatline_score(), Reason::Flatline),
             ];
             let (best, mut reason) = candidates
@@ -341,6 +366,13 @@ impl Detector {
             self.t_spike.update(zc.abs());
             self.t_shift.update(m.abs());
             self.t_drift.update(self.cusum_pos.max(self.cusum_neg));
+            self.t_range.update(range);
+        }
+        self.lo = self.lo.min(x);
+        self.hi = self.hi.max(x);
+        if (self.spread.is_nan() || self.spread <= 0.0) && self.seen >= WARMUP {
+            // Before the first fit: the spread of the warm-up's values.
+            self.spread = (self.hi - self.lo) / 4.0;
         }
         let clipped = if warm {
             e.clamp(-CLIP * sigma, CLIP * sigma)
@@ -447,6 +479,23 @@ impl Detect for Detector {
         }
         self.selection = selection;
         self.baseline = baseline;
+        let mut values: Vec<f64> = history
+            .iter()
+            .map(|s| s.v)
+            .filter(|v| v.is_finite())
+            .collect();
+        if values.len() >= 4 {
+            values.sort_unstable_by(f64::total_cmp);
+            let q = |p: f64| values[((values.len() - 1) as f64 * p) as usize];
+            self.lo = values[0];
+            self.hi = values[values.len() - 1];
+            let iqr = q(0.75) - q(0.25);
+            self.spread = if iqr > 0.0 {
+                iqr / 1.349
+            } else {
+                (self.hi - self.lo) / 4.0
+            };
+        }
         Ok(())
     }
 

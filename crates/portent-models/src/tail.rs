@@ -95,7 +95,7 @@ impl Tail {
         let above = x > u;
         if above {
             // Excesses are rarer than observations: their mean learns at the matching rate.
-            let wb = (w / self.rate.max(0.01)).min(0.5);
+            let wb = (w / self.rate.max(0.01)).min(0.1);
             self.beta += wb * ((x - u) - self.beta);
             self.beta = self.beta.max(1e-9 * u);
         }
