@@ -6,7 +6,7 @@
 //!    baseline got wrong since its last fit.
 //! 2. **Standardised residual.** `z = (x − yhat) / scale`, with a robust online scale.
 //! 3. **Evidence.** Four statistics of `z`: its size now (spike), a short average of it (level
-//!    shift), two-sided CUSUMs (drift that the level would otherwise absorb), plus the length of
+//!    shift), a medium- against a long-term mean (drift that the level would otherwise absorb), plus the length of
 //!    the current run of identical values (flatline) and the time since the last usable sample
 //!    (missing data).
 //! 4. **Calibration.** Each statistic is divided by a slowly tracked high quantile of its own
@@ -135,9 +135,8 @@ pub struct Detector {
     last_finite: Option<(Timestamp, f64)>,
     step_ms: Ewma,
     shift: Ewma,
-    z_mean: Ewma,
-    cusum_pos: f64,
-    cusum_neg: f64,
+    drift_fast: Ewma,
+    drift_slow: Ewma,
     t_spike: Tail,
     t_shift: Tail,
     t_drift: Tail,
@@ -146,6 +145,8 @@ pub struct Detector {
     lo: f64,
     hi: f64,
     spread: f64,
+    /// Whether the range comes from at least a day of history.
+    range_known: bool,
     run: u32,
     max_run: u32,
     changes: u32,
@@ -165,8 +166,12 @@ const CLIP: f64 = 3.0;
 const ACCEPT_SHIFT_AFTER: u32 = 3;
 /// Changes of value a series must have shown before it can flatline.
 const MIN_CHANGES: u32 = 10;
-/// CUSUM allowance per sample, in scales.
-const CUSUM_K: f64 = 0.5;
+/// Spans, in samples, of the drift statistic's medium- and long-term means. Consecutive values
+/// of the statistic overlap by nearly `DRIFT_FAST` samples, so its tail is learnt from about
+/// `1/DRIFT_FAST` as many independent observations as the others': its surprise is discounted
+/// by `log10(DRIFT_FAST)` to stay as rare on a healthy series.
+const DRIFT_FAST: f64 = 30.0;
+const DRIFT_SLOW: f64 = 300.0;
 
 impl Detector {
     /// A detector that has seen nothing yet.
@@ -182,10 +187,9 @@ impl Detector {
             last_finite: None,
             step_ms: Ewma::with_span(100.0),
             shift: Ewma::with_span(config.shift_span),
-            z_mean: Ewma::with_span(config.memory),
-            cusum_pos: 0.0,
-            cusum_neg: 0.0,
-            // Priors: |z| and a short mean of z for Gaussian noise; a CUSUM with allowance 0.5.
+            drift_fast: Ewma::with_span(DRIFT_FAST),
+            drift_slow: Ewma::with_span(DRIFT_SLOW),
+            // Priors: |z| and a short mean of z for Gaussian noise; drift in scales.
             t_spike: Tail::new(0.8, 0.6, config.memory),
             t_shift: Tail::new(0.27, 0.2, config.memory),
             t_drift: Tail::new(0.5, 1.0, config.memory),
@@ -193,7 +197,8 @@ impl Detector {
             t_range: Tail::new(0.0, 0.05, config.memory),
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
-            spread: f64::NAN,
+            spread: 0.0,
+            range_known: false,
             run: 0,
             max_run: 1,
             changes: 0,
@@ -289,23 +294,16 @@ impl Detector {
             0.0
         };
         let shift = if admitted { m_scored } else { 0.0 };
-        // The CUSUMs run on z centred by its own long-run mean: a robust level sits near the
-        // median, so skewed noise leaves a mean offset that would otherwise accumulate forever.
-        let zd = zc.clamp(-2.0 * CLIP, 2.0 * CLIP);
-        let mean = self.z_mean.get();
-        let centred = zd
-            - if mean.is_finite() {
-                mean.clamp(-1.0, 1.0)
-            } else {
-                0.0
-            };
-        self.z_mean.push(zd);
-        self.cusum_pos = (self.cusum_pos + centred - CUSUM_K).max(0.0);
-        self.cusum_neg = (self.cusum_neg - centred - CUSUM_K).max(0.0);
-        let drift = match self.config.direction {
-            Direction::Above => self.cusum_pos,
-            Direction::Below => self.cusum_neg,
-            Direction::Both => self.cusum_pos.max(self.cusum_neg),
+        // Drift: a medium-term mean of the deseasonalised value against a long-term one, in
+        // scales. A leak that the fast level follows step by step still pulls the two apart.
+        let r = x - base;
+        self.drift_fast.push(r);
+        self.drift_slow.push(r);
+        let gap = (self.drift_fast.get() - self.drift_slow.get()) / sigma;
+        let drift = if self.config.direction.admits(gap) && self.drift_slow.weight() > 0.5 {
+            gap.abs().min(1e6)
+        } else {
+            0.0
         };
         let drift = if admitted { drift } else { 0.0 };
 
@@ -317,7 +315,13 @@ impl Detector {
         } else {
             0.0
         };
-        let range = if self.spread > 0.0 && self.config.direction.admits(outside) && admitted {
+        // Only once the range has been learnt over a whole day: until then every daily peak
+        // would be "new".
+        let range = if self.range_known
+            && self.spread > 0.0
+            && self.config.direction.admits(outside)
+            && admitted
+        {
             (outside.abs() / self.spread).min(1e6)
         } else {
             0.0
@@ -336,7 +340,10 @@ impl Detector {
             let candidates = [
                 (calibrate(self.t_spike.surprise(spike)), Reason::Spike),
                 (calibrate(self.t_shift.surprise(shift)), Reason::LevelShift),
-                (calibrate(self.t_drift.surprise(drift)), Reason::Drift),
+                (
+                    calibrate(self.t_drift.surprise(drift) - DRIFT_FAST.log10()),
+                    Reason::Drift,
+                ),
                 (calibrate(self.t_range.surprise(range)), Reason::LevelShift),
                 (self.flatline_score(), Reason::Flatline),
             ];
@@ -365,15 +372,12 @@ impl Detector {
         if warm {
             self.t_spike.update(zc.abs());
             self.t_shift.update(m.abs());
-            self.t_drift.update(self.cusum_pos.max(self.cusum_neg));
+            self.t_drift.update(drift);
             self.t_range.update(range);
         }
         self.lo = self.lo.min(x);
         self.hi = self.hi.max(x);
-        if (self.spread.is_nan() || self.spread <= 0.0) && self.seen >= WARMUP {
-            // Before the first fit: the spread of the warm-up's values.
-            self.spread = (self.hi - self.lo) / 4.0;
-        }
+
         let clipped = if warm {
             e.clamp(-CLIP * sigma, CLIP * sigma)
         } else {
@@ -421,7 +425,11 @@ impl Detector {
         if self.changes < MIN_CHANGES || (self.run as f64) < limit {
             return 0.0;
         }
-        calibrate(ALERT_SURPRISE * self.run as f64 / limit)
+        // Past the alert level from the first sample over the limit, so that the onset of a
+        // stuck exporter pages even through a recent anomaly's memory.
+        // Past the alert level from the first sample over the limit, so that the onset of a
+        // stuck exporter pages even through a recent anomaly's memory.
+        calibrate((ALERT_SURPRISE + 1.0) * self.run as f64 / limit)
     }
 
     /// A spike that is normal for the series overall but not for this time of day or week.
@@ -476,6 +484,12 @@ impl Detect for Detector {
             if old.is_finite() {
                 self.level = old - new_base;
             }
+            // The drift means are of the deseasonalised value: move them with the baseline.
+            let moved = self.seasonal(t) - new_base;
+            if moved.is_finite() {
+                self.drift_fast.shift(moved);
+                self.drift_slow.shift(moved);
+            }
         }
         self.selection = selection;
         self.baseline = baseline;
@@ -495,6 +509,8 @@ impl Detect for Detector {
             } else {
                 (self.hi - self.lo) / 4.0
             };
+            let span = history[history.len() - 1].t.millis_since(history[0].t);
+            self.range_known = span >= crate::seasonal::DAY_MS;
         }
         Ok(())
     }

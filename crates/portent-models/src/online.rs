@@ -43,6 +43,11 @@ impl Ewma {
         }
     }
 
+    /// Moves the mean by `by`, as if every observation had been `by` larger.
+    pub fn shift(&mut self, by: f64) {
+        self.value += by * self.weight;
+    }
+
     /// How much evidence there is, from 0 (none) to 1 (a full span's worth).
     pub fn weight(&self) -> f64 {
         self.weight
