@@ -160,6 +160,8 @@ pub struct Detector {
 
 /// Samples the detector observes before it says anything.
 const WARMUP: u64 = 20;
+/// Samples after which the statistics' evidence is trusted fully.
+const CONFIDENT_AFTER: f64 = 200.0;
 /// Robust clipping of updates, in scales.
 const CLIP: f64 = 3.0;
 /// Consecutive same-sided outliers after which the level jumps to the new value.
@@ -337,14 +339,26 @@ impl Detector {
         }
 
         if self.seen >= WARMUP {
+            // A young series' tails are mostly prior: its evidence is trusted in proportion to
+            // how much it has seen, so a new pod does not page in its first minutes.
+            let trust = (self.seen as f64 / CONFIDENT_AFTER).min(1.0);
             let candidates = [
-                (calibrate(self.t_spike.surprise(spike)), Reason::Spike),
-                (calibrate(self.t_shift.surprise(shift)), Reason::LevelShift),
                 (
-                    calibrate(self.t_drift.surprise(drift) - DRIFT_FAST.log10()),
+                    calibrate(trust * self.t_spike.surprise(spike)),
+                    Reason::Spike,
+                ),
+                (
+                    calibrate(trust * self.t_shift.surprise(shift)),
+                    Reason::LevelShift,
+                ),
+                (
+                    calibrate(trust * (self.t_drift.surprise(drift) - DRIFT_FAST.log10())),
                     Reason::Drift,
                 ),
-                (calibrate(self.t_range.surprise(range)), Reason::LevelShift),
+                (
+                    calibrate(trust * self.t_range.surprise(range)),
+                    Reason::LevelShift,
+                ),
                 (self.flatline_score(), Reason::Flatline),
             ];
             let (best, mut reason) = candidates
