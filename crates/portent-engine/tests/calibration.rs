@@ -25,7 +25,8 @@ const WARM: u64 = 2_000;
 
 /// Alerts per week (10,080 one-minute samples) after warm-up.
 fn alerts_per_week(value: impl Fn(u64, f64) -> f64) -> f64 {
-    let mut r = SeriesRunner::new(DetectorConfig::default(), RefitPolicy::default()).unwrap();
+    let mut r = SeriesRunner::new(DetectorConfig::default(), RefitPolicy::default())
+        .expect("the default config is valid");
     let mut alerts = 0;
     for i in 0..SAMPLES {
         let t = 1_700_000_000_000 + i as i64 * 60_000;
