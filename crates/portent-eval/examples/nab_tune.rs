@@ -20,6 +20,7 @@ fn config_from_env() -> DetectorConfig {
             "memory" => c.memory = v,
             "shift_span" => c.shift_span = v,
             "flatline_factor" => c.flatline_factor = v,
+            "refractory" => c.refractory = v,
             _ => panic!("unknown knob {k}"),
         }
     }
@@ -44,6 +45,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let elapsed = t.elapsed();
     let scores = anomaly_scores(&scored);
+    if let Ok(dir) = std::env::var("DUMP") {
+        for (f, sc) in corpus.files.iter().zip(&scored) {
+            let d = PathBuf::from(&dir).join(&f.category);
+            std::fs::create_dir_all(&d)?;
+            let mut out = String::from("timestamp,score,reason\n");
+            for (i, s) in sc.iter().enumerate() {
+                out += &format!(
+                    "{},{},{}\n",
+                    f.raw_timestamps[i],
+                    s.score.get(),
+                    s.reason.map_or("", |r| r.as_str())
+                );
+            }
+            std::fs::write(d.join(format!("{}.csv", f.name)), out)?;
+        }
+    }
     let sweep = Sweep::new(&corpus, &scores)?;
     let mut std_thr: f64 = std::env::var("THR")
         .ok()
