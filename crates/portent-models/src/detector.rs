@@ -141,6 +141,9 @@ pub struct Detector {
     t_shift: Tail,
     t_drift: Tail,
     t_range: Tail,
+    t_context: Tail,
+    /// Per-hour-of-day value ranges, for series with daily seasonality.
+    hourly: Option<Box<HourlyRange>>,
     /// The range of values seen (in the fit window, and since), and their robust spread.
     lo: f64,
     hi: f64,
@@ -160,6 +163,8 @@ pub struct Detector {
 
 /// Samples the detector observes before it says anything.
 const WARMUP: u64 = 20;
+/// Days of history before per-hour ranges are used.
+const CONTEXT_DAYS: i64 = 3;
 /// Samples after which the statistics' evidence is trusted fully.
 const CONFIDENT_AFTER: f64 = 200.0;
 /// Robust clipping of updates, in scales.
@@ -197,6 +202,8 @@ impl Detector {
             t_drift: Tail::new(0.5, 1.0, config.memory),
             // Mostly zero: a value inside the range seen is not novel.
             t_range: Tail::new(0.0, 0.05, config.memory),
+            t_context: Tail::new(0.0, 0.05, config.memory),
+            hourly: None,
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
             spread: 0.0,
@@ -329,6 +336,29 @@ impl Detector {
             0.0
         };
 
+        // Contextual novelty: outside every value seen at this hour of the day (only for a
+        // series with daily seasonality, whose hours differ): a 3 PM traffic drop to a level
+        // that is normal at 3 AM.
+        let hour = hour_of_day(t);
+        let context = match &self.hourly {
+            Some(h) if admitted && self.spread > 0.0 => {
+                let (lo, hi) = (f64::from(h.lo[hour]), f64::from(h.hi[hour]));
+                let out = if x > hi {
+                    x - hi
+                } else if x < lo {
+                    x - lo
+                } else {
+                    0.0
+                };
+                if self.config.direction.admits(out) {
+                    (out.abs() / self.spread).min(1e6)
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+
         // Flatline: a run of identical values; when one ends, its length is learnt as normal.
         let flat = self.last_finite.is_some_and(|(_, prev)| prev == x);
         if flat {
@@ -359,6 +389,10 @@ impl Detector {
                     calibrate(trust * self.t_range.surprise(range)),
                     Reason::LevelShift,
                 ),
+                (
+                    calibrate(trust * self.t_context.surprise(context)),
+                    Reason::SeasonalityBreak,
+                ),
                 (self.flatline_score(), Reason::Flatline),
             ];
             let (best, mut reason) = candidates
@@ -388,6 +422,11 @@ impl Detector {
             self.t_shift.update(m.abs());
             self.t_drift.update(drift);
             self.t_range.update(range);
+            self.t_context.update(context);
+        }
+        if let Some(h) = &mut self.hourly {
+            h.lo[hour] = h.lo[hour].min(x as f32);
+            h.hi[hour] = h.hi[hour].max(x as f32);
         }
         self.lo = self.lo.min(x);
         self.hi = self.hi.max(x);
@@ -525,6 +564,11 @@ impl Detect for Detector {
             };
             let span = history[history.len() - 1].t.millis_since(history[0].t);
             self.range_known = span >= crate::seasonal::DAY_MS;
+            // Hours differ only for a daily-seasonal series, and each hour's range needs a few
+            // days to mean anything.
+            self.hourly = (self.selection.seasonality.daily > 0
+                && span >= CONTEXT_DAYS * crate::seasonal::DAY_MS)
+                .then(|| Box::new(HourlyRange::from_history(history)));
         }
         Ok(())
     }
@@ -748,4 +792,30 @@ mod tests {
                 .contains("min_abs_deviation")
         );
     }
+}
+
+/// The range of values seen in each hour of the day (UTC), in `f32` to keep state small.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct HourlyRange {
+    lo: [f32; 24],
+    hi: [f32; 24],
+}
+
+impl HourlyRange {
+    fn from_history(history: &[Sample]) -> Self {
+        let mut h = Self {
+            lo: [f32::INFINITY; 24],
+            hi: [f32::NEG_INFINITY; 24],
+        };
+        for s in history.iter().filter(|s| s.is_finite()) {
+            let i = hour_of_day(s.t);
+            h.lo[i] = h.lo[i].min(s.v as f32);
+            h.hi[i] = h.hi[i].max(s.v as f32);
+        }
+        h
+    }
+}
+
+fn hour_of_day(t: Timestamp) -> usize {
+    (t.millis().rem_euclid(crate::seasonal::DAY_MS) / 3_600_000) as usize
 }
