@@ -163,6 +163,8 @@ pub struct Detector {
 
 /// Samples the detector observes before it says anything.
 const WARMUP: u64 = 20;
+/// Fraction of the fit window's values, at each end, left out of the known range.
+const RANGE_TRIM: f64 = 0.001;
 /// Days of history before per-hour ranges are used.
 const CONTEXT_DAYS: i64 = 3;
 /// Samples after which the statistics' evidence is trusted fully.
@@ -554,8 +556,10 @@ impl Detect for Detector {
         if values.len() >= 4 {
             values.sort_unstable_by(f64::total_cmp);
             let q = |p: f64| values[((values.len() - 1) as f64 * p) as usize];
-            self.lo = values[0];
-            self.hi = values[values.len() - 1];
+            // The range leaves out the most extreme 0.1% of the window, so that a past incident
+            // does not widen it enough to hide the next one.
+            self.lo = q(RANGE_TRIM);
+            self.hi = q(1.0 - RANGE_TRIM);
             let iqr = q(0.75) - q(0.25);
             self.spread = if iqr > 0.0 {
                 iqr / 1.349
