@@ -148,6 +148,8 @@ pub struct Detector {
     lo: f64,
     hi: f64,
     spread: f64,
+    /// Whether two days of history are known: before that a daily cycle looks like drift.
+    drift_known: bool,
     /// Whether the range comes from at least a day of history.
     range_known: bool,
     run: u32,
@@ -179,8 +181,8 @@ const MIN_CHANGES: u32 = 10;
 /// of the statistic overlap by nearly `DRIFT_FAST` samples, so its tail is learnt from about
 /// `1/DRIFT_FAST` as many independent observations as the others': its surprise is discounted
 /// by `log10(DRIFT_FAST)` to stay as rare on a healthy series.
-const DRIFT_FAST: f64 = 30.0;
-const DRIFT_SLOW: f64 = 300.0;
+const DRIFT_FAST: f64 = 100.0;
+const DRIFT_SLOW: f64 = 1000.0;
 
 impl Detector {
     /// A detector that has seen nothing yet.
@@ -210,6 +212,7 @@ impl Detector {
             hi: f64::NEG_INFINITY,
             spread: 0.0,
             range_known: false,
+            drift_known: false,
             run: 0,
             max_run: 1,
             changes: 0,
@@ -311,14 +314,15 @@ impl Detector {
         self.drift_fast.push(r);
         self.drift_slow.push(r);
         let gap = (self.drift_fast.get() - self.drift_slow.get()) / sigma;
-        let drift = if self.config.direction.admits(gap) && self.drift_slow.weight() > 0.5 {
-            gap.abs().min(1e6)
-        } else {
-            0.0
-        };
-        let drift = if admitted { drift } else { 0.0 };
+        // Each novelty statistic is `None` until it means something: its tail then learns
+        // only from real values, not from the zeros of a statistic that was switched off.
+        let drift_raw =
+            (self.drift_known && self.drift_slow.weight() > 0.63).then(|| gap.abs().min(1e6));
+        let drift = scored_if(drift_raw, admitted && self.config.direction.admits(gap));
 
         // Novelty: how far outside every value seen before, in robust spreads of the values.
+        // Only once the range has been learnt over a whole day: until then every daily peak
+        // would be "new".
         let outside = if x > self.hi {
             x - self.hi
         } else if x < self.lo {
@@ -326,24 +330,16 @@ impl Detector {
         } else {
             0.0
         };
-        // Only once the range has been learnt over a whole day: until then every daily peak
-        // would be "new".
-        let range = if self.range_known
-            && self.spread > 0.0
-            && self.config.direction.admits(outside)
-            && admitted
-        {
-            (outside.abs() / self.spread).min(1e6)
-        } else {
-            0.0
-        };
+        let range_raw =
+            (self.range_known && self.spread > 0.0).then(|| (outside.abs() / self.spread).min(1e6));
+        let range = scored_if(range_raw, admitted && self.config.direction.admits(outside));
 
         // Contextual novelty: outside every value seen at this hour of the day (only for a
         // series with daily seasonality, whose hours differ): a 3 PM traffic drop to a level
         // that is normal at 3 AM.
         let hour = hour_of_day(t);
-        let context = match &self.hourly {
-            Some(h) if admitted && self.spread > 0.0 => {
+        let (context_raw, context_sign) = match &self.hourly {
+            Some(h) if self.spread > 0.0 => {
                 let (lo, hi) = (f64::from(h.lo[hour]), f64::from(h.hi[hour]));
                 let out = if x > hi {
                     x - hi
@@ -352,14 +348,14 @@ impl Detector {
                 } else {
                     0.0
                 };
-                if self.config.direction.admits(out) {
-                    (out.abs() / self.spread).min(1e6)
-                } else {
-                    0.0
-                }
+                (Some((out.abs() / self.spread).min(1e6)), out)
             }
-            _ => 0.0,
+            _ => (None, 0.0),
         };
+        let context = scored_if(
+            context_raw,
+            admitted && self.config.direction.admits(context_sign),
+        );
 
         // Flatline: a run of identical values; when one ends, its length is learnt as normal.
         let flat = self.last_finite.is_some_and(|(_, prev)| prev == x);
@@ -422,9 +418,15 @@ impl Detector {
         if warm {
             self.t_spike.update(zc.abs());
             self.t_shift.update(m.abs());
-            self.t_drift.update(drift);
-            self.t_range.update(range);
-            self.t_context.update(context);
+            for (tail, raw) in [
+                (&mut self.t_drift, drift_raw),
+                (&mut self.t_range, range_raw),
+                (&mut self.t_context, context_raw),
+            ] {
+                if let Some(v) = raw {
+                    tail.update(v);
+                }
+            }
         }
         if let Some(h) = &mut self.hourly {
             h.lo[hour] = h.lo[hour].min(x as f32);
@@ -539,9 +541,14 @@ impl Detect for Detector {
             if old.is_finite() {
                 self.level = old - new_base;
             }
-            // The drift means are of the deseasonalised value: move them with the baseline.
+            // The drift means are of the deseasonalised value: move them with the baseline,
+            // or start them afresh when the seasonal structure itself changed (their past
+            // values then hold a cycle that the new baseline removes).
             let moved = self.seasonal(t) - new_base;
-            if moved.is_finite() {
+            if selection.seasonality != self.selection.seasonality {
+                self.drift_fast = Ewma::with_span(DRIFT_FAST);
+                self.drift_slow = Ewma::with_span(DRIFT_SLOW);
+            } else if moved.is_finite() {
                 self.drift_fast.shift(moved);
                 self.drift_slow.shift(moved);
             }
@@ -568,6 +575,7 @@ impl Detect for Detector {
             };
             let span = history[history.len() - 1].t.millis_since(history[0].t);
             self.range_known = span >= crate::seasonal::DAY_MS;
+            self.drift_known = span >= 2 * crate::seasonal::DAY_MS;
             // Hours differ only for a daily-seasonal series, and each hour's range needs a few
             // days to mean anything.
             self.hourly = (self.selection.seasonality.daily > 0
@@ -822,4 +830,12 @@ impl HourlyRange {
 
 fn hour_of_day(t: Timestamp) -> usize {
     (t.millis().rem_euclid(crate::seasonal::DAY_MS) / 3_600_000) as usize
+}
+
+/// A statistic's value for scoring: zero when it is off or the deviation is not admitted.
+fn scored_if(raw: Option<f64>, admitted: bool) -> f64 {
+    match raw {
+        Some(v) if admitted => v,
+        _ => 0.0,
+    }
 }
