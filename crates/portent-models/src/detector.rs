@@ -165,6 +165,8 @@ pub struct Detector {
 
 /// Samples the detector observes before it says anything.
 const WARMUP: u64 = 20;
+/// Surprise (decades of rarity) a spike must add when its value lies inside the known range.
+const IN_RANGE_SPIKE_DISCOUNT: f64 = 2.0;
 /// Fraction of the fit window's values, at each end, left out of the known range.
 const RANGE_TRIM: f64 = 0.001;
 /// Days of history before per-hour ranges are used.
@@ -367,12 +369,19 @@ impl Detector {
         }
 
         if self.seen >= WARMUP {
+            // A jump to a value the series has shown in the last weeks is ordinary for it: only
+            // a far stronger one-step deviation makes it a spike.
+            let in_range_discount = if outside == 0.0 {
+                IN_RANGE_SPIKE_DISCOUNT
+            } else {
+                0.0
+            };
             // A young series' tails are mostly prior: its evidence is trusted in proportion to
             // how much it has seen, so a new pod does not page in its first minutes.
             let trust = (self.seen as f64 / CONFIDENT_AFTER).min(1.0);
             let candidates = [
                 (
-                    calibrate(trust * self.t_spike.surprise(spike)),
+                    calibrate(trust * (self.t_spike.surprise(spike) - in_range_discount)),
                     Reason::Spike,
                 ),
                 (
