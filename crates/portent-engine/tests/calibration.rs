@@ -1,8 +1,8 @@
 //! The score's documented meaning, checked: on healthy series of several shapes, the default
 //! alert threshold (0.8) is crossed at most a few times a week at one-minute steps, all kinds of
-//! evidence together (about once a week for each), and a heavy tail costs a few more. Measured
-//! at this commit: Gaussian 2.37, Laplace 2.10, daily cycle 0.26, count-like 0.53, Student-t(3)
-//! 4.21 a week. Seeded data, so the counts are exact and the test cannot flake.
+//! evidence together, and a heavy tail costs a few more. Measured at this commit: Gaussian 1.84,
+//! Laplace 2.10, daily cycle 0.26, count-like 0.26, Student-t(3) 4.21 a week. Seeded data, so
+//! the counts are exact and the test cannot flake.
 
 use portent_core::{Sample, Score, Timestamp};
 use portent_engine::{RefitPolicy, SeriesRunner};
@@ -44,7 +44,7 @@ fn alerts_per_week(value: impl Fn(u64, f64) -> f64) -> f64 {
 #[test]
 fn gaussian_noise() {
     let rate = alerts_per_week(|i, _| 100.0 + gauss(i));
-    assert!(rate <= 3.0, "{rate:.2} alerts a week");
+    assert!(rate <= 2.5, "{rate:.2} alerts a week");
 }
 
 #[test]
@@ -53,13 +53,13 @@ fn laplace_noise() {
         let u = uniform(i) - 0.5;
         100.0 - u.signum() * (1.0 - 2.0 * u.abs()).ln()
     });
-    assert!(rate <= 3.0, "{rate:.2} alerts a week");
+    assert!(rate <= 2.5, "{rate:.2} alerts a week");
 }
 
 #[test]
 fn daily_cycle_with_noise() {
     let rate = alerts_per_week(|i, day| 100.0 + 30.0 * day.sin() + 3.0 * gauss(i));
-    assert!(rate <= 3.0, "{rate:.2} alerts a week");
+    assert!(rate <= 1.0, "{rate:.2} alerts a week");
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn counts_whose_noise_grows_with_the_level() {
         let lambda = 50.0 + 40.0 * day.sin();
         lambda + lambda.sqrt() * gauss(i)
     });
-    assert!(rate <= 3.0, "{rate:.2} alerts a week");
+    assert!(rate <= 1.0, "{rate:.2} alerts a week");
 }
 
 #[test]
@@ -81,5 +81,5 @@ fn heavy_tailed_noise_costs_a_few_more() {
             / 3.0;
         100.0 + gauss(i) / chi.sqrt()
     });
-    assert!(rate <= 8.0, "{rate:.2} alerts a week");
+    assert!(rate <= 6.0, "{rate:.2} alerts a week");
 }

@@ -105,13 +105,14 @@ impl Fit for DetectorConfig {
 }
 
 /// The surprise (`−log10` of a tail probability) that scores exactly [`Score::ALERT`].
-pub const ALERT_SURPRISE: f64 = 4.0;
+pub const ALERT_SURPRISE: f64 = 4.5;
 
-/// Maps a surprise into `[0, 1]`: `s⁴ / (s⁴ + 64)`.
+/// Maps a surprise into `[0, 1]`: `s⁴ / (s⁴ + a⁴/4)` with `a` = [`ALERT_SURPRISE`].
 ///
-/// A 1-in-100 value (surprise 2) scores 0.2, a 1-in-10,000 value the alert level 0.8, a
-/// 1-in-a-million value 0.95. On a healthy series sampled every minute, 0.8 is then crossed
-/// about once a week per statistic.
+/// A 1-in-100 value (surprise 2) scores 0.14, a 1-in-10,000 value 0.71, a 1-in-30,000 value
+/// the alert level 0.8, a 1-in-a-million value 0.93. The alert level sits above 4 because a
+/// sample is judged on several kinds of evidence at once: all together, a healthy series
+/// sampled every minute then crosses 0.8 about once or twice a week (see the calibration tests).
 #[inline]
 pub fn calibrate(surprise: f64) -> f64 {
     if surprise.is_nan() || surprise <= 0.0 {
@@ -119,7 +120,8 @@ pub fn calibrate(surprise: f64) -> f64 {
     }
     let s2 = surprise * surprise;
     let s4 = s2 * s2;
-    s4 / (s4 + 64.0)
+    let a2 = ALERT_SURPRISE * ALERT_SURPRISE;
+    s4 / (s4 + a2 * a2 / 4.0)
 }
 
 /// The fitted state of the default detector: a few hundred bytes per series.
@@ -583,7 +585,7 @@ impl Detect for Detector {
                 (self.hi - self.lo) / 4.0
             };
             let span = history[history.len() - 1].t.millis_since(history[0].t);
-            self.range_known = span >= crate::seasonal::DAY_MS;
+            self.range_known = span >= 2 * crate::seasonal::DAY_MS;
             self.drift_known = span >= 2 * crate::seasonal::DAY_MS;
             // Hours differ only for a daily-seasonal series, and each hour's range needs a few
             // days to mean anything.

@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How many observations the prior is worth. A sparse statistic (mostly zero, like a new
+/// record) would otherwise estimate its exceedance rate from a handful of samples, and its first
+/// real value would look like a one-in-ten-thousand event.
+const PRIOR_WEIGHT: f64 = 50.0;
+
 /// A per-series model of a non-negative statistic's upper tail.
 ///
 /// The threshold is `u = mean + 2·sd` of the statistic rather than a tracked quantile: moments
@@ -80,15 +85,15 @@ impl Tail {
         }
     }
 
-    /// Learns from `x`. Early on, steps are 1/n so that the prior is forgotten fast; later they
-    /// settle at 1/memory.
+    /// Learns from `x`. Early on, steps are 1/(n + PRIOR_WEIGHT), a running average that starts
+    /// from the prior; later they settle at 1/memory.
     #[inline]
     pub fn update(&mut self, x: f64) {
         if !x.is_finite() || x < 0.0 {
             return;
         }
         self.n = self.n.saturating_add(1);
-        let w = (1.0 / f64::from(self.n)).max(1.0 / f64::from(self.memory));
+        let w = (1.0 / (f64::from(self.n) + PRIOR_WEIGHT)).max(1.0 / f64::from(self.memory));
         let u = self.u();
         // Winsorised, so that one enormous anomaly cannot blow the model up.
         let x = x.min(u + 10.0 * self.beta);
