@@ -171,8 +171,10 @@ const WARMUP: u64 = 20;
 const IN_RANGE_SPIKE_DISCOUNT: f64 = 2.0;
 /// Fraction of the fit window's values, at each end, left out of the known range.
 const RANGE_TRIM: f64 = 0.001;
-/// Days of history before per-hour ranges are used.
+/// Days of history before per-hour-of-day ranges are used.
 const CONTEXT_DAYS: i64 = 3;
+/// Weeks of history before per-hour-of-week ranges are used.
+const CONTEXT_WEEKS: i64 = 3;
 /// Samples after which the statistics' evidence is trusted fully.
 const CONFIDENT_AFTER: f64 = 200.0;
 /// Robust clipping of updates, in scales.
@@ -341,7 +343,7 @@ impl Detector {
         // Contextual novelty: outside every value seen at this hour of the day (only for a
         // series with daily seasonality, whose hours differ): a 3 PM traffic drop to a level
         // that is normal at 3 AM.
-        let hour = hour_of_day(t);
+        let hour = self.hourly.as_ref().map_or(0, |h| h.bin(t));
         let (context_raw, context_sign) = match &self.hourly {
             Some(h) if self.spread > 0.0 => {
                 let (lo, hi) = (f64::from(h.lo[hour]), f64::from(h.hi[hour]));
@@ -589,9 +591,17 @@ impl Detect for Detector {
             self.drift_known = span >= 2 * crate::seasonal::DAY_MS;
             // Hours differ only for a daily-seasonal series, and each hour's range needs a few
             // days to mean anything.
-            self.hourly = (self.selection.seasonality.daily > 0
-                && span >= CONTEXT_DAYS * crate::seasonal::DAY_MS)
-                .then(|| Box::new(HourlyRange::from_history(history)));
+            // Hours of the week once a weekly cycle is known well enough, else hours of the day.
+            let day = crate::seasonal::DAY_MS;
+            let period = if self.selection.seasonality.weekly > 0 && span >= CONTEXT_WEEKS * 7 * day
+            {
+                Some(crate::seasonal::WEEK_MS)
+            } else if self.selection.seasonality.daily > 0 && span >= CONTEXT_DAYS * day {
+                Some(day)
+            } else {
+                None
+            };
+            self.hourly = period.map(|p| Box::new(HourlyRange::from_history(history, p)));
         }
         Ok(())
     }
@@ -817,30 +827,35 @@ mod tests {
     }
 }
 
-/// The range of values seen in each hour of the day (UTC), in `f32` to keep state small.
+/// The range of values seen in each hour of the day or of the week (UTC), in `f32` to keep
+/// state small (a week of hours is 1.3 KiB).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct HourlyRange {
-    lo: [f32; 24],
-    hi: [f32; 24],
+    period_ms: i64,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
 }
 
 impl HourlyRange {
-    fn from_history(history: &[Sample]) -> Self {
+    fn from_history(history: &[Sample], period_ms: i64) -> Self {
+        let bins = (period_ms / 3_600_000) as usize;
         let mut h = Self {
-            lo: [f32::INFINITY; 24],
-            hi: [f32::NEG_INFINITY; 24],
+            period_ms,
+            lo: vec![f32::INFINITY; bins],
+            hi: vec![f32::NEG_INFINITY; bins],
         };
         for s in history.iter().filter(|s| s.is_finite()) {
-            let i = hour_of_day(s.t);
+            let i = h.bin(s.t);
             h.lo[i] = h.lo[i].min(s.v as f32);
             h.hi[i] = h.hi[i].max(s.v as f32);
         }
         h
     }
-}
 
-fn hour_of_day(t: Timestamp) -> usize {
-    (t.millis().rem_euclid(crate::seasonal::DAY_MS) / 3_600_000) as usize
+    fn bin(&self, t: Timestamp) -> usize {
+        let i = (t.millis().rem_euclid(self.period_ms) / 3_600_000) as usize;
+        i.min(self.lo.len().saturating_sub(1))
+    }
 }
 
 /// A statistic's value for scoring: zero when it is off or the deviation is not admitted.
