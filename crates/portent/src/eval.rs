@@ -1,5 +1,6 @@
 //! `portent eval`: detection quality on benchmark corpora.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -84,21 +85,27 @@ fn nab_run(args: &NabArgs) -> anyhow::Result<()> {
         nab::write_null_results(out, &corpus)?;
     }
     let sweep = Sweep::new(&corpus, &scores)?;
+    // Written through a handle, not println!, so a closed pipe is an error (ended quietly in
+    // main) rather than a panic.
+    let mut out = std::io::stdout().lock();
     let mut results = serde_json::Map::new();
-    println!(
+    writeln!(
+        out,
         "NAB v1.1: {} files, {} rows, {} windows, replayed in {:.1?}",
         corpus.files.len(),
         corpus.rows(),
         corpus.window_count(),
         elapsed
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<20} {:>7} {:>10} {:>9} {:>7} {:>5}",
         "profile", "score", "threshold", "detected", "missed", "FP"
-    );
+    )?;
     for profile in Profile::all() {
         let s = sweep.optimize(&profile)?;
-        println!(
+        writeln!(
+            out,
             "{:<20} {:>7.2} {:>10.4} {:>9} {:>7} {:>5}",
             s.profile,
             s.normalized,
@@ -106,11 +113,11 @@ fn nab_run(args: &NabArgs) -> anyhow::Result<()> {
             s.detected_windows,
             s.missed_windows,
             s.false_positives
-        );
+        )?;
         results.insert(s.profile.clone(), serde_json::json!(round2(s.normalized)));
     }
-    if let Some(out) = &args.out {
-        println!("results: {}", out.join(DETECTOR).display());
+    if let Some(dir) = &args.out {
+        writeln!(out, "results: {}", dir.join(DETECTOR).display())?;
     }
     let mut failed = Vec::new();
     if let Some(floor_path) = &args.floor {
@@ -139,7 +146,7 @@ fn nab_run(args: &NabArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::Value::Object(results));
+        writeln!(out, "{}", serde_json::Value::Object(results))?;
     }
     if !failed.is_empty() {
         bail!("NAB regression: {}", failed.join(", "));
