@@ -679,6 +679,26 @@ mod tests {
     }
 
     #[test]
+    fn state_stays_under_4_kib_with_every_component_on() {
+        // Four weeks at five minutes with daily and weekly cycles: the weekly baseline and the
+        // per-hour-of-week ranges are on, the largest state a series can have.
+        let data: Vec<Sample> = (0..8064u64)
+            .map(|i| {
+                let t = 1_700_000_000 + i as i64 * 300;
+                let day = std::f64::consts::TAU * (t.rem_euclid(86_400) as f64 / 86_400.0);
+                let week = std::f64::consts::TAU * (t.rem_euclid(604_800) as f64 / 604_800.0);
+                let v = 100.0 + 20.0 * day.sin() + 15.0 * week.sin() + gauss(i);
+                Sample::new(Timestamp::from_secs(t), v)
+            })
+            .collect();
+        let d = DetectorConfig::default().fit(&data).unwrap();
+        assert!(d.selection().seasonality.weekly > 0, "{:?}", d.selection());
+        assert!(d.hourly.as_ref().is_some_and(|h| h.lo.len() == 168));
+        let bytes = postcard::to_stdvec(&d).unwrap().len();
+        assert!(bytes <= 4096, "{bytes} bytes of state");
+    }
+
+    #[test]
     fn nan_and_inf_are_not_learnt_and_do_not_poison_scores() {
         let mut d = DetectorConfig::default().fit(&[]).unwrap();
         for (i, s) in seasonal_stream(2000, 60).into_iter().enumerate() {
