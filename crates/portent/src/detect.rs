@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use portent_core::{Direction, Labels, Scored, Series};
 use portent_engine::{RefitPolicy, SeriesRunner};
 use portent_input::Format;
-use portent_models::DetectorConfig;
+use portent_models::{DetectorConfig, Exhaustion};
 
 use crate::intervals::{Interval, intervals};
 use crate::{plot, sample};
@@ -54,6 +54,10 @@ pub(crate) struct Args {
     /// Ignore deviations smaller than this fraction of the expected value.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     min_rel_deviation: f64,
+    /// A limit the series must not reach (a disk's size, a memory limit): report when the
+    /// current trend reaches it.
+    #[arg(long, allow_negative_numbers = true)]
+    limit: Option<f64>,
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -129,6 +133,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     for (i, r) in results.iter().enumerate() {
         let iv = intervals(&r.scored, args.threshold, 10);
         print_summary(&mut summary, &name, r, &iv, args.threshold)?;
+        if let Some(limit) = args.limit {
+            print_exhaustion(&mut summary, r, limit)?;
+        }
         if let Some(plot_path) = &args.plot {
             if r.scored.is_empty() {
                 // A wide CSV column or a query result with no samples: nothing to draw, and no
@@ -222,6 +229,26 @@ fn human_duration(ms: i64) -> String {
         60..3600 => format!("{}m", s / 60),
         3600..86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Time to exhaustion at the end of the series, from a slowly smoothed local trend.
+fn print_exhaustion(w: &mut dyn Write, r: &Scoredseries, limit: f64) -> io::Result<()> {
+    let mut e = Exhaustion::new(limit, 0.2, 0.02);
+    for s in &r.scored {
+        e.push(s.t, s.value);
+    }
+    let last = r.scored.iter().rev().find(|s| s.value.is_finite());
+    match (e.millis_to_limit(), last) {
+        (Some(0.0), _) => writeln!(w, "  limit {}: already reached", fmt_num(limit)),
+        (Some(ms), Some(last)) => writeln!(
+            w,
+            "  limit {}: reached in {} at the current trend (around {} UTC)",
+            fmt_num(limit),
+            human_duration(ms as i64),
+            human_time(last.t.add_millis(ms as i64)),
+        ),
+        _ => writeln!(w, "  limit {}: not heading towards it", fmt_num(limit)),
     }
 }
 

@@ -845,3 +845,47 @@ fn help_lists_commands_and_detect_options() {
     assert!(run.stdout.contains("above, below or both"));
     assert!(run.stdout.contains("[default: 0.8]"));
 }
+
+#[test]
+fn detect_limit_reports_time_to_exhaustion() {
+    // A leak of 0.25 a minute from 500: at the last row (~1000) the limit of 1200 is 800
+    // minutes, 13h20m, away.
+    let d = tmp();
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..2000i64 {
+        csv += &format!("{},{}\n", 1_700_000_000 + i * 60, 500.0 + i as f64 * 0.25);
+    }
+    let f = write(d.path(), "leak.csv", &csv);
+    let run = portent(d.path(), &["detect", &f, "--limit", "1200", "--quiet"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("limit 1200"))
+        .unwrap_or_else(|| panic!("no limit line: {}", run.stdout));
+    assert!(
+        line.contains("reached in 13h1") || line.contains("reached in 13h2"),
+        "{line}"
+    );
+
+    let run = portent(d.path(), &["detect", &f, "--limit", "100", "--quiet"]);
+    assert!(
+        run.stdout.contains("limit 100: already reached"),
+        "{}",
+        run.stdout
+    );
+    let mut falling = String::from("timestamp,value\n");
+    for i in 0..2000i64 {
+        falling += &format!("{},{}\n", 1_700_000_000 + i * 60, 1000.0 - i as f64 * 0.25);
+    }
+    let falling = write(d.path(), "falling.csv", &falling);
+    let run = portent(
+        d.path(),
+        &["detect", &falling, "--limit", "2000", "--quiet"],
+    );
+    assert!(
+        run.stdout.contains("not heading towards it"),
+        "{}",
+        run.stdout
+    );
+}
