@@ -85,6 +85,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         min_rel_deviation: args.min_rel_deviation,
         ..DetectorConfig::default()
     };
+    for (flag, v) in [
+        ("--min-abs-deviation", args.min_abs_deviation),
+        ("--min-rel-deviation", args.min_rel_deviation),
+    ] {
+        if v.is_nan() || v < 0.0 {
+            bail!("{flag} {v}: must be 0 or more");
+        }
+    }
     config.validate().context("detector options")?;
 
     let (name, series) = match &args.file {
@@ -273,7 +281,7 @@ fn print_summary(
         if iv.len() == 1 { "" } else { "s" }
     )?;
     if unusable > 0 {
-        write!(w, ", {unusable} NaN/Inf samples skipped")?;
+        write!(w, ", {unusable} samples without a value (NaN/Inf)")?;
     }
     writeln!(w)?;
     for i in iv {

@@ -169,7 +169,10 @@ fn detect_sample_summarises_the_injected_incidents() {
         "{header}"
     );
     assert!(header.contains("(score >= 0.80)"), "{header}");
-    assert!(header.ends_with(", 41 NaN/Inf samples skipped"), "{header}");
+    assert!(
+        header.ends_with(", 41 samples without a value (NaN/Inf)"),
+        "{header}"
+    );
     assert!(!iv.is_empty());
     // Incidents are injected from day 9 (2024-01-10) on, after the model has learnt.
     assert!(
@@ -565,12 +568,15 @@ fn detect_refuses_a_threshold_outside_0_1() {
             format!("portent: --threshold {t}: must be between 0 and 1")
         );
     }
-    // Negative deviations reach the detector's validation too.
+    // Negative deviations are refused naming the flag, not the detector's field.
     let run = portent(
         dir.path(),
         &["detect", "--sample", "--min-abs-deviation", "-1"],
     );
-    assert!(run.portent_error().contains("must be >= 0"));
+    assert_eq!(
+        run.portent_error(),
+        "portent: --min-abs-deviation -1: must be 0 or more"
+    );
 }
 
 #[test]
@@ -627,7 +633,7 @@ fn detect_accepts_nan_inf_and_gaps_and_counts_them() {
         "{header}"
     );
     assert!(
-        header.ends_with(&format!(", {unusable} NaN/Inf samples skipped")),
+        header.ends_with(&format!(", {unusable} samples without a value (NaN/Inf)")),
         "{header}"
     );
     let json: serde_json::Value =
