@@ -6,6 +6,9 @@
 //! It is generated in `workload.rs`, which `examples/bench_workload.rs` also prints as CSV so
 //! that `bench/prophet_compare.sh` can fit Python Prophet on the very same series.
 //!
+//! `refit_28d_15s` is the refit that `portent detect` and the engine do once a day on a series
+//! scraped every 15 s (Prometheus' default): four weeks, 161,280 samples, the same shape.
+//!
 //! Run: `cargo bench -p portent-models --bench models`. Each group has a reference measured in
 //! the same run, so that ratios survive a noisy machine.
 
@@ -16,7 +19,7 @@ use portent_core::{Detect, Fit};
 use portent_models::{DetectorConfig, SeasonalBaseline, SeasonalConfig, select_model};
 
 mod workload;
-use workload::workload;
+use workload::{workload, workload_at};
 
 fn fit(c: &mut Criterion) {
     let week = workload(10_080);
@@ -36,6 +39,28 @@ fn fit(c: &mut Criterion) {
     // The whole refit: seasonality detection and level smoothing included.
     g.bench_function("select_model", |b| {
         b.iter(|| select_model(black_box(&week)))
+    });
+    g.finish();
+}
+
+fn refit_long(c: &mut Criterion) {
+    let window = workload_at(28 * 5760, 15_000);
+    let mut g = c.benchmark_group("refit_28d_15s");
+    g.throughput(Throughput::Elements(window.len() as u64));
+    // The whole model selection: the history summarised into time bins for the fits, the
+    // level's smoothing replayed on the most recent samples.
+    g.bench_function("select_model", |b| {
+        b.iter(|| select_model(black_box(&window)))
+    });
+    // Reference: sorting the window's values once, the cheapest thing that looks at every
+    // sample in order of value (the detector's refit used to do it for its range).
+    let values: Vec<f64> = window.iter().map(|s| s.v).collect();
+    g.bench_function("reference_sort_values", |b| {
+        b.iter_batched_ref(
+            || values.clone(),
+            |v| v.sort_unstable_by(f64::total_cmp),
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }
@@ -75,5 +100,5 @@ fn observe(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fit, observe);
+criterion_group!(benches, fit, refit_long, observe);
 criterion_main!(benches);

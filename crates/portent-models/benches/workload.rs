@@ -25,10 +25,15 @@ fn uniform(seed: u64) -> f64 {
 
 /// `n` one-minute samples of a seasonal metric with two incidents.
 pub(crate) fn workload(n: usize) -> Vec<Sample> {
+    workload_at(n, MINUTE)
+}
+
+/// [`workload`] at a step of `step_ms` (the incidents stay at the same sample indices).
+pub(crate) fn workload_at(n: usize, step_ms: i64) -> Vec<Sample> {
     let t0 = 1_700_000_000_000i64;
     (0..n)
         .map(|i| {
-            let t = t0 + i as i64 * MINUTE;
+            let t = t0 + i as i64 * step_ms;
             let d = TAU * (t.rem_euclid(DAY) as f64 / DAY as f64);
             let w = TAU * (t.rem_euclid(WEEK) as f64 / WEEK as f64);
             // Sum of uniforms: roughly Gaussian noise with σ ≈ 2.9.
