@@ -20,6 +20,7 @@ mod detector;
 mod labels;
 mod sample;
 mod score;
+pub mod seeded;
 
 pub use detector::{Detect, Direction, Fit, FitError};
 pub use labels::{Label, Labels, LabelsError};

@@ -4,23 +4,10 @@
 //! Laplace 2.10, daily cycle 0.26, count-like 0.26, Student-t(3) 4.21 a week. Seeded data, so
 //! the counts are exact and the test cannot flake.
 
+use portent_core::seeded::{gauss, uniform};
 use portent_core::{Sample, Score, Timestamp};
 use portent_engine::{RefitPolicy, SeriesRunner};
 use portent_models::DetectorConfig;
-
-/// splitmix64 → uniform in [0, 1).
-fn uniform(i: u64) -> f64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Roughly standard normal: a sum of twelve uniforms.
-fn gauss(i: u64) -> f64 {
-    (0..12).map(|k| uniform(i * 12 + k)).sum::<f64>() - 6.0
-}
 
 const SAMPLES: u64 = 40_320; // four weeks at one minute
 const WARM: u64 = 2_000;

@@ -8,20 +8,12 @@
 
 use std::f64::consts::TAU;
 
+use portent_core::seeded::uniform;
 use portent_core::{Sample, Timestamp};
 
 const MINUTE: i64 = 60_000;
 const DAY: i64 = 1440 * MINUTE;
 const WEEK: i64 = 7 * DAY;
-
-/// splitmix64 → uniform in [0, 1): seeded, dependency-free, identical everywhere.
-fn uniform(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// `n` one-minute samples of a seasonal metric with two incidents.
 pub(crate) fn workload(n: usize) -> Vec<Sample> {

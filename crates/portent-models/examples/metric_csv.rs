@@ -14,18 +14,11 @@
 use std::f64::consts::TAU;
 use std::io::{self, BufWriter, Write};
 
+use portent_core::seeded::uniform;
+
 const T0: i64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC, a Tuesday
 const DAY: i64 = 86_400;
 const WEEK: i64 = 7 * DAY;
-
-/// splitmix64 → uniform in [0, 1): seeded, dependency-free, identical everywhere.
-fn uniform(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// The value at row `i`, time `t` (Unix seconds).
 fn value(i: u64, t: i64, rows: u64) -> f64 {

@@ -626,19 +626,7 @@ impl Detect for Detector {
 mod tests {
     use super::*;
 
-    /// splitmix64 → uniform in [0, 1).
-    pub(crate) fn uniform(i: u64) -> f64 {
-        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Roughly standard normal noise from a sum of twelve uniforms.
-    pub(crate) fn gauss(i: u64) -> f64 {
-        (0..12).map(|k| uniform(i * 12 + k)).sum::<f64>() - 6.0
-    }
+    use portent_core::seeded::{gauss, uniform};
 
     #[test]
     fn white_noise_rarely_alerts() {

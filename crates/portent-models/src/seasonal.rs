@@ -472,24 +472,27 @@ impl SeasonalBaseline {
                 return;
             }
             let mut y = [0.0f64; B];
-            for (y, tr) in y[..m].iter_mut().zip(&trend[..m]) {
+            let y = &mut y[..m];
+            for (y, tr) in y.iter_mut().zip(&trend[..m]) {
                 *y += self.coef[0] * 1.0;
                 *y += self.coef[1] * tr;
             }
             let mut j = 2;
             for (harmonics, [s1, c1]) in [s.daily, s.weekly].into_iter().zip(&fundamentals) {
                 let (mut sk, mut ck) = (*s1, *c1);
+                let first = s1[..m].iter().zip(&c1[..m]);
                 for _ in 0..harmonics {
                     let (a, b) = (self.coef[j], self.coef[j + 1]);
-                    for i in 0..m {
-                        y[i] += a * ck[i];
-                        y[i] += b * sk[i];
-                        (sk[i], ck[i]) = next_harmonic((sk[i], ck[i]), (s1[i], c1[i]));
+                    let kth = sk[..m].iter_mut().zip(&mut ck[..m]);
+                    for ((y, (sk, ck)), (&s1, &c1)) in y.iter_mut().zip(kth).zip(first.clone()) {
+                        *y += a * *ck;
+                        *y += b * *sk;
+                        (*sk, *ck) = next_harmonic((*sk, *ck), (s1, c1));
                     }
                     j += 2;
                 }
             }
-            out.extend(v[..m].iter().zip(&y[..m]).map(|(v, y)| v - y));
+            out.extend(v[..m].iter().zip(&*y).map(|(v, y)| v - y));
         }
     }
 

@@ -150,38 +150,39 @@ fn summarise(history: &[Sample], t0: Timestamp, span: i64, bins: usize) -> (usiz
         .saturating_mul(MINUTE)
         .min(i64::MAX as u64) as i64;
     let (mut usable, mut out) = (0, Vec::with_capacity(bins + 1));
-    // The span being summed: its start (ms since t0), count, Σ ms since its start, and Σ value
-    // in two halves, each sample added to one and the two swapped, so that the additions form
-    // two chains of half the length.
-    // Samples come in time order, so a span's samples are consecutive and its sums stay in
-    // registers: a sample only compares its time with the span's end. (A sample out of order
-    // only starts a span early: the summary gets longer, not wrong.)
-    let (mut start, mut end) = (0i64, i64::MIN);
+    // The span being summed: where it starts and ends (ms since the epoch), its count, Σ ms
+    // since its start, and Σ value in two halves, each sample added to one and the two
+    // swapped, so that the additions form two chains of half the length. Samples come in time
+    // order, so a span's samples are consecutive and its sums stay in registers: a sample only
+    // compares its time with the span's bounds. (A sample out of order only starts a span
+    // early: the summary gets longer, not wrong.)
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     let (mut count, mut dt_sum, mut v_sums) = (0u32, 0u128, (0.0f64, 0.0f64));
-    let mut flush = |start: i64, count: u32, dt_sum: u128, (v0, v1): (f64, f64)| {
+    let mut flush = |lo: i64, count: u32, dt_sum: u128, (v0, v1): (f64, f64)| {
         if count > 0 {
             let count = f64::from(count);
             let dt = (dt_sum as f64 / count).round() as i64;
             out.push(Sample::new(
-                t0.add_millis(start).add_millis(dt),
+                Timestamp::from_millis(lo).add_millis(dt),
                 (v0 + v1) / count,
             ));
         }
     };
     for s in history.iter().filter(|s| s.is_finite()) {
-        let dt = s.t.millis_since(t0);
-        if !(start..end).contains(&dt) {
-            flush(start, count, dt_sum, v_sums);
-            start = dt.div_euclid(width) * width;
-            end = start.saturating_add(width);
+        let t = s.t.millis();
+        if !(lo..hi).contains(&t) {
+            flush(lo, count, dt_sum, v_sums);
+            let start = s.t.millis_since(t0).div_euclid(width) * width;
+            lo = t0.add_millis(start).millis();
+            hi = lo.saturating_add(width);
             (count, dt_sum, v_sums) = (0, 0, (0.0, 0.0));
         }
         v_sums = (v_sums.1, v_sums.0 + s.v);
         count += 1;
         usable += 1;
-        dt_sum += (dt - start) as u128; // in [0, width): a span's sum is exact
+        dt_sum += (t - lo) as u128; // in [0, width): no overflow, and a span's sum is exact
     }
-    flush(start, count, dt_sum, v_sums);
+    flush(lo, count, dt_sum, v_sums);
     (usable, out)
 }
 
@@ -240,12 +241,7 @@ mod tests {
 
     /// A deterministic pseudo-random number in [-0.5, 0.5).
     fn noise(i: i64) -> f64 {
-        // splitmix64: independent draws, unlike a plain multiplicative sequence.
-        let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        portent_core::seeded::uniform(i as u64) - 0.5
     }
 
     #[test]

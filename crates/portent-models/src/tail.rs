@@ -115,13 +115,7 @@ impl Tail {
 mod tests {
     use super::*;
 
-    fn uniform(i: u64) -> f64 {
-        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
+    use portent_core::seeded::uniform;
 
     #[test]
     fn exponential_tail_is_calibrated() {

@@ -6,6 +6,7 @@
 
 use std::f64::consts::TAU;
 
+use portent_core::seeded::uniform;
 use portent_core::{Labels, Sample, Series, Timestamp};
 
 const MINUTE: i64 = 60_000;
@@ -23,15 +24,6 @@ pub(crate) const INCIDENTS: [(&str, i64, i64); 5] = [
         13 * 1440 + 10 * 60 + 40,
     ),
 ];
-
-/// splitmix64 → uniform in [0, 1): seeded, identical on every machine.
-fn uniform(i: u64) -> f64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// The sample series.
 pub(crate) fn series() -> Series {

@@ -78,11 +78,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 /// Seeded noise in [-0.5, 0.5) (splitmix64), so every data file is the same on every machine.
 fn noise(i: u64) -> f64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    portent_core::seeded::uniform(i) - 0.5
 }
 
 /// A noisy hourly-ish wave with a spike of +`spike` at row `at`: enough to learn from in a
