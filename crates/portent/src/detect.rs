@@ -342,7 +342,9 @@ fn write_csv(w: &mut dyn Write, results: &[Scoredseries]) -> io::Result<()> {
     )?;
     let mut f = ryu::Buffer::new();
     let mut num = |buf: &mut Vec<u8>, v: f64| {
-        buf.extend_from_slice(if v.is_finite() {
+        buf.extend_from_slice(if v == 0.0 && v.is_sign_positive() {
+            b"0.0" // ryu's form, without ryu: most scores are exactly zero
+        } else if v.is_finite() {
             f.format_finite(v).as_bytes()
         } else if v.is_nan() {
             b"NaN"
@@ -460,6 +462,45 @@ fn write_json(w: &mut dyn Write, results: &[Scoredseries]) -> anyhow::Result<()>
 mod tests {
     use super::*;
     use portent_core::Timestamp;
+
+    #[test]
+    fn csv_numbers_are_ryus() {
+        let values = [0.0, -0.0, 1.5, 1e-300, 123_456.789, f64::NAN, f64::INFINITY];
+        let scored = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let mut s = Scored::unknown(Timestamp::from_secs(i as i64), v);
+                (s.yhat, s.yhat_lower, s.yhat_upper) = (v, -v, 0.0);
+                s
+            })
+            .collect();
+        let results = [Scoredseries {
+            labels: Labels::empty(),
+            scored,
+        }];
+        let mut out = Vec::new();
+        write_csv(&mut out, &results).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut f = ryu::Buffer::new();
+        let mut ryu = |v: f64| match v {
+            v if v.is_nan() => "NaN".to_string(),
+            f64::INFINITY => "+Inf".to_string(),
+            f64::NEG_INFINITY => "-Inf".to_string(),
+            v => f.format_finite(v).to_string(),
+        };
+        for (line, &v) in text.lines().skip(1).zip(&values) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let want = [
+                ryu(v),
+                "0.0".to_string(),
+                ryu(v),
+                ryu(-v),
+                "0.0".to_string(),
+            ];
+            assert_eq!(fields[2..7], want, "{line}");
+        }
+    }
 
     #[test]
     fn fast_timestamps_are_jiffs_to_the_byte() {
