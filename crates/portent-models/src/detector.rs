@@ -253,16 +253,18 @@ impl Detector {
             return None;
         }
         let u = overdue / self.config.missing_after_steps;
-        let mut s = self.expectation(t, f64::NAN);
+        let mut s = self.expectation(t, f64::NAN, self.seasonal(t));
         s.score = Score::saturating(calibrate(ALERT_SURPRISE * u));
         s.reason = Some(Reason::MissingData);
         Some(s)
     }
 
-    fn expectation(&self, t: Timestamp, value: f64) -> Scored {
+    /// The expectation at `t`, given the baseline's value there (computed once per sample by
+    /// the caller: it costs two `sin_cos`).
+    fn expectation(&self, t: Timestamp, value: f64, base: f64) -> Scored {
         let mut s = Scored::unknown(t, value);
         if self.seen >= WARMUP && self.level.is_finite() {
-            let yhat = self.seasonal(t) + self.level;
+            let yhat = base + self.level;
             let band = self.band();
             s.yhat = yhat;
             s.yhat_lower = yhat - band;
@@ -284,8 +286,8 @@ impl Detector {
     }
 
     fn score_finite(&mut self, t: Timestamp, x: f64) -> Scored {
-        let mut out = self.expectation(t, x);
         let base = self.seasonal(t);
+        let mut out = self.expectation(t, x, base);
         if !self.level.is_finite() {
             self.level = x - base;
             self.last_finite = Some((t, x));
@@ -510,7 +512,7 @@ impl Detector {
         if !b.seasonality().is_seasonal() {
             return false;
         }
-        let without = self.level + b.predict(t) - b.seasonal_part(t);
+        let without = self.level + b.trend(t);
         ((x - without) / sigma).abs() < 2.0
     }
 }
@@ -537,7 +539,7 @@ impl Detect for Detector {
         self.last_t = Some(sample.t);
         if !sample.is_finite() {
             return self.missing(sample.t).map_or_else(
-                || self.expectation(sample.t, sample.v),
+                || self.expectation(sample.t, sample.v, self.seasonal(sample.t)),
                 |mut s| {
                     s.value = sample.v;
                     s

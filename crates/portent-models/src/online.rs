@@ -54,53 +54,6 @@ impl Ewma {
     }
 }
 
-/// An online estimate of a high quantile of a non-negative statistic, by stochastic gradient
-/// steps proportional to the current estimate (so it works on any scale): it rises by
-/// `rate × q` on an exceedance and falls by `rate × (1 − q)` otherwise, which balances exactly
-/// at the `q`-quantile (where exceedances have probability `1 − q`).
-///
-/// It moves slowly on purpose: a burst of anomalies only nudges it, so the burst still scores
-/// high, while a series that becomes permanently noisier is learnt within a few thousand samples.
-#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QuantileTracker {
-    q: f64,
-    rate: f64,
-    value: f64,
-    floor: f64,
-}
-
-impl QuantileTracker {
-    /// Tracks the `q`-quantile, starting at `initial`, never below `floor`.
-    pub fn new(q: f64, rate: f64, initial: f64, floor: f64) -> Self {
-        Self {
-            q,
-            rate,
-            value: initial.max(floor),
-            floor,
-        }
-    }
-
-    /// Adds one observation.
-    #[inline]
-    pub fn push(&mut self, x: f64) {
-        let step = self.rate * self.value;
-        if x > self.value {
-            self.value += step * self.q;
-        } else {
-            self.value -= step * (1.0 - self.q);
-        }
-        if self.value < self.floor {
-            self.value = self.floor;
-        }
-    }
-
-    /// The current estimate.
-    #[inline]
-    pub fn get(&self) -> f64 {
-        self.value
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,17 +66,5 @@ mod tests {
         assert!((e.get() - 4.0).abs() < 1e-12);
         e.push(6.0);
         assert!((e.get() - 5.0).abs() < 0.05);
-    }
-
-    #[test]
-    fn quantile_tracker_converges() {
-        // Deterministic uniform stream on [0, 1): the 0.9-quantile is 0.9.
-        let mut q = QuantileTracker::new(0.9, 0.01, 0.1, 1e-6);
-        let mut x = 0.5f64;
-        for _ in 0..200_000 {
-            x = (x + 0.618_033_988_749_894_9) % 1.0;
-            q.push(x);
-        }
-        assert!((q.get() - 0.9).abs() < 0.02, "{}", q.get());
     }
 }

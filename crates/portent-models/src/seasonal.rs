@@ -496,12 +496,11 @@ impl SeasonalBaseline {
         }
     }
 
-    /// The seasonal part alone at `t`: the prediction without intercept and trend.
+    /// The intercept and trend alone at `t`: the prediction without its seasonality (cheap: no
+    /// `sin_cos`).
     #[inline]
-    pub fn seasonal_part(&self, t: Timestamp) -> f64 {
-        self.predict(t)
-            - self.coef[0]
-            - self.coef[1] * t.millis_since(self.t0) as f64 / self.span_ms
+    pub fn trend(&self, t: Timestamp) -> f64 {
+        self.coef[0] + self.coef[1] * t.millis_since(self.t0) as f64 / self.span_ms
     }
 
     /// The trend's slope, in value units per millisecond.
