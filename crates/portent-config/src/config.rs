@@ -1,0 +1,298 @@
+//! The validated configuration: what the daemon and the other subcommands consume.
+//!
+//! Every value here has passed validation: aliases resolve, PromQL parses, durations are
+//! positive and consistent, secrets are read, files exist. Defaults are filled in, so nothing
+//! is optional unless it is genuinely absent (no pull source, no TLS client certificate…).
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portent_core::{Direction, Score};
+use url::Url;
+
+use crate::Secret;
+
+/// The name of a query, model, schedule or output, as written in the config.
+///
+/// Aliases start with a letter or `_` and hold letters, digits, `_` and `-`; query and model
+/// aliases become the `query` and `model` labels of portent's output series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alias(String);
+
+impl Alias {
+    /// Checks `s` against the alias rules.
+    pub fn new(s: &str) -> Result<Self, String> {
+        let mut chars = s.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !first_ok || !rest_ok {
+            return Err(format!(
+                "alias {s:?}: must start with a letter or _ and hold only letters, digits, _ \
+                 and -"
+            ));
+        }
+        if s.len() > 64 {
+            return Err(format!("alias {s:?}: longer than 64 characters"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The alias as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Alias {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Alias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A whole, validated portent configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where samples come from.
+    pub source: Source,
+    /// PromQL queries by alias; never empty.
+    pub queries: BTreeMap<Alias, Query>,
+    /// Models by alias; never empty (a `default` auto model when the file has none).
+    pub models: BTreeMap<Alias, Model>,
+    /// Fit and score schedules by alias; never empty (a `default` schedule when the file has
+    /// none).
+    pub schedules: BTreeMap<Alias, Schedule>,
+    /// Where scores go, by alias; never empty (`metrics`, the `/metrics` exposition, when the
+    /// file has none).
+    pub outputs: BTreeMap<Alias, Output>,
+    /// The HTTP server.
+    pub server: Server,
+    /// Persistent state.
+    pub storage: Storage,
+    /// Things that are allowed but probably not meant (an unused query, TLS verification
+    /// off), each starting with its key path.
+    pub warnings: Vec<String>,
+}
+
+/// Where samples come from: a Prometheus-compatible API to pull from, a remote_write receiver
+/// to be pushed to, or both. At least one is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    /// Pull through the Prometheus HTTP API (`query_range`).
+    pub pull: Option<Pull>,
+    /// Accept Prometheus remote_write (1.0) at `/api/v1/write` on the server's listen address.
+    pub push: Option<Push>,
+}
+
+/// A Prometheus-compatible query API (Prometheus, VictoriaMetrics, Mimir, Thanos).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pull {
+    /// The server and how to talk to it; `url` is the API root (the client appends
+    /// `/api/v1/query_range`), which may carry a path prefix such as `/prometheus`.
+    pub endpoint: Endpoint,
+    /// Longest `query_range` answer per series the server allows; longer ranges are split.
+    pub max_points_per_series: u32,
+}
+
+/// The remote_write receiver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Push {
+    /// Requests with a larger body (as sent, snappy-compressed) are refused with 413.
+    pub max_body_size: u64,
+}
+
+/// An HTTP endpoint portent calls: the pull source or a remote_write output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// `http` or `https`, with a host, without credentials (those go in `auth`).
+    pub url: Url,
+    /// How to authenticate, if at all.
+    pub auth: Option<Auth>,
+    /// Extra request headers (e.g. `X-Scope-OrgID` for Mimir and Cortex tenants), by name as
+    /// written.
+    pub headers: BTreeMap<String, String>,
+    /// TLS settings for `https` URLs.
+    pub tls: Tls,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Retries of failed requests.
+    pub retries: Retries,
+}
+
+/// Credentials for an [`Endpoint`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic …`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+}
+
+/// TLS settings. Certificates are verified unless `insecure_skip_verify`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tls {
+    /// CA bundle (PEM) to verify the server with, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub client_cert: Option<ClientCert>,
+    /// Name to verify the server's certificate against, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Only for tests.
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate and its key, both PEM files that existed when the config was loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientCert {
+    /// The certificate (chain).
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+}
+
+/// Exponential backoff between attempts (the client adds jitter).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Retries {
+    /// Attempts after the first; 0 disables retries.
+    pub max: u32,
+    /// Wait before the first retry; doubles with each retry.
+    pub initial_backoff: Duration,
+    /// The wait never exceeds this.
+    pub max_backoff: Duration,
+}
+
+/// A PromQL query whose result series are each scored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    /// The expression; it parses and gives an instant vector or a scalar.
+    pub expr: String,
+    /// Resolution of `query_range`.
+    pub step: Duration,
+}
+
+/// A model applied to some queries on some schedules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// Which model, with its options.
+    pub kind: ModelKind,
+    /// The queries it scores: existing aliases, no repeats, never empty.
+    pub queries: Vec<Alias>,
+    /// The schedules it runs on: existing aliases, no repeats, never empty.
+    pub schedules: Vec<Alias>,
+    /// Where its scores go: existing aliases, no repeats, never empty.
+    pub outputs: Vec<Alias>,
+}
+
+/// The kinds of model, each with its own options.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelKind {
+    /// portent's default univariate detector (`type: auto`): seasonal baseline when the series
+    /// has seasonality, robust level and scale, drift, flatline and missing data.
+    Auto(AutoModel),
+}
+
+/// Options of the `auto` model.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct AutoModel {
+    /// Which deviations count.
+    pub direction: Direction,
+    /// Deviations smaller than this, in the series' units, never score (>= 0).
+    pub min_abs_deviation: f64,
+    /// Deviations smaller than this fraction of the expected value never score (>= 0).
+    pub min_rel_deviation: f64,
+    /// The score from which a sample counts as anomalous (in (0, 1]): for intervals reported
+    /// by `backtest` and the alerting rules `portent rules` generates.
+    pub threshold: Score,
+}
+
+/// When a model refits and when it scores.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Schedule {
+    /// How often to refit on history.
+    pub fit_every: Duration,
+    /// How much history a fit reads; at least `score_every`.
+    pub fit_window: Duration,
+    /// How often to read new samples and score them; at most `fit_every`.
+    pub score_every: Duration,
+}
+
+/// Where scores (`portent_anomaly_score`, `portent_yhat`, …) go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Exposed on the server's `/metrics` for Prometheus to scrape.
+    Metrics,
+    /// Sent by Prometheus remote_write to any compatible endpoint (boxed: it is large).
+    RemoteWrite(Box<Endpoint>),
+}
+
+/// The HTTP server: UI, JSON API, `/metrics`, `/-/healthy`, `/-/ready`, remote_write receiver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    /// Address everything is served on.
+    pub listen: SocketAddr,
+    /// If set, `/metrics` is served here instead (and not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token required by endpoints that change state (reload, feedback). Without one
+    /// those endpoints are refused.
+    pub bearer_token: Option<Secret>,
+}
+
+/// Persistent model state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Storage {
+    /// Directory of the state; resolved against the config file's directory.
+    pub dir: PathBuf,
+    /// A series unseen this long is forgotten, state and all.
+    pub series_retention: Duration,
+}
+
+impl Config {
+    /// The queries a model scores, with their aliases, in the model's order.
+    pub fn queries_of<'a>(
+        &'a self,
+        model: &'a Model,
+    ) -> impl Iterator<Item = (&'a Alias, &'a Query)> {
+        model
+            .queries
+            .iter()
+            .filter_map(|a| self.queries.get_key_value(a.as_str()))
+    }
+
+    /// The schedules a model runs on, with their aliases, in the model's order.
+    pub fn schedules_of<'a>(
+        &'a self,
+        model: &'a Model,
+    ) -> impl Iterator<Item = (&'a Alias, &'a Schedule)> {
+        model
+            .schedules
+            .iter()
+            .filter_map(|a| self.schedules.get_key_value(a.as_str()))
+    }
+
+    /// The outputs a model writes to, with their aliases, in the model's order.
+    pub fn outputs_of<'a>(
+        &'a self,
+        model: &'a Model,
+    ) -> impl Iterator<Item = (&'a Alias, &'a Output)> {
+        model
+            .outputs
+            .iter()
+            .filter_map(|a| self.outputs.get_key_value(a.as_str()))
+    }
+}

@@ -1,0 +1,68 @@
+//! Every default of the configuration, in one place.
+//!
+//! The README's key reference quotes these values; `readme_quotes_the_defaults` in this crate's
+//! tests keeps the two in step.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use portent_core::{Direction, Score};
+
+/// `server.listen`: the web UI, JSON API, `/metrics` and the remote_write receiver.
+///
+/// Loopback, so that a first run exposes nothing; containers set `0.0.0.0:9099`. Port 9099 is
+/// next to node-exporter's 9100 and clear of Prometheus (9090), Pushgateway (9091) and
+/// Alertmanager (9093/9094).
+pub const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9099);
+
+/// `queries.*.step`: the resolution at which a query is read.
+pub const QUERY_STEP: Duration = Duration::from_secs(60);
+
+/// `models.*.type`: portent's default univariate detector.
+pub const MODEL_TYPE: &str = "auto";
+/// `models.*.direction`.
+pub const DIRECTION: Direction = Direction::Both;
+/// `models.*.min_abs_deviation`: no floor.
+pub const MIN_ABS_DEVIATION: f64 = 0.0;
+/// `models.*.min_rel_deviation`: no floor.
+pub const MIN_REL_DEVIATION: f64 = 0.0;
+/// `models.*.threshold`: the documented alerting threshold of `portent_anomaly_score`.
+pub const THRESHOLD: Score = Score::ALERT;
+/// The alias of the model used when the config has no `models` section.
+pub const MODEL_ALIAS: &str = "default";
+
+/// `schedules.*.fit_every`.
+pub const FIT_EVERY: Duration = Duration::from_secs(3600);
+/// `schedules.*.fit_window`: two weeks, so that a weekly cycle is seen twice.
+pub const FIT_WINDOW: Duration = Duration::from_secs(14 * 86_400);
+/// `schedules.*.score_every`.
+pub const SCORE_EVERY: Duration = Duration::from_secs(60);
+/// The alias of the schedule used when the config has no `schedules` section.
+pub const SCHEDULE_ALIAS: &str = "default";
+
+/// The alias of the output used when the config has no `outputs` section: `/metrics`.
+pub const OUTPUT_ALIAS: &str = "metrics";
+
+/// `*.timeout` of HTTP endpoints (pull source, remote_write outputs).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// `*.retries.max`: attempts after the first.
+pub const RETRIES_MAX: u32 = 3;
+/// `*.retries.initial_backoff`.
+pub const RETRIES_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// `*.retries.max_backoff`.
+pub const RETRIES_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// `*.tls.insecure_skip_verify`: certificates are verified.
+pub const INSECURE_SKIP_VERIFY: bool = false;
+
+/// `source.pull.max_points_per_series`: Prometheus' `query_range` limit; longer ranges are
+/// split into chunks. VictoriaMetrics allows 30,000.
+pub const MAX_POINTS_PER_SERIES: u32 = 11_000;
+
+/// `source.push.max_body_size`: the largest remote_write request accepted, in bytes
+/// (compressed, as on the wire). Prometheus sends at most a few MiB per request.
+pub const MAX_BODY_SIZE: u64 = 32 * 1024 * 1024;
+
+/// `storage.dir`, relative to the config file's directory.
+pub const STORAGE_DIR: &str = "data";
+/// `storage.series_retention`: a series unseen this long is dropped with its state.
+pub const SERIES_RETENTION: Duration = Duration::from_secs(86_400);

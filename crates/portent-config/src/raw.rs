@@ -1,0 +1,166 @@
+//! The config as written: every key optional where it has a default, unknown keys rejected.
+//!
+//! Only the shape is checked here (and the syntax of durations, sizes and enums, so that those
+//! errors carry a line and column); [`crate::validate`] turns this into a [`crate::Config`].
+
+use std::collections::BTreeMap;
+
+use portent_core::Direction;
+use serde::{Deserialize, Deserializer};
+
+use crate::units::{RawDuration, RawSize};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) source: Option<RawSource>,
+    pub(crate) queries: Option<BTreeMap<String, RawQuery>>,
+    pub(crate) models: Option<BTreeMap<String, RawModel>>,
+    pub(crate) schedules: Option<BTreeMap<String, RawSchedule>>,
+    pub(crate) outputs: Option<BTreeMap<String, RawOutput>>,
+    pub(crate) server: Option<RawServer>,
+    pub(crate) storage: Option<RawStorage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub(crate) pull: Option<RawPull>,
+    /// `push:` with no value enables the receiver with defaults, hence the double option:
+    /// absent is `None`, empty is `Some(None)`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) push: Option<Option<RawPush>>,
+}
+
+/// Marks a key as present even when its value is null.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `source.pull`: the endpoint keys it shares with `outputs.*` of type `remote_write`, plus
+/// its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPull {
+    pub(crate) url: String,
+    pub(crate) auth: Option<RawAuth>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) tls: Option<RawTls>,
+    pub(crate) timeout: Option<RawDuration>,
+    pub(crate) retries: Option<RawRetries>,
+    pub(crate) max_points_per_series: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
+    pub(crate) basic_auth: Option<RawBasicAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicAuth {
+    pub(crate) username: String,
+    pub(crate) password: Option<String>,
+    pub(crate) password_file: Option<String>,
+    pub(crate) password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) ca_file: Option<String>,
+    pub(crate) cert_file: Option<String>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetries {
+    pub(crate) max: Option<u32>,
+    pub(crate) initial_backoff: Option<RawDuration>,
+    pub(crate) max_backoff: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPush {
+    pub(crate) max_body_size: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuery {
+    pub(crate) expr: String,
+    pub(crate) step: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<RawModelType>,
+    pub(crate) direction: Option<Direction>,
+    pub(crate) min_abs_deviation: Option<f64>,
+    pub(crate) min_rel_deviation: Option<f64>,
+    pub(crate) threshold: Option<f64>,
+    pub(crate) queries: Option<Vec<String>>,
+    pub(crate) schedules: Option<Vec<String>>,
+    pub(crate) outputs: Option<Vec<String>>,
+}
+
+#[derive(Copy, Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawModelType {
+    Auto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub(crate) fit_every: Option<RawDuration>,
+    pub(crate) fit_window: Option<RawDuration>,
+    pub(crate) score_every: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutput {
+    #[serde(rename = "type")]
+    pub(crate) kind: RawOutputType,
+    pub(crate) url: Option<String>,
+    pub(crate) auth: Option<RawAuth>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) tls: Option<RawTls>,
+    pub(crate) timeout: Option<RawDuration>,
+    pub(crate) retries: Option<RawRetries>,
+}
+
+#[derive(Copy, Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOutputType {
+    Metrics,
+    RemoteWrite,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) listen: Option<String>,
+    pub(crate) metrics_listen: Option<String>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    pub(crate) dir: Option<String>,
+    pub(crate) series_retention: Option<RawDuration>,
+}
