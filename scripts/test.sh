@@ -9,6 +9,21 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# portent-prom's tests start real Prometheus and VictoriaMetrics on loopback (each test its own,
+# on free ports, data in temp dirs). Install them from Debian if missing (we run as root), and
+# make a missing server a failure rather than a skip.
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
+command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+fi
+export PORTENT_REQUIRE_SERVERS=1
+
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # Benchmarks run once each in test mode, so they cannot rot.
