@@ -602,14 +602,16 @@ impl Detect for Detector {
             let span = history[history.len() - 1].t.millis_since(history[0].t);
             self.range_known = span >= 2 * crate::seasonal::DAY_MS;
             self.drift_known = span >= 2 * crate::seasonal::DAY_MS;
-            // Hours differ only for a daily-seasonal series, and each hour's range needs a few
-            // days to mean anything.
-            // Hours of the week once a weekly cycle is known well enough, else hours of the day.
+            // Hours differ only for a series with a daily cycle, and each hour's range needs a
+            // few days to mean anything. Hours of the week once a weekly cycle is known well
+            // enough, else hours of the day.
             let day = crate::seasonal::DAY_MS;
-            let period = if self.selection.seasonality.weekly > 0 && span >= CONTEXT_WEEKS * 7 * day
-            {
+            // The cycles evident in the values, not only those the baseline predicts with: a
+            // square wave is best predicted by its last value, yet its hours differ.
+            let cycles = self.selection.evident;
+            let period = if cycles.weekly > 0 && span >= CONTEXT_WEEKS * 7 * day {
                 Some(crate::seasonal::WEEK_MS)
-            } else if self.selection.seasonality.daily > 0 && span >= CONTEXT_DAYS * day {
+            } else if cycles.daily > 0 && span >= CONTEXT_DAYS * day {
                 Some(day)
             } else {
                 None
@@ -654,6 +656,43 @@ mod tests {
                 Sample::new(Timestamp::from_secs(t), 100.0 + 20.0 * day.sin() + gauss(i))
             })
             .collect()
+    }
+
+    /// Regression (NAB `art_daily_jumpsdown`, `art_daily_nojump`): a nightly batch is a square
+    /// wave, predicted one step ahead best by its last value, so no seasonal baseline is
+    /// chosen; the night's level at 9 AM still went unscored, because per-hour ranges were kept
+    /// only for series whose baseline was seasonal.
+    #[test]
+    fn a_square_wave_that_skips_its_high_phase_is_a_seasonality_break() {
+        let step = 300;
+        let level = |i: u64, skip: bool| {
+            let hour = (i as i64 * step).rem_euclid(86_400) / 3_600;
+            let high = (9..17).contains(&hour) && !skip;
+            (if high { 80.0 } else { 20.0 }) + 2.0 * gauss(i)
+        };
+        let day = 86_400 / step as u64;
+        let history: Vec<Sample> = (0..10 * day)
+            .map(|i| Sample::new(Timestamp::from_secs(i as i64 * step), level(i, false)))
+            .collect();
+        let mut d = DetectorConfig::default().fit(&history).unwrap();
+        assert!(
+            d.selection().evident.daily > 0,
+            "the daily cycle is evident: {:?}",
+            d.selection()
+        );
+        // Day 11: the batch does not run.
+        let mut worst = (0.0, None);
+        for i in 10 * day..11 * day {
+            let s = d.observe(Sample::new(
+                Timestamp::from_secs(i as i64 * step),
+                level(i, true),
+            ));
+            if s.score.get() > worst.0 {
+                worst = (s.score.get(), s.reason);
+            }
+        }
+        assert!(worst.0 >= Score::ALERT.get(), "{worst:?}");
+        assert_eq!(worst.1, Some(Reason::SeasonalityBreak));
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct Selection {
     pub seasonality: Seasonality,
     /// Smoothing factor of the online level, in (0, 1].
     pub alpha: f64,
+    /// The cycles evident in the values, whether or not the baseline uses them. A square
+    /// wave (a nightly batch that runs for hours) is predicted one step ahead best by its last
+    /// value, so `seasonality` may be none; yet its values at 9 AM and at 9 PM differ, and a
+    /// 9 AM value that belongs to the night is a seasonality break.
+    pub evident: Seasonality,
 }
 
 impl Default for Selection {
@@ -27,6 +32,7 @@ impl Default for Selection {
         Self {
             seasonality: Seasonality::NONE,
             alpha: 0.1,
+            evident: Seasonality::NONE,
         }
     }
 }
@@ -35,6 +41,9 @@ impl Default for Selection {
 const ALPHAS: [f64; 6] = [0.01, 0.03, 0.1, 0.3, 0.6, 1.0];
 /// How much smaller a seasonal candidate's error must be to be preferred.
 const SEASONAL_MARGIN: f64 = 0.9;
+/// How much smaller a seasonal baseline's errors around a near-constant level (the slowest
+/// smoothing) must be than the values' own, for its cycle to be evident.
+const EVIDENT_RATIO: f64 = 0.6;
 /// Usable samples needed before anything is selected.
 const MIN_SAMPLES: usize = 48;
 /// Usable samples up to which the baselines are fitted on the samples themselves. A week at one
@@ -100,6 +109,8 @@ pub fn select_model(history: &[Sample]) -> Result<(Selection, Option<SeasonalBas
     let mut scratch = FitScratch::default();
     let mut residual = Vec::with_capacity(n.min(MAX_REPLAY));
     let mut best: Option<(f64, Selection, Option<SeasonalBaseline>)> = None;
+    // The slowest level's error for each candidate: how much of the values the cycle explains.
+    let mut still: Vec<(Seasonality, f64)> = Vec::with_capacity(candidates.len());
     for seasonality in candidates {
         let baseline = if seasonality.is_seasonal() {
             let config = SeasonalConfig {
@@ -119,17 +130,46 @@ pub fn select_model(history: &[Sample]) -> Result<(Selection, Option<SeasonalBas
             Some(b) => b.residuals(samples, &mut residual),
             None => residual.extend(samples.map(|s| s.v)),
         }
-        for (alpha, mut err) in ALPHAS.into_iter().zip(one_step_errors(&residual)) {
+        let errors = one_step_errors(&residual);
+        still.push((seasonality, errors[0]));
+        for (alpha, mut err) in ALPHAS.into_iter().zip(errors) {
             if seasonality.is_seasonal() {
                 err /= SEASONAL_MARGIN;
             }
             if best.as_ref().is_none_or(|(e, ..)| err < *e) {
-                best = Some((err, Selection { seasonality, alpha }, baseline));
+                let selection = Selection {
+                    seasonality,
+                    alpha,
+                    evident: Seasonality::NONE,
+                };
+                best = Some((err, selection, baseline));
             }
         }
     }
-    let (_, selection, baseline) = best.ok_or(not_enough(n))?;
+    let (_, mut selection, baseline) = best.ok_or(not_enough(n))?;
+    selection.evident = evident(&still);
     Ok((selection, baseline))
+}
+
+/// The richest cycle that explains the values around a slow level: its errors are under
+/// [`EVIDENT_RATIO`] of no cycle's, and, for a richer one, under [`SEASONAL_MARGIN`] of the
+/// simpler one's. `still` holds each candidate's slowest-level error, simplest first.
+fn evident(still: &[(Seasonality, f64)]) -> Seasonality {
+    let Some(&(_, flat)) = still.first() else {
+        return Seasonality::NONE;
+    };
+    let mut found = (Seasonality::NONE, flat);
+    for &(seasonality, err) in &still[1..] {
+        let bar = if found.0.is_seasonal() {
+            found.1 * SEASONAL_MARGIN
+        } else {
+            flat * EVIDENT_RATIO
+        };
+        if err < bar {
+            found = (seasonality, err);
+        }
+    }
+    found.0
 }
 
 /// How many usable samples `history` (in time order) holds, and those samples summarised into
@@ -251,6 +291,7 @@ mod tests {
         });
         let (sel, base) = select_model(&h).unwrap();
         assert_eq!(sel.seasonality, Seasonality::DAILY);
+        assert_eq!(sel.evident, Seasonality::DAILY);
         assert!(base.is_some());
         assert!(sel.alpha <= 0.1, "{sel:?}");
     }
@@ -260,8 +301,33 @@ mod tests {
         let h = series(288 * 7, 300_000, |i, _| 5.0 + noise(i));
         let (sel, base) = select_model(&h).unwrap();
         assert_eq!(sel.seasonality, Seasonality::NONE);
+        assert_eq!(sel.evident, Seasonality::NONE);
         assert!(base.is_none());
         assert_eq!(sel.alpha, 0.01);
+    }
+
+    #[test]
+    fn a_random_walk_over_days_shows_no_cycle() {
+        // A wandering level over a week: a daily fit follows some of it, but not enough for a
+        // cycle to be evident (its hours would otherwise get ranges of their own).
+        let mut x = 0.0;
+        let h = series(288 * 7, 300_000, |i, _| {
+            x += noise(i);
+            x
+        });
+        let (sel, _) = select_model(&h).unwrap();
+        assert_eq!(sel.evident, Seasonality::NONE, "{sel:?}");
+    }
+
+    #[test]
+    fn a_square_wave_has_an_evident_cycle_though_its_last_value_predicts_it_best() {
+        // A batch that runs from 9 to 17 every day, switching in one step.
+        let h = series(288 * 7, 300_000, |i, t| {
+            let hour = (t % DAY_MS) / 3_600_000;
+            (if (9..17).contains(&hour) { 80.0 } else { 20.0 }) + 4.0 * noise(i)
+        });
+        let (sel, _) = select_model(&h).unwrap();
+        assert_eq!(sel.evident, Seasonality::DAILY, "{sel:?}");
     }
 
     #[test]
