@@ -188,6 +188,31 @@ fn detect_sample_summarises_the_injected_incidents() {
             && i.end.as_str() >= "2024-01-10 14:00:00"),
         "{iv:#?}"
     );
+    // Every injected incident is found, and nothing else is reported: the README's first
+    // command shows five incidents and no false alarm. (The drift is gentle, half a request a
+    // second per minute, and is found once it leaves the range of its hour.)
+    let incidents = [
+        ("spike", "2024-01-10 14:00:00", "2024-01-10 14:08:00"),
+        ("level shift", "2024-01-11 03:00:00", "2024-01-11 05:00:00"),
+        ("drift", "2024-01-12 08:00:00", "2024-01-12 16:00:00"),
+        ("flatline", "2024-01-13 20:00:00", "2024-01-13 21:00:00"),
+        ("missing data", "2024-01-14 10:00:00", "2024-01-14 10:40:00"),
+    ];
+    for (kind, from, to) in incidents {
+        assert!(
+            iv.iter()
+                .any(|i| i.start.as_str() >= from && i.start.as_str() <= to),
+            "{kind} ({from} .. {to}) not found: {iv:#?}"
+        );
+    }
+    for i in &iv {
+        assert!(
+            incidents
+                .iter()
+                .any(|(_, from, to)| i.start.as_str() >= *from && i.start.as_str() <= *to),
+            "a false alarm: {i:?}"
+        );
+    }
 }
 
 #[test]
