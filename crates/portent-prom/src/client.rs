@@ -103,7 +103,7 @@ impl Client {
                 ("step", &seconds(step_ms)),
             ]);
             let body = self.post(&self.query_range, form).await?;
-            for series in self.parse_matrix(&body)? {
+            for series in parse_matrix(&self.query_range, &body)? {
                 let samples = merged.entry(series.labels).or_default();
                 let last = samples.last().map(|s| s.t);
                 samples.extend(
@@ -124,7 +124,7 @@ impl Client {
     pub async fn query(&self, expr: &str, time: Timestamp) -> Result<Vec<Series>, ClientError> {
         let form = form(&[("query", expr), ("time", &seconds(time.millis()))]);
         let body = self.post(&self.query, form).await?;
-        let mut series = self.parse_matrix(&body)?;
+        let mut series = parse_matrix(&self.query, &body)?;
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
     }
@@ -182,24 +182,26 @@ impl Client {
             .await?;
         check(url, reply)
     }
+}
 
-    fn parse_matrix(&self, body: &[u8]) -> Result<Vec<Series>, ClientError> {
-        portent_input::parse(body, Format::PromJson).map_err(|e| match e {
-            InputError::Prometheus {
-                error_type,
-                message,
-            } => ClientError::Api {
-                url: redacted(&self.query_range),
-                status: 200,
-                error_type,
-                message,
-            },
-            other => ClientError::Decode {
-                url: redacted(&self.query_range),
-                message: other.to_string(),
-            },
-        })
-    }
+/// A `query_range` or `query` answer from `url` into series, through portent-input's parser of
+/// the same JSON (so NaN, `+Inf` and error bodies read exactly as they do from a file).
+fn parse_matrix(url: &Url, body: &[u8]) -> Result<Vec<Series>, ClientError> {
+    portent_input::parse(body, Format::PromJson).map_err(|e| match e {
+        InputError::Prometheus {
+            error_type,
+            message,
+        } => ClientError::Api {
+            url: redacted(url),
+            status: 200,
+            error_type,
+            message,
+        },
+        other => ClientError::Decode {
+            url: redacted(url),
+            message: other.to_string(),
+        },
+    })
 }
 
 /// The body of a success; Prometheus' error JSON as [`ClientError::Api`]; anything else as

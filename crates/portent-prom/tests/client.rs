@@ -468,6 +468,8 @@ async fn unparseable_success_is_a_decode_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
+    let prefix = format!("{url}/api/v1/query: unreadable response: ");
+    assert!(err.to_string().starts_with(&prefix), "{err}");
     assert!(err.to_string().contains("expected a JSON object"), "{err}");
 }
 

@@ -7,7 +7,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::print_stderr)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +31,9 @@ pub fn require(binary: &str) -> Option<PathBuf> {
         if std::env::var_os("PORTENT_REQUIRE_SERVERS").is_some() {
             panic!("{binary} is not installed and PORTENT_REQUIRE_SERVERS is set: {install}");
         }
-        eprintln!(
+        // Straight to the process' stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n\n********************************************************************\n\
              SKIPPED: {binary} is not installed, so this test did not run.\n\
              Install it with {install};\n\
