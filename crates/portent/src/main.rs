@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod detect;
 mod eval;
 mod intervals;
@@ -26,6 +27,8 @@ enum Command {
     /// Measure detection quality on a benchmark corpus.
     #[command(subcommand)]
     Eval(eval::Command),
+    /// Validate a config file and every PromQL expression in it, then summarise it.
+    Check(check::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Detect(args) => detect::run(&args),
         Command::Eval(cmd) => eval::run(&cmd),
+        Command::Check(args) => check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
