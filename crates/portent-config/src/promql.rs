@@ -84,13 +84,17 @@ const UNCLOSED: [&str; 5] = [
     "escape sequence not terminated",
 ];
 
+/// Longest expression whose lexer errors are located (a few milliseconds at worst).
+const MAX_LOCATE_LEN: usize = 4096;
+
 /// The byte offset in `expr` that `message` is about, if it can be told.
 fn locate(expr: &str, message: &str) -> Option<usize> {
     if UNCLOSED.iter().any(|m| message.starts_with(m)) {
         return innermost_unclosed(expr);
     }
-    // Grammar and type errors come from the parser proper, which keeps no positions.
-    if parser::lexer(expr).err().as_deref() != Some(message) {
+    // Grammar and type errors come from the parser proper, which keeps no positions. The
+    // prefix search below is quadratic: spare a reload the cost on a monstrous expression.
+    if expr.len() > MAX_LOCATE_LEN || parser::lexer(expr).err().as_deref() != Some(message) {
         return None;
     }
     // The lexer reads left to right and fails as soon as it sees the offending character, so

@@ -641,7 +641,10 @@ impl Validator<'_> {
                 let Some(q) = queries.get(q_alias) else {
                     continue;
                 };
-                if s.fit_window < q.step * MIN_FIT_STEPS {
+                if q.step
+                    .checked_mul(MIN_FIT_STEPS)
+                    .is_none_or(|needed| s.fit_window < needed)
+                {
                     return err(
                         key,
                         format!(

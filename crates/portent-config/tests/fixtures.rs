@@ -303,3 +303,34 @@ fn readme_quotes_the_defaults() {
         portent_config::parse_size("32MiB").unwrap()
     );
 }
+
+/// Truncated and mangled configs get an error, never a panic: the daemon reloads whatever is
+/// on disk, half-written files included.
+#[test]
+fn mangled_configs_never_panic() {
+    let text = fs::read_to_string("testdata/full.good.yml").unwrap();
+    let base = Path::new("testdata");
+    let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    for &cut in &boundaries {
+        let _ = Config::from_yaml_with_env(&text[..cut], base, env);
+    }
+    for &at in &boundaries {
+        for replacement in ["", "(", "\"", ":"] {
+            let mut mangled = text.clone();
+            let end = at + text[at..].chars().next().map_or(0, char::len_utf8);
+            mangled.replace_range(at..end, replacement);
+            let _ = Config::from_yaml_with_env(&mangled, base, env);
+        }
+    }
+}
+
+#[test]
+fn a_huge_step_is_an_error_not_a_panic() {
+    let yaml = "source: {pull: {url: 'http://p:9090'}}\n\
+                queries: {q: {expr: up, step: 500000000y}}\n";
+    let e = Config::from_yaml_with_env(yaml, Path::new(""), env).unwrap_err();
+    assert!(
+        e.to_string().contains("fewer than 10 steps of query q"),
+        "{e}"
+    );
+}
