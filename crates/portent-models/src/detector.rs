@@ -176,6 +176,9 @@ const WARMUP: u64 = 20;
 const RANGE_SAMPLE: usize = 16_384;
 /// Fraction of the fit window's values, at each end, left out of the known range.
 const RANGE_TRIM: f64 = 0.001;
+/// The fraction of the known range below which a value beyond it is barely new (see
+/// `Detector::novelty_unit`).
+const NOVELTY_RANGE_FRACTION: f64 = 0.05;
 /// Days of history before per-hour-of-day ranges are used: a whole week, so that the first
 /// weekend of a series with a weekly cycle is not judged by the weekdays' hours alone.
 const CONTEXT_DAYS: i64 = 7;
@@ -344,8 +347,8 @@ impl Detector {
         } else {
             0.0
         };
-        let range_raw =
-            (self.range_known && self.spread > 0.0).then(|| (outside.abs() / self.spread).min(1e6));
+        let range_raw = (self.range_known && self.spread > 0.0)
+            .then(|| (outside.abs() / self.novelty_unit()).min(1e6));
         let range = scored_if(range_raw, admitted && self.config.direction.admits(outside));
 
         // Contextual novelty: outside every value seen at this hour of the day (only for a
@@ -362,7 +365,7 @@ impl Detector {
                 } else {
                     0.0
                 };
-                (Some((out.abs() / self.spread).min(1e6)), out)
+                (Some((out.abs() / self.novelty_unit()).min(1e6)), out)
             }
             _ => (None, 0.0),
         };
@@ -382,12 +385,15 @@ impl Detector {
 
         if self.seen >= WARMUP {
             // Deviation from the expectation is evidence only for a value that is new to the
-            // series: outside the range it has shown in the fit window, or outside this hour's
-            // range. A jump back to a level seen in the last weeks is ordinary for it, however
-            // sudden (bursty traffic, a nightly job). On the NAB corpus, deviation without
-            // novelty made more false alarms than detections: with it gated, the standard
-            // profile rose from 62.3 to 65.1. A young series' range is what it has shown so far.
-            let new_value = outside != 0.0 || context_sign != 0.0;
+            // series: beyond the range it has shown in the fit window, or this hour's range, by
+            // at least the unit novelty is measured in. A jump back to a level seen in the last
+            // weeks is ordinary for it, however sudden (bursty traffic, a nightly job), and so
+            // is a new record by a hair. On the NAB corpus, deviation without novelty made more
+            // false alarms than detections: with it gated, the standard profile rose from 62.3
+            // to 66.0. A young series' range is what it has shown so far.
+            let unit = self.novelty_unit();
+            let beyond = |d: f64| d != 0.0 && d.abs() >= unit;
+            let new_value = beyond(outside) || beyond(context_sign);
             let deviation = if new_value { 1.0 } else { 0.0 };
             // A young series' tails are mostly prior: its evidence is trusted in proportion to
             // how much it has seen, so a new pod does not page in its first minutes.
@@ -488,6 +494,21 @@ impl Detector {
         self.last_finite = Some((t, x));
         self.seen += 1;
         out
+    }
+
+    /// The unit novelty is measured in: the values' robust spread, or a twentieth of the known
+    /// range when that is larger. A series that idles near zero and bursts to 5 M has a spread
+    /// near zero, so each burst a thousandth above the last record was a new extreme by
+    /// thousands of spreads (NAB `ec2_network_in_5abac7` paged on every burst); beyond the range
+    /// by 5% of it, a value is new. NAB 64.95 / 52.71 / 70.88 -> 65.48 / 54.12 / 71.24 (and
+    /// 65.99 / 54.59 / 71.58 once deviation needs novelty of one such unit).
+    fn novelty_unit(&self) -> f64 {
+        let width = self.hi - self.lo;
+        if width.is_finite() {
+            self.spread.max(NOVELTY_RANGE_FRACTION * width)
+        } else {
+            self.spread
+        }
     }
 
     fn peak_decay(&self) -> f64 {
@@ -699,6 +720,37 @@ mod tests {
         }
         assert!(worst.0 >= Score::ALERT.get(), "{worst:?}");
         assert_eq!(worst.1, Some(Reason::SeasonalityBreak));
+    }
+
+    /// Regression (NAB `ec2_network_in_5abac7`): a series that idles near zero and bursts to
+    /// about 5 M, each burst a little above the last. Its spread is near zero, so each new
+    /// record was thousands of spreads beyond the range and paged; a record by a fraction of
+    /// a percent of the range is not new.
+    #[test]
+    fn bursts_each_a_little_higher_than_the_last_do_not_page() {
+        let step = 300;
+        let value = |i: u64| {
+            if i.is_multiple_of(97) {
+                5.0e6 * (1.0 + 0.0005 * (i / 97) as f64)
+            } else {
+                100.0 + 10.0 * gauss(i)
+            }
+        };
+        let history: Vec<Sample> = (0..3 * 288)
+            .map(|i| Sample::new(Timestamp::from_secs(i as i64 * step), value(i)))
+            .collect();
+        let mut d = DetectorConfig::default().fit(&history).unwrap();
+        let mut alerts = vec![];
+        for i in 3 * 288..6 * 288 {
+            let s = d.observe(Sample::new(Timestamp::from_secs(i as i64 * step), value(i)));
+            if s.score >= Score::ALERT {
+                alerts.push((i, s.value, s.reason));
+            }
+        }
+        assert!(alerts.is_empty(), "{alerts:?}");
+        // A burst twice as high is new.
+        let s = d.observe(Sample::new(Timestamp::from_secs(6 * 288 * step), 1.0e7));
+        assert!(s.score >= Score::ALERT, "{s:?}");
     }
 
     #[test]
