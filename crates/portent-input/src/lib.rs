@@ -91,14 +91,39 @@ impl FromStr for Format {
     }
 }
 
+/// How lenient reading is. The default is strict: any row out of time order is an error.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Skip CSV rows whose time is not after the last row kept (duplicated timestamps, a clock
+    /// that stepped back) instead of failing; [`Parsed`] counts them. Prometheus API JSON is
+    /// always in order and stays strict.
+    pub skip_out_of_order: bool,
+}
+
+/// Series read from an input, and what was left out of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// One per value column, or per result of a JSON response.
+    pub series: Vec<Series>,
+    /// Rows skipped under [`Options::skip_out_of_order`].
+    pub skipped: u64,
+    /// The 1-based line of the first skipped row.
+    pub first_skipped_line: Option<u64>,
+}
+
 /// Reads a file into series; errors name the file (`data.csv: line 17: ...`).
 pub fn read_file(path: &Path, format: Format) -> Result<Vec<Series>, FileError> {
+    read_file_with(path, format, &Options::default()).map(|p| p.series)
+}
+
+/// Reads a file into series with `options`; errors name the file.
+pub fn read_file_with(path: &Path, format: Format, options: &Options) -> Result<Parsed, FileError> {
     let wrap = |error| FileError {
         path: path.to_owned(),
         error,
     };
     let bytes = std::fs::read(path).map_err(|e| wrap(InputError::Io(e)))?;
-    parse(&bytes, format).map_err(wrap)
+    parse_with(&bytes, format, options).map_err(wrap)
 }
 
 /// Reads everything from `reader` into series.
@@ -110,15 +135,29 @@ pub fn read<R: Read>(mut reader: R, format: Format) -> Result<Vec<Series>, Input
 
 /// Parses bytes already in memory into series.
 pub fn parse(input: &[u8], format: Format) -> Result<Vec<Series>, InputError> {
+    parse_with(input, format, &Options::default()).map(|p| p.series)
+}
+
+/// Parses bytes already in memory into series, with `options`.
+pub fn parse_with(input: &[u8], format: Format, options: &Options) -> Result<Parsed, InputError> {
     // Spreadsheets write a UTF-8 byte-order mark; it is not part of the first header.
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let Some(&first) = input.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(InputError::Empty);
     };
     match format {
-        Format::Auto if first == b'{' => prom_json::read_prom_json(input),
-        Format::PromJson => prom_json::read_prom_json(input),
-        Format::Auto | Format::Csv => csv_file::read_csv(input),
+        Format::Auto if first == b'{' => prom_json::read_prom_json(input).map(Parsed::from),
+        Format::PromJson => prom_json::read_prom_json(input).map(Parsed::from),
+        Format::Auto | Format::Csv => csv_file::read_csv(input, options),
+    }
+}
+
+impl From<Vec<Series>> for Parsed {
+    fn from(series: Vec<Series>) -> Self {
+        Self {
+            series,
+            ..Self::default()
+        }
     }
 }
 

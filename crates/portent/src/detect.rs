@@ -5,11 +5,11 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use portent_core::{Direction, Labels, Scored, Series};
 use portent_engine::{RefitPolicy, SeriesRunner};
-use portent_input::Format;
+use portent_input::{Format, InputError};
 use portent_models::{DetectorConfig, Exhaustion};
 
 use crate::intervals::{Interval, intervals};
@@ -58,6 +58,10 @@ pub(crate) struct Args {
     /// current trend reaches it.
     #[arg(long, allow_negative_numbers = true)]
     limit: Option<f64>,
+    /// Skip CSV rows whose time is not after the previous row's (repeated timestamps, a clock
+    /// that stepped back) instead of stopping at the first; how many were skipped is reported.
+    #[arg(long)]
+    skip_out_of_order: bool,
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -97,8 +101,26 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
     let (name, series) = match &args.file {
         Some(path) => {
-            let series = portent_input::read_file(path, args.format)?;
-            (path.display().to_string(), series)
+            let options = portent_input::Options {
+                skip_out_of_order: args.skip_out_of_order,
+            };
+            let parsed =
+                portent_input::read_file_with(path, args.format, &options).map_err(|e| {
+                    if matches!(e.error, InputError::OutOfOrder { .. }) {
+                        anyhow!("{e} (or pass --skip-out-of-order to skip such rows)")
+                    } else {
+                        e.into()
+                    }
+                })?;
+            if let Some(line) = parsed.first_skipped_line {
+                eprintln!(
+                    "portent: {}: skipped {} row{} not after the previous one (the first at line {line})",
+                    path.display(),
+                    parsed.skipped,
+                    if parsed.skipped == 1 { "" } else { "s" },
+                );
+            }
+            (path.display().to_string(), parsed.series)
         }
         None => ("sample".to_string(), vec![sample::series()]),
     };
