@@ -916,3 +916,37 @@ fn detect_limit_reports_time_to_exhaustion() {
         run.stdout
     );
 }
+
+#[test]
+fn rows_out_of_time_order_stop_detect_unless_skipped() {
+    let dir = tmp();
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..300u64 {
+        csv += &format!("{},{}\n", 1_600_000_000 + i * 60, 10.0 + noise(i));
+        if i == 100 {
+            // A repeated timestamp, as in several NAB files.
+            csv += &format!("{},{}\n", 1_600_000_000 + i * 60, 99.0);
+        }
+    }
+    let path = write(dir.path(), "dup.csv", &csv);
+    let run = portent(dir.path(), &["detect", &path, "--quiet"]);
+    assert_eq!(
+        run.portent_error(),
+        format!(
+            "portent: {path}: line 103: timestamp 1600006000 is not after line 102's 1600006000: \
+             rows must be in time order (or pass --skip-out-of-order to skip such rows)"
+        )
+    );
+    let run = portent(
+        dir.path(),
+        &["detect", &path, "--quiet", "--skip-out-of-order"],
+    );
+    run.ok();
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "portent: {path}: skipped 1 row not after the previous one (the first at line 103)"
+        )
+    );
+    assert!(run.stdout.contains(": 300 samples, "), "{}", run.stdout);
+}
