@@ -16,6 +16,18 @@
 //! }
 //! ```
 
+pub mod persist;
+pub mod schedule;
+pub mod source;
+pub mod store;
+
+pub use persist::{PersistError, SaveStats, load, save};
+pub use schedule::{
+    Cadence, Job, Plan, PlanError, Request, Scheduler, SourceError, StepReport, StepScore,
+};
+pub use source::{HistorySource, MemorySource, RangeQuery};
+pub use store::{Entry, Latest, Store};
+
 use std::collections::VecDeque;
 
 use portent_core::{Detect, Fit, FitError, Sample, Scored, Timestamp};

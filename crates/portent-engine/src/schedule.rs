@@ -1,0 +1,683 @@
+//! The scheduler: one step function for live operation, backtests and replays.
+//!
+//! A [`Plan`] lists the jobs of a config: each (model, schedule, query) triple, with the query's
+//! expression and step, the model's detector options and the schedule's cadence. The
+//! [`Scheduler`] owns the plan and the [`Store`] and advances both with
+//! [`Scheduler::step`]`(now, source)`. The clock is an argument: the daemon passes the wall
+//! clock, a backtest a simulated one ([`Scheduler::replay`]), so both run the same code.
+//!
+//! At each job's score tick (every `score_every`, aligned to the epoch), the step reads the
+//! query's samples since its last score tick and, per series, scores every sample newer than the
+//! last one scored, in time order, each scored then learnt. A series seen for the first time is
+//! warmed up first: fitted on up to `fit_window` of its history, which the detector then replays
+//! (without reporting) to learn its level, scale and tails. Series absent from the answer are
+//! asked whether they are overdue (missing data), and those unseen for the retention expire.
+//! At each fit tick (every `fit_every`) every tracked series is refitted from `fit_window` of
+//! history, up to the last sample it scored, so that a fit never sees the future.
+//!
+//! A source error is counted in the [`StepReport`] and changes no state: a score tick that
+//! failed is caught up by the next one (it reads from the last successful tick), a fit tick that
+//! failed stays due and is retried at the next step, and nothing expires while the source is
+//! down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portent_core::{Detect, Fit, FitError, Labels, Sample, Scored, Series, Timestamp};
+use portent_models::{Detector, DetectorConfig};
+
+use crate::source::{HistorySource, RangeQuery};
+use crate::store::{Entry, Store};
+
+/// How often a job fits and scores, in ms.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    /// Refit every this long.
+    pub fit_every_ms: i64,
+    /// Fits read this much history.
+    pub fit_window_ms: i64,
+    /// Score new samples every this long.
+    pub score_every_ms: i64,
+}
+
+/// One model scoring one query on one schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// The model alias.
+    pub model: String,
+    /// The query alias.
+    pub query: String,
+    /// The query's PromQL expression.
+    pub expr: String,
+    /// The query's resolution, in ms.
+    pub step_ms: i64,
+    /// The model's detector options.
+    pub detector: DetectorConfig,
+    /// The schedule.
+    pub cadence: Cadence,
+}
+
+/// What the scheduler runs: its jobs and how long unseen series are kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The jobs, in config order (models by alias, then their schedules, then their queries).
+    pub jobs: Vec<Job>,
+    /// A series unseen this long, in ms, is forgotten.
+    pub retention_ms: i64,
+}
+
+/// A plan that cannot run.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// A model's options are refused by the detector.
+    #[error("models.{model}: {error}")]
+    Model {
+        /// The model alias.
+        model: String,
+        /// Why.
+        error: FitError,
+    },
+    /// A duration is zero or negative, or a query's step is.
+    #[error("{0}: must be positive")]
+    NotPositive(String),
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Plan {
+    /// The jobs of a validated config.
+    pub fn from_config(config: &portent_config::Config) -> Result<Plan, PlanError> {
+        let mut jobs = Vec::new();
+        for (model_alias, model) in &config.models {
+            let portent_config::ModelKind::Auto(auto) = &model.kind;
+            let detector = DetectorConfig {
+                direction: auto.direction,
+                min_abs_deviation: auto.min_abs_deviation,
+                min_rel_deviation: auto.min_rel_deviation,
+                ..DetectorConfig::default()
+            };
+            for (_, schedule) in config.schedules_of(model) {
+                for (query_alias, query) in config.queries_of(model) {
+                    jobs.push(Job {
+                        model: model_alias.to_string(),
+                        query: query_alias.to_string(),
+                        expr: query.expr.clone(),
+                        step_ms: millis(query.step),
+                        detector,
+                        cadence: Cadence {
+                            fit_every_ms: millis(schedule.fit_every),
+                            fit_window_ms: millis(schedule.fit_window),
+                            score_every_ms: millis(schedule.score_every),
+                        },
+                    });
+                }
+            }
+        }
+        let plan = Plan {
+            jobs,
+            retention_ms: millis(config.storage.series_retention),
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Checks detector options and that every duration is positive.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.retention_ms <= 0 {
+            return Err(PlanError::NotPositive("storage.series_retention".into()));
+        }
+        for j in &self.jobs {
+            j.detector.validate().map_err(|error| PlanError::Model {
+                model: j.model.clone(),
+                error,
+            })?;
+            let c = j.cadence;
+            for (name, v) in [
+                ("fit_every", c.fit_every_ms),
+                ("fit_window", c.fit_window_ms),
+                ("score_every", c.score_every_ms),
+            ] {
+                if v <= 0 {
+                    return Err(PlanError::NotPositive(format!(
+                        "schedules of {}: {name}",
+                        j.model
+                    )));
+                }
+            }
+            if j.step_ms <= 0 {
+                return Err(PlanError::NotPositive(format!("queries.{}.step", j.query)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which request to the source failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// New samples to score.
+    Score,
+    /// History to warm new series up on.
+    WarmUp,
+    /// History to refit on.
+    Fit,
+}
+
+impl Request {
+    /// The name used in logs and self-metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Request::Score => "score",
+            Request::WarmUp => "warm_up",
+            Request::Fit => "fit",
+        }
+    }
+}
+
+/// A source request that failed. The state it would have changed is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceError {
+    /// The model alias of the job.
+    pub model: String,
+    /// The query alias.
+    pub query: String,
+    /// What was asked.
+    pub request: Request,
+    /// The source's message.
+    pub message: String,
+}
+
+/// One verdict given during a step (when recording, see [`Scheduler::record_scores`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepScore {
+    /// The model alias.
+    pub model: Arc<str>,
+    /// The query alias.
+    pub query: Arc<str>,
+    /// The series.
+    pub labels: Labels,
+    /// The verdict.
+    pub scored: Scored,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepReport {
+    /// The clock the step ran at.
+    pub now: Timestamp,
+    /// Jobs whose score tick ran (successfully or not).
+    pub score_ticks: usize,
+    /// Jobs whose fit tick ran (successfully or not).
+    pub fit_ticks: usize,
+    /// Samples scored.
+    pub samples_scored: usize,
+    /// Series with at least one sample scored.
+    pub series_scored: usize,
+    /// Missing-data verdicts given to series absent from the answer.
+    pub missing: usize,
+    /// Series refitted (fit ticks) or fitted on their history (new series).
+    pub fitted: usize,
+    /// Fits that failed (too little usable history): the detector kept its previous model.
+    pub fit_failures: usize,
+    /// New series tracked.
+    pub created: usize,
+    /// Series forgotten after the retention.
+    pub expired: usize,
+    /// Source requests that failed.
+    pub errors: Vec<SourceError>,
+    /// Every verdict, when recording; empty otherwise.
+    pub scores: Vec<StepScore>,
+}
+
+/// Per-job progress.
+#[derive(Copy, Clone, Debug, Default)]
+struct JobState {
+    group: usize,
+    /// When the next score tick is due; `None`: at the first step.
+    next_score: Option<Timestamp>,
+    /// When the next fit tick is due; `None`: set at the first step, a whole `fit_every` on
+    /// (new series are fitted when first seen, restored ones were fitted before the restart).
+    next_fit: Option<Timestamp>,
+    /// The clock of the last successful score tick: the next one reads from there.
+    scored_until: Option<Timestamp>,
+}
+
+/// History a new series replays into its detector after fitting, at most: two detector
+/// memories, enough for its level, scale and tails, and a bound on the cost of warming up a
+/// million series on start.
+pub const WARM_UP_SAMPLES: usize = 4_000;
+
+/// The first tick of `every` strictly after `now`.
+fn next_tick(now: Timestamp, every: i64) -> Timestamp {
+    let n = now.millis().div_euclid(every);
+    Timestamp::from_millis(n.saturating_add(1).saturating_mul(every))
+}
+
+/// Drives every job over the store. See the module docs.
+#[derive(Debug)]
+pub struct Scheduler {
+    plan: Plan,
+    store: Store,
+    jobs: Vec<JobState>,
+    record: bool,
+}
+
+impl Scheduler {
+    /// A scheduler with no state yet.
+    pub fn new(plan: Plan) -> Result<Self, PlanError> {
+        Self::with_store(plan, Store::new()).map(|(s, _)| s)
+    }
+
+    /// A scheduler resuming from `store` (loaded from disk); also returns how many of its series
+    /// were dropped because their (model, query) pair is no longer in the plan.
+    pub fn with_store(plan: Plan, mut store: Store) -> Result<(Self, usize), PlanError> {
+        plan.validate()?;
+        let dropped =
+            store.retain_groups(|m, q| plan.jobs.iter().any(|j| j.model == m && j.query == q));
+        let jobs = plan
+            .jobs
+            .iter()
+            .map(|j| JobState {
+                group: store.group_id(&j.model, &j.query),
+                ..JobState::default()
+            })
+            .collect();
+        Ok((
+            Self {
+                plan,
+                store,
+                jobs,
+                record: false,
+            },
+            dropped,
+        ))
+    }
+
+    /// Whether steps return every verdict in [`StepReport::scores`] (for backtests); off by
+    /// default, since the daemon reads the latest verdicts from the store instead.
+    pub fn record_scores(&mut self, on: bool) {
+        self.record = on;
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The state of every series: for the exposition ([`Store::latest`]) and for saving.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Replaces the plan (a reloaded config), keeping the state of every (model, query) pair
+    /// the new plan still has and the progress of every job it still has; returns how many
+    /// series were dropped.
+    pub fn set_plan(&mut self, plan: Plan) -> Result<usize, PlanError> {
+        let store = std::mem::take(&mut self.store);
+        let (mut next, dropped) = Self::with_store(plan, store)?;
+        for (i, j) in next.plan.jobs.iter().enumerate() {
+            if let Some(old) = self.plan.jobs.iter().position(|o| o == j) {
+                next.jobs[i] = JobState {
+                    group: next.jobs[i].group,
+                    ..self.jobs[old]
+                };
+            }
+        }
+        next.record = self.record;
+        *self = next;
+        Ok(dropped)
+    }
+
+    /// When the next tick of any job is due; `None` without jobs. Before the first step every
+    /// job is due at once.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.jobs
+            .iter()
+            .flat_map(|j| match j.next_score {
+                None => vec![Timestamp::from_millis(i64::MIN)],
+                Some(s) => std::iter::once(s).chain(j.next_fit).collect(),
+            })
+            .min()
+    }
+
+    /// Runs every tick due at `now`: score ticks first, then fit ticks (which then include the
+    /// samples just scored). Never fails: source errors are in the report.
+    pub fn step<S: HistorySource + ?Sized>(
+        &mut self,
+        now: Timestamp,
+        source: &mut S,
+    ) -> StepReport {
+        let mut report = StepReport {
+            now,
+            ..StepReport::default()
+        };
+        for i in 0..self.jobs.len() {
+            let cadence = self.plan.jobs[i].cadence;
+            if self.jobs[i].next_score.is_none_or(|t| now >= t) {
+                report.score_ticks += 1;
+                self.score(i, now, source, &mut report);
+                self.jobs[i].next_score = Some(next_tick(now, cadence.score_every_ms));
+            }
+            match self.jobs[i].next_fit {
+                None => self.jobs[i].next_fit = Some(next_tick(now, cadence.fit_every_ms)),
+                Some(t) if now >= t => {
+                    report.fit_ticks += 1;
+                    if self.fit(i, now, source, &mut report) {
+                        self.jobs[i].next_fit = Some(next_tick(now, cadence.fit_every_ms));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        report
+    }
+
+    /// Steps at every due tick in `[from, to]`, calling `each` with each report: a backtest or
+    /// replay over a simulated clock.
+    pub fn replay<S: HistorySource + ?Sized>(
+        &mut self,
+        from: Timestamp,
+        to: Timestamp,
+        source: &mut S,
+        mut each: impl FnMut(&StepReport),
+    ) {
+        let mut now = from;
+        while now <= to {
+            let report = self.step(now, source);
+            each(&report);
+            match self.next_due() {
+                Some(t) => now = t.max(now.add_millis(1)),
+                None => break,
+            }
+        }
+    }
+
+    fn error<E: std::fmt::Display>(&self, i: usize, request: Request, e: &E) -> SourceError {
+        let job = &self.plan.jobs[i];
+        SourceError {
+            model: job.model.clone(),
+            query: job.query.clone(),
+            request,
+            message: e.to_string(),
+        }
+    }
+
+    fn score<S: HistorySource + ?Sized>(
+        &mut self,
+        i: usize,
+        now: Timestamp,
+        source: &mut S,
+        report: &mut StepReport,
+    ) {
+        let job = &self.plan.jobs[i];
+        let state = self.jobs[i];
+        let oldest = now.add_millis(-job.cadence.fit_window_ms);
+        // After a restart, read from the oldest sample a restored series has not scored yet.
+        let from = match state.scored_until {
+            Some(t) => t,
+            None => self
+                .store
+                .group(state.group)
+                .series()
+                .values()
+                .filter_map(|e| e.last_scored)
+                .min()
+                .unwrap_or(Timestamp::from_millis(i64::MAX))
+                .min(now.add_millis(-job.cadence.score_every_ms)),
+        }
+        .max(oldest);
+        let q = RangeQuery {
+            query: &job.query,
+            expr: &job.expr,
+            start: from,
+            end: now,
+            step_ms: job.step_ms,
+        };
+        let answer = match source.query_range(&q) {
+            Ok(a) => a,
+            Err(e) => {
+                report.errors.push(self.error(i, Request::Score, &e));
+                return;
+            }
+        };
+        let record = self.record;
+        let group = self.store.group_mut(state.group);
+        let (model, query) = (group.model_arc(), group.query_arc());
+        let emit = |labels: &Labels, scored: Scored, report: &mut StepReport| {
+            if record {
+                report.scores.push(StepScore {
+                    model: model.clone(),
+                    query: query.clone(),
+                    labels: labels.clone(),
+                    scored,
+                });
+            }
+        };
+        let mut new = Vec::new();
+        for series in answer {
+            match group.series_mut().get_mut(&series.labels) {
+                Some(entry) => {
+                    observe_new(entry, &series.samples, |s| {
+                        emit(&series.labels, s, report);
+                    })
+                    .count_into(report);
+                }
+                None if series.samples.is_empty() => {}
+                None => new.push(series),
+            }
+        }
+        // Series absent from the answer: overdue ones report missing data.
+        for (labels, entry) in group.series_mut().iter_mut() {
+            if entry.last_seen < from
+                && let Some(s) = entry.detector.tick(now)
+            {
+                entry.latest = Some(s);
+                report.missing += 1;
+                emit(labels, s, report);
+            }
+        }
+        report.expired += group.expire(now.add_millis(-self.plan.retention_ms));
+        self.jobs[i].scored_until = Some(now);
+        if !new.is_empty() {
+            self.warm_up(i, from, new, source, report);
+        }
+    }
+
+    /// Fits new series on their history, replays it into them, then scores their new samples.
+    fn warm_up<S: HistorySource + ?Sized>(
+        &mut self,
+        i: usize,
+        from: Timestamp,
+        new: Vec<Series>,
+        source: &mut S,
+        report: &mut StepReport,
+    ) {
+        let job = &self.plan.jobs[i];
+        let q = RangeQuery {
+            query: &job.query,
+            expr: &job.expr,
+            start: from.add_millis(-job.cadence.fit_window_ms),
+            end: from,
+            step_ms: job.step_ms,
+        };
+        let history = match source.query_range(&q) {
+            // Not tracked yet: the next score tick finds them new again and retries.
+            Err(e) => return report.errors.push(self.error(i, Request::WarmUp, &e)),
+            Ok(h) => h,
+        };
+        let mut history: HashMap<Labels, Vec<Sample>> =
+            history.into_iter().map(|s| (s.labels, s.samples)).collect();
+        let config = job.detector;
+        let record = self.record;
+        let group = self.store.group_mut(self.jobs[i].group);
+        let (model, query) = (group.model_arc(), group.query_arc());
+        for series in new {
+            let first = series.samples.first().map_or(from, |s| s.t);
+            let mut past = history.remove(&series.labels).unwrap_or_default();
+            past.retain(|s| s.t < first);
+            let mut detector = match config.fit(&past) {
+                Ok(d) => {
+                    report.fitted += 1;
+                    d
+                }
+                Err(_) => {
+                    if !past.is_empty() {
+                        report.fit_failures += 1;
+                    }
+                    Detector::new(config)
+                }
+            };
+            for s in &past[past.len().saturating_sub(WARM_UP_SAMPLES)..] {
+                detector.observe(*s);
+            }
+            let mut entry = Entry::new(detector, first);
+            entry.last_scored = past.last().map(|s| s.t);
+            observe_new(&mut entry, &series.samples, |scored| {
+                if record {
+                    report.scores.push(StepScore {
+                        model: model.clone(),
+                        query: query.clone(),
+                        labels: series.labels.clone(),
+                        scored,
+                    });
+                }
+            })
+            .count_into(report);
+            group.series_mut().insert(series.labels, entry);
+            report.created += 1;
+        }
+    }
+
+    /// Refits every tracked series of job `i`; `false` if the source failed.
+    fn fit<S: HistorySource + ?Sized>(
+        &mut self,
+        i: usize,
+        now: Timestamp,
+        source: &mut S,
+        report: &mut StepReport,
+    ) -> bool {
+        let job = &self.plan.jobs[i];
+        let q = RangeQuery {
+            query: &job.query,
+            expr: &job.expr,
+            start: now.add_millis(-job.cadence.fit_window_ms),
+            end: now,
+            step_ms: job.step_ms,
+        };
+        let history = match source.query_range(&q) {
+            Ok(h) => h,
+            Err(e) => {
+                report.errors.push(self.error(i, Request::Fit, &e));
+                return false;
+            }
+        };
+        let group = self.store.group_mut(self.jobs[i].group);
+        for series in history {
+            let Some(entry) = group.series_mut().get_mut(&series.labels) else {
+                continue; // new: fitted when its score tick picks it up
+            };
+            // Only what the detector has scored: a fit must not see the future.
+            let upto = entry
+                .last_scored
+                .map_or(0, |t| series.samples.partition_point(|s| s.t <= t));
+            match entry.detector.refit(&series.samples[..upto]) {
+                Ok(()) => report.fitted += 1,
+                Err(_) => report.fit_failures += 1,
+            }
+        }
+        true
+    }
+}
+
+/// What [`observe_new`] did.
+struct Observed {
+    samples: usize,
+}
+
+impl Observed {
+    fn count_into(self, report: &mut StepReport) {
+        report.samples_scored += self.samples;
+        report.series_scored += usize::from(self.samples > 0);
+    }
+}
+
+/// Scores (then learns) the samples newer than the last one `entry` scored, in order.
+fn observe_new(entry: &mut Entry, samples: &[Sample], mut emit: impl FnMut(Scored)) -> Observed {
+    let start = entry
+        .last_scored
+        .map_or(0, |t| samples.partition_point(|s| s.t <= t));
+    let fresh = &samples[start..];
+    for s in fresh {
+        let scored = entry.detector.observe(*s);
+        entry.latest = Some(scored);
+        emit(scored);
+    }
+    if let Some(last) = fresh.last() {
+        entry.last_scored = Some(last.t);
+        entry.last_seen = entry.last_seen.max(last.t);
+    }
+    Observed {
+        samples: fresh.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_align_to_the_epoch() {
+        assert_eq!(
+            next_tick(Timestamp::from_millis(0), 60),
+            Timestamp::from_millis(60)
+        );
+        assert_eq!(
+            next_tick(Timestamp::from_millis(59), 60),
+            Timestamp::from_millis(60)
+        );
+        assert_eq!(
+            next_tick(Timestamp::from_millis(60), 60),
+            Timestamp::from_millis(120)
+        );
+        assert_eq!(
+            next_tick(Timestamp::from_millis(-1), 60),
+            Timestamp::from_millis(0)
+        );
+    }
+
+    #[test]
+    fn plan_refuses_nonsense() {
+        let job = Job {
+            model: "m".into(),
+            query: "q".into(),
+            expr: "up".into(),
+            step_ms: 60_000,
+            detector: DetectorConfig::default(),
+            cadence: Cadence {
+                fit_every_ms: 3_600_000,
+                fit_window_ms: 86_400_000,
+                score_every_ms: 60_000,
+            },
+        };
+        let mut plan = Plan {
+            jobs: vec![job],
+            retention_ms: 3_600_000,
+        };
+        assert!(plan.validate().is_ok());
+        plan.jobs[0].step_ms = 0;
+        assert_eq!(
+            plan.validate().unwrap_err().to_string(),
+            "queries.q.step: must be positive"
+        );
+        plan.jobs[0].step_ms = 1;
+        plan.jobs[0].detector.memory = 1.0;
+        assert!(
+            plan.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("models.m: fit: memory")
+        );
+    }
+}
