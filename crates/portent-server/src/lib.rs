@@ -1,0 +1,51 @@
+//! portent's HTTP side: the scores and self-metrics on `/metrics`, and the control endpoints.
+//!
+//! * [`Scores`]: the latest [`Scored`](portent_core::Scored) of every series, exposed as
+//!   `portent_anomaly_score`, `portent_yhat`, `portent_yhat_lower` and `portent_yhat_upper`
+//!   with the input series' labels plus `query` and `model` (clashes: see
+//!   [`output_label_name`]), and read back as [`Series`](portent_core::Series) for
+//!   remote_write;
+//! * [`SelfMetrics`]: `portent_*` metrics about portent itself;
+//! * [`Control`] and [`Reloader`]: readiness, the API token and config reloads shared between
+//!   the daemon and the routes;
+//! * [`router`], [`control_router`], [`metrics_router`]: axum routers to serve.
+//!
+//! Nothing here is global: the daemon builds one [`Registry`](prometheus_client::registry::Registry),
+//! registers the scores and self-metrics in it and hands it to the router.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use portent_core::{Labels, Scored, Timestamp};
+//! use portent_server::{Control, Reloader, ScoreKey, Scores, SelfMetrics, router};
+//! use prometheus_client::registry::Registry;
+//!
+//! let mut registry = Registry::default();
+//! let scores = Scores::new();
+//! scores.register(&mut registry);
+//! let metrics = SelfMetrics::new(&mut registry);
+//! let reloader = Reloader::new(metrics.clone(), || async { Ok(()) });
+//! let control = Control::new(None, reloader);
+//! let app = router(control.clone(), Some(Arc::new(registry)), None);
+//!
+//! // Each tick: the latest score of each series, then forget the stale ones.
+//! let key = ScoreKey::new("cpu".into(), "default".into(), Labels::new([("pod", "a")])?);
+//! scores.update([(key, Scored::unknown(Timestamp::from_secs(1_700_000_000), 0.5))]);
+//! scores.remove_older_than(Timestamp::from_secs(1_700_000_000 - 86_400));
+//! metrics.set_series_tracked(scores.len());
+//! control.set_ready(true);
+//! # let _ = app;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod routes;
+mod scores;
+mod telemetry;
+
+pub use routes::{
+    Control, OPENMETRICS_CONTENT_TYPE, ReloadError, Reloader, control_router, metrics_router,
+    router,
+};
+pub use scores::{
+    METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
+};
+pub use telemetry::SelfMetrics;

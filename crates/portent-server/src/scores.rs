@@ -1,0 +1,365 @@
+//! The scores as Prometheus series: `portent_anomaly_score`, `portent_yhat`, `portent_yhat_lower`
+//! and `portent_yhat_upper`, one of each per scored input series and model.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use portent_core::{Labels, LabelsError, Sample, Scored, Series, Timestamp};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// The label carrying the query alias on every output series.
+pub const QUERY_LABEL: &str = "query";
+/// The label carrying the model alias on every output series.
+pub const MODEL_LABEL: &str = "model";
+/// The label that takes the input series' metric name (`__name__`) on the output series.
+pub const METRIC_LABEL: &str = "metric";
+
+/// What an input label must not be called on the output, since portent sets these itself.
+const RESERVED: [&str; 3] = [QUERY_LABEL, MODEL_LABEL, METRIC_LABEL];
+
+/// One output metric: its name, help text and which number of a [`Scored`] it carries.
+struct OutputMetric {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&Scored) -> f64,
+}
+
+/// The four output metrics, in exposition order.
+const OUTPUTS: [OutputMetric; 4] = [
+    OutputMetric {
+        name: "portent_anomaly_score",
+        help: "How unusual the latest sample of the input series is, in [0, 1]: 0 is expected, \
+               0.8 the default alerting threshold. High at the onset of an anomaly and while it \
+               worsens.",
+        value: |s| s.score.get(),
+    },
+    OutputMetric {
+        name: "portent_yhat",
+        help: "The value the model expected for the latest sample; NaN while it has not learnt \
+               enough to expect anything.",
+        value: |s| s.yhat,
+    },
+    OutputMetric {
+        name: "portent_yhat_lower",
+        help: "The lower edge of the expected band; NaN while unknown.",
+        value: |s| s.yhat_lower,
+    },
+    OutputMetric {
+        name: "portent_yhat_upper",
+        help: "The upper edge of the expected band; NaN while unknown.",
+        value: |s| s.yhat_upper,
+    },
+];
+
+/// The names of the four output metrics, in exposition order.
+pub const OUTPUT_METRICS: [&str; 4] = [
+    OUTPUTS[0].name,
+    OUTPUTS[1].name,
+    OUTPUTS[2].name,
+    OUTPUTS[3].name,
+];
+
+/// Which scored series an output belongs to: the query and model aliases and the input series'
+/// labels.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScoreKey {
+    /// The query alias (its `query` label).
+    pub query: Arc<str>,
+    /// The model alias (its `model` label).
+    pub model: Arc<str>,
+    /// The input series' labels, as the source gave them.
+    pub labels: Labels,
+}
+
+impl ScoreKey {
+    /// A key; `query` and `model` are shared `Arc`s so that a million keys do not copy them.
+    pub fn new(query: Arc<str>, model: Arc<str>, labels: Labels) -> Self {
+        Self {
+            query,
+            model,
+            labels,
+        }
+    }
+
+    /// The labels of this key's output series, without `__name__`, in the order they are
+    /// exposed: the input labels renamed by [`output_label_name`], then `query` and `model`.
+    pub fn output_labels(&self) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
+        self.labels
+            .iter()
+            .map(|l| (output_label_name(&self.labels, &l.name), &*l.value))
+            .chain([
+                (Cow::Borrowed(QUERY_LABEL), &*self.query),
+                (Cow::Borrowed(MODEL_LABEL), &*self.model),
+            ])
+    }
+
+    /// The label set of the output series `metric` (one of [`OUTPUT_METRICS`]), `__name__`
+    /// included: what remote_write sends.
+    pub fn output_series_labels(&self, metric: &str) -> Result<Labels, LabelsError> {
+        Labels::new(
+            self.output_labels()
+                .chain([(Cow::Borrowed(Labels::METRIC_NAME), metric)]),
+        )
+    }
+}
+
+/// The name an input label has on portent's output series.
+///
+/// portent adds `query`, `model` and, from the input's `__name__`, `metric`. An input label
+/// with one of those names is renamed with an `exported_` prefix, as Prometheus renames a
+/// scraped label that clashes with a target label; the prefix repeats until the name is free
+/// (`query` becomes `exported_exported_query` when the input also has `exported_query`). Every
+/// other name is kept, so an alert on the score carries the same `namespace`, `pod` … as the
+/// input series. Nothing is dropped, so two input series never merge into one output series.
+pub fn output_label_name<'a>(input: &Labels, name: &'a str) -> Cow<'a, str> {
+    if name == Labels::METRIC_NAME {
+        return Cow::Borrowed(METRIC_LABEL);
+    }
+    if !RESERVED.contains(&name) {
+        return Cow::Borrowed(name);
+    }
+    let mut renamed = format!("exported_{name}");
+    while input.get(&renamed).is_some() {
+        renamed.insert_str(0, "exported_");
+    }
+    Cow::Owned(renamed)
+}
+
+/// The latest score of every series, exposed on `/metrics` and read for remote_write.
+///
+/// Cloning gives another handle on the same scores. The daemon calls [`Scores::update`] with a
+/// tick's results and [`Scores::remove_older_than`] (or [`Scores::remove`]) for series that
+/// expired, so that they disappear from `/metrics` and Prometheus marks them stale.
+///
+/// Exposed in the order of [`ScoreKey`] (query, model, labels), so the text is deterministic.
+/// One map holds each series once for all four metrics; a scrape reads it under a shared lock,
+/// so an update waits for a scrape in progress (about a second per million series) and the
+/// other way round.
+#[derive(Clone, Default)]
+pub struct Scores {
+    inner: Arc<RwLock<BTreeMap<ScoreKey, Scored>>>,
+}
+
+impl fmt::Debug for Scores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scores")
+            .field("series", &self.len())
+            .finish()
+    }
+}
+
+impl Scores {
+    /// No scores yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the four output metrics to `registry`, backed by these scores.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<ScoreKey, Scored>> {
+        // A panic elsewhere while holding the lock leaves a map that is still consistent
+        // (every operation on it is a single insert or remove).
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<ScoreKey, Scored>> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the latest score of each series, under one lock. A score older than the one held
+    /// (by sample time) is ignored, so replays and late batches never move a series back.
+    pub fn update(&self, scored: impl IntoIterator<Item = (ScoreKey, Scored)>) {
+        let mut map = self.write();
+        for (key, s) in scored {
+            match map.get_mut(&key) {
+                Some(held) if held.t > s.t => {}
+                Some(held) => *held = s,
+                None => {
+                    map.insert(key, s);
+                }
+            }
+        }
+    }
+
+    /// Sets the latest score of one series (see [`Scores::update`]).
+    pub fn set(&self, key: ScoreKey, scored: Scored) {
+        self.update([(key, scored)]);
+    }
+
+    /// The score held for `key`.
+    pub fn get(&self, key: &ScoreKey) -> Option<Scored> {
+        self.read().get(key).copied()
+    }
+
+    /// Forgets the given series; returns how many were held.
+    pub fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a ScoreKey>) -> usize {
+        let mut map = self.write();
+        keys.into_iter()
+            .filter(|k| map.remove(*k).is_some())
+            .count()
+    }
+
+    /// Forgets every series whose latest sample is older than `cutoff` (stale series, with
+    /// `cutoff` = now − retention); returns how many.
+    pub fn remove_older_than(&self, cutoff: Timestamp) -> usize {
+        self.retain(|_, s| s.t >= cutoff)
+    }
+
+    /// Keeps only the series for which `keep` is true (e.g. those of models still configured
+    /// after a reload); returns how many were removed.
+    pub fn retain(&self, mut keep: impl FnMut(&ScoreKey, &Scored) -> bool) -> usize {
+        let mut map = self.write();
+        let before = map.len();
+        map.retain(|k, s| keep(k, s));
+        before - map.len()
+    }
+
+    /// How many series are held.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no series is held.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// The four output series of every held score, each with its one latest sample at the
+    /// scored sample's time: the body of a remote_write output.
+    ///
+    /// NaN (an unknown expectation) is sent as an ordinary NaN, never as Prometheus' stale
+    /// marker. A key whose output labels are invalid cannot occur (input names are valid and
+    /// renames keep them valid) and would be skipped.
+    pub fn to_series(&self) -> Vec<Series> {
+        let map = self.read();
+        let mut out = Vec::with_capacity(map.len() * OUTPUTS.len());
+        for (key, s) in map.iter() {
+            for m in &OUTPUTS {
+                if let Ok(labels) = key.output_series_labels(m.name) {
+                    out.push(Series {
+                        labels,
+                        samples: vec![Sample::new(s.t, (m.value)(s))],
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A [`ScoreKey`]'s output labels as prometheus-client encodes them.
+struct OutputLabels<'a>(&'a ScoreKey);
+
+impl EncodeLabelSet for OutputLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        for (name, value) in self.0.output_labels() {
+            EncodeLabel::encode(&(name, value), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Scores {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let map = self.read();
+        for m in &OUTPUTS {
+            let mut family = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
+            for (key, s) in map.iter() {
+                let labels = OutputLabels(key);
+                ConstGauge::new((m.value)(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::new(pairs.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn clashing_names_get_exported_prefixes() {
+        let input = labels(&[
+            ("__name__", "up"),
+            ("query", "q"),
+            ("exported_query", "e"),
+            ("model", "m"),
+            ("metric", "x"),
+            ("pod", "p"),
+        ]);
+        let key = ScoreKey::new("cpu".into(), "default".into(), input);
+        let out: Vec<(String, String)> = key
+            .output_labels()
+            .map(|(n, v)| (n.into_owned(), v.to_owned()))
+            .collect();
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "metric",
+                "exported_query",
+                "exported_metric",
+                "exported_model",
+                "pod",
+                "exported_exported_query",
+                "query",
+                "model"
+            ]
+        );
+        let series = key.output_series_labels("portent_yhat").unwrap();
+        assert_eq!(series.len(), 9, "nothing merged or dropped: {series}");
+        assert_eq!(series.get("exported_exported_query"), Some("q"));
+        assert_eq!(series.get("exported_query"), Some("e"));
+        assert_eq!(series.get("query"), Some("cpu"));
+        assert_eq!(series.get("metric"), Some("up"));
+        assert_eq!(series.metric_name(), Some("portent_yhat"));
+    }
+
+    #[test]
+    fn older_scores_do_not_replace_newer_ones() {
+        let scores = Scores::new();
+        let key = ScoreKey::new("q".into(), "m".into(), labels(&[("a", "1")]));
+        let mut s = Scored::unknown(Timestamp::from_secs(100), 1.0);
+        scores.set(key.clone(), s);
+        s.t = Timestamp::from_secs(50);
+        s.value = 2.0;
+        scores.set(key.clone(), s);
+        assert_eq!(scores.get(&key).unwrap().value, 1.0);
+        assert_eq!(scores.remove_older_than(Timestamp::from_secs(101)), 1);
+        assert!(scores.is_empty());
+    }
+
+    #[test]
+    fn remote_write_series_carry_names_and_nan() {
+        let scores = Scores::new();
+        let key = ScoreKey::new("q".into(), "m".into(), labels(&[("__name__", "up")]));
+        scores.set(key, Scored::unknown(Timestamp::from_secs(7), 1.0));
+        let series = scores.to_series();
+        let names: Vec<&str> = series
+            .iter()
+            .map(|s| s.labels.metric_name().unwrap())
+            .collect();
+        assert_eq!(names, OUTPUT_METRICS);
+        assert_eq!(series[0].samples[0].v, 0.0);
+        assert!(series[1].samples[0].v.is_nan());
+        assert!(!portent_core::is_stale_marker(series[1].samples[0].v));
+        assert_eq!(series[1].samples[0].t, Timestamp::from_secs(7));
+    }
+}

@@ -1,0 +1,229 @@
+//! portent's own metrics (`portent_*`), registered in a registry the daemon passes in.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 10 µs to 42 s in factors of 4: one series' score (microseconds) up to a fit of a whole
+/// fleet (seconds).
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 4.0, 12))
+}
+
+/// The self-metrics, as handles: cloning shares them. Every label value is a config alias or
+/// a fixed word, so their number is bounded.
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `portent_series_tracked` | gauge | |
+/// | `portent_fit_duration_seconds` | histogram | `model` |
+/// | `portent_score_duration_seconds` | histogram | `model` |
+/// | `portent_source_errors_total` | counter | `source` |
+/// | `portent_samples_ingested_total` | counter | `source` |
+/// | `portent_runs_skipped_total` | counter | `schedule` |
+/// | `portent_state_size_bytes` | gauge | |
+/// | `portent_config_reloads_total` | counter | `result` (`success`, `failure`) |
+/// | `portent_config_last_reload_successful` | gauge | |
+/// | `portent_config_last_reload_success_timestamp_seconds` | gauge | |
+#[derive(Clone, Debug)]
+pub struct SelfMetrics {
+    series_tracked: Gauge,
+    fit_duration: HistogramFamily<ModelLabel>,
+    score_duration: HistogramFamily<ModelLabel>,
+    source_errors: Family<SourceLabel, Counter>,
+    samples_ingested: Family<SourceLabel, Counter>,
+    runs_skipped: Family<ScheduleLabel, Counter>,
+    state_size: Gauge,
+    config_reloads: Family<ResultLabel, Counter>,
+    last_reload_successful: Gauge,
+    last_reload_success_time: Gauge<f64, AtomicU64>,
+}
+
+impl SelfMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            series_tracked: Gauge::default(),
+            fit_duration: Family::new_with_constructor(duration_histogram),
+            score_duration: Family::new_with_constructor(duration_histogram),
+            source_errors: Family::default(),
+            samples_ingested: Family::default(),
+            runs_skipped: Family::default(),
+            state_size: Gauge::default(),
+            config_reloads: Family::default(),
+            last_reload_successful: Gauge::default(),
+            last_reload_success_time: Gauge::default(),
+        };
+        // Before any reload, the config in use is the one loaded at start: a success. Both
+        // results start at 0 so that `increase()` sees the first failure.
+        m.last_reload_successful.set(1);
+        for result in ["success", "failure"] {
+            let _ = m.config_reloads.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "portent_series_tracked",
+            "Series portent holds state for, over all models",
+            m.series_tracked.clone(),
+        );
+        registry.register_with_unit(
+            "portent_fit_duration",
+            "Time one fit pass of a model took",
+            Unit::Seconds,
+            m.fit_duration.clone(),
+        );
+        registry.register_with_unit(
+            "portent_score_duration",
+            "Time one scoring pass of a model took",
+            Unit::Seconds,
+            m.score_duration.clone(),
+        );
+        registry.register(
+            "portent_source_errors",
+            "Failed reads from a source (pull: a query that failed after its retries; push: a \
+             rejected remote_write request)",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "portent_samples_ingested",
+            "Samples taken in from a source",
+            m.samples_ingested.clone(),
+        );
+        registry.register(
+            "portent_runs_skipped",
+            "Scheduled runs skipped because the previous one was still going",
+            m.runs_skipped.clone(),
+        );
+        registry.register_with_unit(
+            "portent_state_size",
+            "Size of the persisted model state",
+            Unit::Bytes,
+            m.state_size.clone(),
+        );
+        registry.register(
+            "portent_config_reloads",
+            "Config reloads (SIGHUP or POST /-/reload), by result",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "portent_config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or failed and the previous config \
+             is still in use (0)",
+            m.last_reload_successful.clone(),
+        );
+        registry.register_with_unit(
+            "portent_config_last_reload_success_timestamp",
+            "When the config was last loaded successfully, in seconds since the epoch",
+            Unit::Seconds,
+            m.last_reload_success_time.clone(),
+        );
+        m
+    }
+
+    /// Sets how many series portent holds state for.
+    pub fn set_series_tracked(&self, n: usize) {
+        self.series_tracked
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records one fit pass of `model`.
+    pub fn observe_fit(&self, model: &str, took: Duration) {
+        self.fit_duration
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one scoring pass of `model`.
+    pub fn observe_score(&self, model: &str, took: Duration) {
+        self.score_duration
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed read from `source` (`pull`, `push` or another fixed name).
+    pub fn inc_source_errors(&self, source: &str) {
+        self.source_errors
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` samples taken in from `source`.
+    pub fn add_samples_ingested(&self, source: &str, n: u64) {
+        self.samples_ingested
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a skipped run of `schedule`.
+    pub fn inc_runs_skipped(&self, schedule: &str) {
+        self.runs_skipped
+            .get_or_create(&ScheduleLabel {
+                schedule: schedule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the size of the persisted state.
+    pub fn set_state_size(&self, bytes: u64) {
+        self.state_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records the start-up load of the config (a success at `at`, not counted as a reload).
+    pub fn record_initial_load(&self, at: SystemTime) {
+        self.last_reload_successful.set(1);
+        self.last_reload_success_time.set(epoch_secs(at));
+    }
+
+    /// Records a reload attempt that finished at `at`.
+    pub fn record_reload(&self, success: bool, at: SystemTime) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.last_reload_successful.set(i64::from(success));
+        if success {
+            self.last_reload_success_time.set(epoch_secs(at));
+        }
+    }
+}
+
+fn epoch_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
