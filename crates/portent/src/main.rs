@@ -9,6 +9,7 @@ mod detect;
 mod eval;
 mod intervals;
 mod plot;
+mod rules;
 mod sample;
 
 /// Prometheus-native anomaly detection: learns what normal looks like for every series,
@@ -29,6 +30,8 @@ enum Command {
     Eval(eval::Command),
     /// Validate a config file and every PromQL expression in it, then summarise it.
     Check(check::Args),
+    /// Write Prometheus alerting rules (a rule file or a PrometheusRule) on the scores.
+    Rules(rules::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => detect::run(&args),
         Command::Eval(cmd) => eval::run(&cmd),
         Command::Check(args) => check::run(&args),
+        Command::Rules(args) => rules::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
