@@ -13,6 +13,16 @@
 //! Nothing here is global: the daemon builds one [`Registry`](prometheus_client::registry::Registry),
 //! registers the scores and self-metrics in it and hands it to the router.
 //!
+//! Scraping portent, two things to know:
+//!
+//! * input series often carry `job` and `instance`, which clash with the labels Prometheus
+//!   gives the scrape target; Prometheus then renames the input's to `exported_job` and
+//!   `exported_instance`. Scrape portent with `honor_labels: true` (`honorLabels: true` in a
+//!   ServiceMonitor) to keep the input's own;
+//! * `/metrics` holds each series' latest score until the next one, so scrape at least as
+//!   often as the schedules' `score_every` or a short-lived score can go unseen (remote_write
+//!   sends every score).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use portent_core::{Labels, Scored, Timestamp};
