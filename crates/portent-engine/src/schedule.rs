@@ -17,7 +17,7 @@
 //!
 //! A source error is counted in the [`StepReport`] and changes no state: a score tick that
 //! failed is caught up by the next one (it reads from the last successful tick), a fit tick that
-//! failed stays due and is retried at the next step, and nothing expires while the source is
+//! failed is retried at the next score tick, and nothing expires while the source is
 //! down.
 
 use std::collections::HashMap;
@@ -364,9 +364,13 @@ impl Scheduler {
                 None => self.jobs[i].next_fit = Some(next_tick(now, cadence.fit_every_ms)),
                 Some(t) if now >= t => {
                     report.fit_ticks += 1;
-                    if self.fit(i, now, source, &mut report) {
-                        self.jobs[i].next_fit = Some(next_tick(now, cadence.fit_every_ms));
-                    }
+                    // A fit the source failed is retried at the next score tick.
+                    let every = if self.fit(i, now, source, &mut report) {
+                        cadence.fit_every_ms
+                    } else {
+                        cadence.score_every_ms
+                    };
+                    self.jobs[i].next_fit = Some(next_tick(now, every));
                 }
                 Some(_) => {}
             }

@@ -12,9 +12,10 @@
 //! inline, about 600 bytes, plus times and the latest [`Scored`]), the hash table's slot, the
 //! label set's heap (an array of 32-byte name/value pairs and the strings themselves), and the
 //! detector's per-hour ranges on the heap for a series with a daily cycle (up to 168 pairs of
-//! `f32` for a weekly one). The `resident_memory_per_series` test measures the process's
-//! resident memory over 20,000 fitted series with eight Kubernetes-like labels each and asserts
-//! it stays under 4 KiB (measured about 1.6 KiB; see the report printed by that test).
+//! `f32` for a weekly one). The `resident_memory_per_series` test (`tests/memory.rs`) measures
+//! the process's resident memory over 20,000 fitted series with eight Kubernetes-like labels
+//! and a daily cycle each, and asserts it stays under 4 KiB: about 2.4 KiB at this commit, of
+//! which 808 bytes are the entry inline and 631 bytes the detector's serialised state.
 //! [`Store::approx_bytes`] estimates the same without measuring, for self-metrics.
 
 use std::collections::HashMap;
