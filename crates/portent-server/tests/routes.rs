@@ -323,6 +323,66 @@ async fn exposition_meets_prometheus_expectations() {
     );
 }
 
+/// Prometheus' own OpenMetrics parser, through promtool (Debian's `prometheus` package, which
+/// scripts/test.sh installs): `tsdb create-blocks-from openmetrics` ingests only what parses.
+/// It needs a timestamp on every sample, which a scrape answer has none of, so one is added.
+#[tokio::test]
+async fn exposition_parses_with_prometheus_openmetrics_parser() {
+    let d = daemon(None, false, true);
+    d.scores.update([
+        (
+            key(
+                "q",
+                "m",
+                &[("__name__", "up"), ("path", "a\"b\\c\nd e"), ("query", "x")],
+            ),
+            scored(1, 0.9, 1.0, 0.5, 1.5),
+        ),
+        (
+            key("q", "m", &[("pod", "z")]),
+            Scored::unknown(Timestamp::from_secs(1), 0.0),
+        ),
+    ]);
+    d.metrics
+        .observe_fit("m", std::time::Duration::from_millis(3));
+    d.metrics.inc_source_errors("pull");
+    d.metrics.set_state_size(4096);
+    let body = send(&d.app, get("/metrics")).await.body;
+    let stamped: String = body
+        .lines()
+        .map(|l| {
+            if l.starts_with('#') {
+                format!("{l}\n")
+            } else {
+                format!("{l} 1700000000\n")
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scrape.om");
+    std::fs::write(&input, &stamped).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(dir.path().join("blocks"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e} (install Debian's `prometheus` package; scripts/test.sh does)")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{}\n{stamped}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = body.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(
+        stdout.split_whitespace().any(|w| w == samples.to_string()),
+        "{samples} samples expected in:\n{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn expired_series_leave_the_exposition() {
     let d = daemon(None, false, false);
