@@ -109,6 +109,22 @@ impl ScoreKey {
                 .chain([(Cow::Borrowed(Labels::METRIC_NAME), metric)]),
         )
     }
+
+    /// The four output series of `scored`, each with one sample at the scored sample's time,
+    /// in the order of [`OUTPUT_METRICS`]: what a remote_write output sends for one verdict
+    /// (a tick's verdicts, not the whole [`Scores`], so nothing is sent twice).
+    ///
+    /// NaN (an unknown expectation) is sent as an ordinary NaN, never as Prometheus' stale
+    /// marker. Output labels are always valid (input names are, and renames keep them so);
+    /// were one not, its series would be left out rather than sent wrong.
+    pub fn output_series(&self, scored: &Scored) -> impl Iterator<Item = Series> {
+        OUTPUTS.iter().filter_map(move |m| {
+            Some(Series {
+                labels: self.output_series_labels(m.name).ok()?,
+                samples: vec![Sample::new(scored.t, (m.value)(scored))],
+            })
+        })
+    }
 }
 
 /// The name an input label has on portent's output series.
@@ -235,24 +251,13 @@ impl Scores {
         self.read().is_empty()
     }
 
-    /// The four output series of every held score, each with its one latest sample at the
-    /// scored sample's time: the body of a remote_write output.
-    ///
-    /// NaN (an unknown expectation) is sent as an ordinary NaN, never as Prometheus' stale
-    /// marker. A key whose output labels are invalid cannot occur (input names are valid and
-    /// renames keep them valid) and would be skipped.
+    /// The four output series of every held score (see [`ScoreKey::output_series`]): a full
+    /// snapshot, e.g. for a remote_write output's first send.
     pub fn to_series(&self) -> Vec<Series> {
         let map = self.read();
         let mut out = Vec::with_capacity(map.len() * OUTPUTS.len());
         for (key, s) in map.iter() {
-            for m in &OUTPUTS {
-                if let Ok(labels) = key.output_series_labels(m.name) {
-                    out.push(Series {
-                        labels,
-                        samples: vec![Sample::new(s.t, (m.value)(s))],
-                    });
-                }
-            }
+            out.extend(key.output_series(s));
         }
         out
     }
