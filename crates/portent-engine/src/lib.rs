@@ -1,8 +1,61 @@
-//! The engine: what drives a detector over a series.
+//! The engine: what drives detectors over series.
 //!
-//! A [`SeriesRunner`] owns one series' detector and the window of history its slow parts are
-//! refitted from, and decides when to refit. Live operation, backtests and offline evaluation
-//! all push samples through the same runner, so they cannot disagree.
+//! * [`Scheduler`] ([`schedule`]): every (model, schedule, query) job of a config ([`Plan`]),
+//!   advanced by [`Scheduler::step`]`(now, source)`. The clock is an argument, so `serve` (the
+//!   wall clock) and `backtest` (a replayed one, [`Scheduler::replay`]) run the same code;
+//! * [`HistorySource`] ([`source`]): where samples and fit history come from (Prometheus'
+//!   `query_range` in the daemon, [`MemorySource`] for files and tests);
+//! * [`Store`] ([`store`]): the live state of every series, under 4 KiB each, and the latest
+//!   verdicts for `/metrics` ([`Store::latest`]);
+//! * [`save`] and [`load`] ([`persist`]): crash-safe snapshots of the store;
+//! * [`SeriesRunner`]: one series' detector with its own history buffer, for offline files
+//!   (`portent detect`, NAB evaluation).
+//!
+//! ```
+//! use portent_core::{Labels, Sample, Series, Timestamp};
+//! use portent_engine::{Cadence, Job, MemorySource, Plan, Scheduler};
+//! use portent_models::DetectorConfig;
+//!
+//! const MIN: i64 = 60_000;
+//! let plan = Plan {
+//!     jobs: vec![Job {
+//!         model: "auto".into(),
+//!         query: "up".into(),
+//!         expr: "up".into(),
+//!         step_ms: MIN,
+//!         detector: DetectorConfig::default(),
+//!         cadence: Cadence {
+//!             fit_every_ms: 60 * MIN,
+//!             fit_window_ms: 24 * 60 * MIN,
+//!             score_every_ms: 5 * MIN,
+//!         },
+//!     }],
+//!     retention_ms: 60 * MIN,
+//! };
+//! let mut source = MemorySource::new();
+//! let samples = (0..600)
+//!     .map(|i| Sample::new(Timestamp::from_millis(i * MIN), 1.0 + (i % 3) as f64))
+//!     .collect();
+//! let labels = Labels::new([("__name__", "up"), ("job", "node")])?;
+//! source.insert("up", Series { labels, samples });
+//!
+//! let mut scheduler = Scheduler::new(plan)?;
+//! let mut scored = 0;
+//! scheduler.replay(
+//!     Timestamp::from_millis(300 * MIN),
+//!     Timestamp::from_millis(600 * MIN),
+//!     &mut source,
+//!     |report| scored += report.samples_scored,
+//! );
+//! // The first tick warms the series up on [0, 295) and scores its window [295, 300]; the
+//! // next ones score what came since, up to the last sample at 599.
+//! assert_eq!(scored, 305);
+//! let latest: Vec<_> = scheduler.store().latest().map(|l| l.output_labels()).collect();
+//! assert_eq!(latest[0].to_string(), r#"up{job="node", model="auto", query="up"}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! One series through a [`SeriesRunner`]:
 //!
 //! ```
 //! use portent_core::{Sample, Timestamp};

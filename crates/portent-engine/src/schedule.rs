@@ -652,6 +652,33 @@ mod tests {
     }
 
     #[test]
+    fn plan_from_a_config_has_a_job_per_model_schedule_and_query() {
+        let yaml = "source: {pull: {url: http://localhost:9090}}\n\
+                    queries: {up: {expr: up}, load: {expr: node_load1, step: 30s}}\n\
+                    models: {spiky: {type: auto, direction: above, queries: [load]}}\n\
+                    schedules: {fast: {fit_every: 1h, fit_window: 2d, score_every: 1m}}\n\
+                    storage: {series_retention: 3h}\n";
+        let config =
+            portent_config::Config::from_yaml_with_env(yaml, std::path::Path::new("."), |_| None)
+                .unwrap();
+        let plan = Plan::from_config(&config).unwrap();
+        assert_eq!(plan.retention_ms, 3 * 3_600_000);
+        assert_eq!(plan.jobs.len(), 1);
+        let j = &plan.jobs[0];
+        assert_eq!((j.model.as_str(), j.query.as_str()), ("spiky", "load"));
+        assert_eq!((j.expr.as_str(), j.step_ms), ("node_load1", 30_000));
+        assert_eq!(j.detector.direction, portent_core::Direction::Above);
+        assert_eq!(
+            j.cadence,
+            Cadence {
+                fit_every_ms: 3_600_000,
+                fit_window_ms: 2 * 86_400_000,
+                score_every_ms: 60_000,
+            }
+        );
+    }
+
+    #[test]
     fn plan_refuses_nonsense() {
         let job = Job {
             model: "m".into(),
