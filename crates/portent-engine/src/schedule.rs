@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use portent_core::{Detect, Fit, FitError, Labels, Sample, Scored, Series, Timestamp};
 use portent_models::{Detector, DetectorConfig};
@@ -227,6 +228,11 @@ pub struct StepReport {
     pub expired: usize,
     /// Source requests that failed.
     pub errors: Vec<SourceError>,
+    /// Time spent in score ticks (reading, warming new series up, scoring), for the
+    /// `score duration` self-metric.
+    pub score_time: Duration,
+    /// Time spent in fit ticks (reading history, refitting).
+    pub fit_time: Duration,
     /// Every verdict, when recording; empty otherwise.
     pub scores: Vec<StepScore>,
 }
@@ -357,19 +363,23 @@ impl Scheduler {
             let cadence = self.plan.jobs[i].cadence;
             if self.jobs[i].next_score.is_none_or(|t| now >= t) {
                 report.score_ticks += 1;
+                let started = Instant::now();
                 self.score(i, now, source, &mut report);
+                report.score_time += started.elapsed();
                 self.jobs[i].next_score = Some(next_tick(now, cadence.score_every_ms));
             }
             match self.jobs[i].next_fit {
                 None => self.jobs[i].next_fit = Some(next_tick(now, cadence.fit_every_ms)),
                 Some(t) if now >= t => {
                     report.fit_ticks += 1;
+                    let started = Instant::now();
                     // A fit the source failed is retried at the next score tick.
                     let every = if self.fit(i, now, source, &mut report) {
                         cadence.fit_every_ms
                     } else {
                         cadence.score_every_ms
                     };
+                    report.fit_time += started.elapsed();
                     self.jobs[i].next_fit = Some(next_tick(now, every));
                 }
                 Some(_) => {}

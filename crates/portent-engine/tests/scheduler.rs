@@ -226,6 +226,8 @@ fn replay_scores_picks_up_expires_and_survives_an_outage() {
     );
     let back = reports.iter().find(|r| r.now.millis() >= OUTAGE.1).unwrap();
     assert!(back.errors.is_empty() && back.fitted >= 2);
+    assert!(back.fit_time > std::time::Duration::ZERO);
+    assert!(back.score_time > std::time::Duration::ZERO);
     assert!(back.samples_scored >= 2 * ((OUTAGE.1 - OUTAGE.0) / MIN) as usize);
 
     // The exposition: the latest verdict of every series, with query and model labels.
