@@ -277,6 +277,49 @@ mod tests {
         }
     }
 
+    /// A cheap, seeded stand-in for a fuzz target: whatever a network peer sends, decoding
+    /// returns an error or series, never panics, and never allocates past the limit. Bodies
+    /// are random bytes, valid bodies with bits flipped or cut short, and valid snappy around
+    /// random protobuf.
+    #[test]
+    fn arbitrary_bodies_never_panic() {
+        use portent_core::seeded::uniform;
+        let valid = encode_write_request(&[
+            series("a", &[(1, 1.5), (2, f64::NAN), (3, 7.0)]),
+            series("b", &[(10, -2.0)]),
+        ]);
+        let byte = |k: u64| (uniform(k) * 256.0) as u8;
+        let mut accepted = 0;
+        for case in 0..3_000u64 {
+            let seed = case * 1_000;
+            let body: Vec<u8> = match case % 4 {
+                0 => (0..(byte(seed) as u64))
+                    .map(|k| byte(seed + k + 1))
+                    .collect(),
+                1 => {
+                    let mut b = valid.clone();
+                    let at = (uniform(seed) * b.len() as f64) as usize % b.len();
+                    b[at] ^= 1 << (byte(seed + 1) % 8);
+                    b
+                }
+                2 => valid[..(uniform(seed) * valid.len() as f64) as usize].to_vec(),
+                _ => {
+                    let junk: Vec<u8> = (0..(byte(seed) as u64))
+                        .map(|k| byte(seed + k + 1))
+                        .collect();
+                    snap::raw::Encoder::new()
+                        .compress_vec(&junk)
+                        .unwrap_or_default()
+                }
+            };
+            if decode_write_request(&body, 1 << 16).is_ok() {
+                accepted += 1;
+            }
+        }
+        // Some mutations stay valid (a flipped bit in a sample value); most must not.
+        assert!(accepted < 3_000, "{accepted}");
+    }
+
     #[test]
     fn round_trip_keeps_values_bit_for_bit() {
         let stale = f64::from_bits(STALE_NAN_BITS);
