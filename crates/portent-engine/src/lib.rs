@@ -8,6 +8,7 @@
 //! * [`Store`] ([`store`]): the live state of every series, under 4 KiB each, and the latest
 //!   verdicts for `/metrics` ([`Store::latest`]);
 //! * [`save`] and [`load`] ([`persist`]): crash-safe snapshots of the store;
+//! * [`IntervalTracker`] ([`intervals`]): a backtest's anomalous intervals from its verdicts;
 //! * [`SeriesRunner`]: one series' detector with its own history buffer, for offline files
 //!   (`portent detect`, NAB evaluation).
 //!
@@ -69,11 +70,13 @@
 //! }
 //! ```
 
+pub mod intervals;
 pub mod persist;
 pub mod schedule;
 pub mod source;
 pub mod store;
 
+pub use intervals::{Interval, IntervalTracker};
 pub use persist::{PersistError, SaveStats, load, save};
 pub use schedule::{
     Cadence, Job, Plan, PlanError, Request, Scheduler, SourceError, StepReport, StepScore,

@@ -243,8 +243,9 @@ struct JobState {
     group: usize,
     /// When the next score tick is due; `None`: at the first step.
     next_score: Option<Timestamp>,
-    /// When the next fit tick is due; `None`: set at the first step, a whole `fit_every` on
-    /// (new series are fitted when first seen, restored ones were fitted before the restart).
+    /// When the next fit tick is due; `None`: set at the first step to the next tick of
+    /// `fit_every` (aligned to the epoch, so restarts do not postpone fits): new series are
+    /// fitted when first seen, restored ones were fitted before the restart.
     next_fit: Option<Timestamp>,
     /// The clock of the last successful score tick: the next one reads from there.
     scored_until: Option<Timestamp>,

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use portent_core::seeded::gauss;
 use portent_core::{Labels, Reason, Sample, Score, Series, Timestamp};
 use portent_engine::{
-    Cadence, HistorySource, Job, MemorySource, Plan, RangeQuery, Request, Scheduler, StepReport,
-    StepScore, load, save,
+    Cadence, HistorySource, IntervalTracker, Job, MemorySource, Plan, RangeQuery, Request,
+    Scheduler, StepReport, StepScore, load, save,
 };
 use portent_models::DetectorConfig;
 
@@ -167,6 +167,14 @@ fn replay_scores_picks_up_expires_and_survives_an_outage() {
     );
     let alerts = a.iter().filter(|s| s.scored.score >= Score::ALERT).count();
     assert!(alerts <= 3, "{alerts} alerts on pod a");
+
+    // The backtest's view: an anomalous interval of pod a spans the spike.
+    let mut tracker = IntervalTracker::new(Score::ALERT);
+    scores.iter().for_each(|s| tracker.push(s));
+    let intervals = tracker.finish();
+    assert!(intervals.iter().any(|i| {
+        i.labels == pod("a") && i.from.millis() <= ANOMALY && ANOMALY <= i.to.millis()
+    }));
 
     // Every sample of pod a after the warm-up day was scored exactly once, in order, the ones
     // during the outage included.
