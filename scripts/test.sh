@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: everything the test suite needs, on a fresh Debian machine.
-# This issue's tests need no external server; later ones install theirs here.
+# Servers the tests start (Prometheus, VictoriaMetrics, promtool) are installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
