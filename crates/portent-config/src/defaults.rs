@@ -31,10 +31,14 @@ pub const THRESHOLD: Score = Score::ALERT;
 /// The alias of the model used when the config has no `models` section.
 pub const MODEL_ALIAS: &str = "default";
 
-/// `schedules.*.fit_every`.
-pub const FIT_EVERY: Duration = Duration::from_secs(3600);
-/// `schedules.*.fit_window`: two weeks, so that a weekly cycle is seen twice.
-pub const FIT_WINDOW: Duration = Duration::from_secs(14 * 86_400);
+/// `schedules.*.fit_every`: daily, as the detector's own refit policy (`RefitPolicy`) and every
+/// measurement of it (NAB, calibration) assume. Between fits the online level and scale adapt;
+/// an hourly refit of a million series would also read two weeks of history for each of them
+/// from Prometheus every hour.
+pub const FIT_EVERY: Duration = Duration::from_secs(86_400);
+/// `schedules.*.fit_window`: four weeks, as `RefitPolicy`: a weekly cycle is a candidate from
+/// two weeks of history, and per-hour-of-week ranges are kept from three.
+pub const FIT_WINDOW: Duration = Duration::from_secs(28 * 86_400);
 /// `schedules.*.score_every`.
 pub const SCORE_EVERY: Duration = Duration::from_secs(60);
 /// The alias of the schedule used when the config has no `schedules` section.

@@ -108,7 +108,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(model.schedules.len(), 1);
     assert_eq!(
         c.schedules["default"].fit_window,
-        Duration::from_secs(14 * 86_400)
+        Duration::from_secs(28 * 86_400)
     );
     assert_eq!(c.outputs["metrics"], Output::Metrics);
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9099");

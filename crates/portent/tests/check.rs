@@ -76,7 +76,7 @@ fn kubernetes_example_passes_without_warnings() {
     ] {
         assert!(models.iter().any(|m| m.contains(query)), "{query}");
     }
-    assert!(lines.contains(&"  schedule  default: fit every 1h on 2w, score every 1m"));
+    assert!(lines.contains(&"  schedule  default: fit every 1d on 4w, score every 1m"));
     assert_eq!(
         lines.last(),
         Some(&"  output    metrics: /metrics on 0.0.0.0:9099")
