@@ -337,41 +337,29 @@ impl Detector {
             (self.drift_known && self.drift_slow.weight() > 0.63).then(|| gap.abs().min(1e6));
         let drift = scored_if(drift_raw, admitted && self.config.direction.admits(gap));
 
-        // Novelty: how far outside every value seen before, in robust spreads of the values.
-        // Only once the range has been learnt over a whole day: until then every daily peak
-        // would be "new".
-        let outside = if x > self.hi {
-            x - self.hi
-        } else if x < self.lo {
-            x - self.lo
-        } else {
-            0.0
-        };
-        let range_raw = (self.range_known && self.spread > 0.0)
-            .then(|| (outside.abs() / self.novelty_unit()).min(1e6));
+        // Novelty: how far outside every value seen before, in novelty units (computed once
+        // here: the range and spread do not change before the sample is learnt). Only once the
+        // range has been learnt over two days: until then every daily peak would be "new".
+        let unit = self.novelty_unit();
+        let outside = beyond_range(x, self.lo, self.hi);
+        let range_raw =
+            (self.range_known && self.spread > 0.0).then(|| (outside.abs() / unit).min(1e6));
         let range = scored_if(range_raw, admitted && self.config.direction.admits(outside));
 
         // Contextual novelty: outside every value seen at this hour of the day (only for a
         // series with daily seasonality, whose hours differ): a 3 PM traffic drop to a level
         // that is normal at 3 AM.
         let hour = self.hourly.as_ref().map_or(0, |h| h.bin(t));
-        let (context_raw, context_sign) = match &self.hourly {
+        let (context_raw, context_outside) = match &self.hourly {
             Some(h) if self.spread > 0.0 => {
-                let (lo, hi) = (f64::from(h.lo[hour]), f64::from(h.hi[hour]));
-                let out = if x > hi {
-                    x - hi
-                } else if x < lo {
-                    x - lo
-                } else {
-                    0.0
-                };
-                (Some((out.abs() / self.novelty_unit()).min(1e6)), out)
+                let out = beyond_range(x, f64::from(h.lo[hour]), f64::from(h.hi[hour]));
+                (Some((out.abs() / unit).min(1e6)), out)
             }
             _ => (None, 0.0),
         };
         let context = scored_if(
             context_raw,
-            admitted && self.config.direction.admits(context_sign),
+            admitted && self.config.direction.admits(context_outside),
         );
 
         // Flatline: a run of identical values; when one ends, its length is learnt as normal.
@@ -391,9 +379,8 @@ impl Detector {
             // is a new record by a hair. On the NAB corpus, deviation without novelty made more
             // false alarms than detections: with it gated, the standard profile rose from 62.3
             // to 66.0. A young series' range is what it has shown so far.
-            let unit = self.novelty_unit();
             let beyond = |d: f64| d != 0.0 && d.abs() >= unit;
-            let new_value = beyond(outside) || beyond(context_sign);
+            let new_value = beyond(outside) || beyond(context_outside);
             let deviation = if new_value { 1.0 } else { 0.0 };
             // A young series' tails are mostly prior: its evidence is trusted in proportion to
             // how much it has seen, so a new pod does not page in its first minutes.
@@ -973,6 +960,18 @@ impl HourlyRange {
     fn bin(&self, t: Timestamp) -> usize {
         let i = (t.millis().rem_euclid(self.period_ms) / 3_600_000) as usize;
         i.min(self.lo.len().saturating_sub(1))
+    }
+}
+
+/// How far `x` lies beyond `[lo, hi]`: positive above, negative below, 0 inside.
+#[inline]
+fn beyond_range(x: f64, lo: f64, hi: f64) -> f64 {
+    if x > hi {
+        x - hi
+    } else if x < lo {
+        x - lo
+    } else {
+        0.0
     }
 }
 
