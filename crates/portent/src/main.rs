@@ -11,6 +11,7 @@ mod intervals;
 mod plot;
 mod rules;
 mod sample;
+mod serve;
 
 /// Prometheus-native anomaly detection: learns what normal looks like for every series,
 /// scores each new sample, and explains what is unusual.
@@ -32,6 +33,8 @@ enum Command {
     Check(check::Args),
     /// Write Prometheus alerting rules (a rule file or a PrometheusRule) on the scores.
     Rules(rules::Args),
+    /// Run the daemon: pull, score and expose anomaly scores on /metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => eval::run(&cmd),
         Command::Check(args) => check::run(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,377 @@
+//! `portent serve` end to end: a real Prometheus scraping a gauge this test serves, portent
+//! pulling from it as a child process. 127.0.0.1 only; every wait has a deadline.
+//!
+//! Skipped (with a loud message) when `prometheus` is not installed, unless
+//! `PORTENT_REQUIRE_SERVERS` is set.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn require(binary: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PORTENT_REQUIRE_SERVERS").is_none(),
+            "{binary} is not installed and PORTENT_REQUIRE_SERVERS is set"
+        );
+        eprintln!("\n\nSKIPPED: {binary} is not installed, so this test did not run.\n");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop, its output in `log`.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit, at most `limit`.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after {limit:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:port: (status, body), or `None` if nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// Polls `f` every 200 ms until it gives `Some`, for at most `limit`.
+fn until<T>(limit: Duration, what: &str, log: &dyn Fn() -> String, f: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}\n--- log ---\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The gauge `test_gauge` this test serves on `/metrics`: around 100 with noise, or `jump`
+/// once set.
+struct Target {
+    port: u16,
+    jump: Arc<AtomicU64>,
+    jumping: Arc<AtomicBool>,
+}
+
+fn serve_target() -> Target {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let jump = Arc::new(AtomicU64::new(0));
+    let jumping = Arc::new(AtomicBool::new(false));
+    let (j, on) = (Arc::clone(&jump), Arc::clone(&jumping));
+    std::thread::spawn(move || {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            // xorshift: noise in [-5, 5).
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0 - 5.0;
+            let value = if on.load(Ordering::SeqCst) {
+                f64::from_bits(j.load(Ordering::SeqCst))
+            } else {
+                100.0 + noise
+            };
+            let body = format!("# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {value}\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Target {
+        port,
+        jump,
+        jumping,
+    }
+}
+
+impl Target {
+    fn jump_to(&self, v: f64) {
+        self.jump.store(v.to_bits(), Ordering::SeqCst);
+        self.jumping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Prometheus on `port` scraping `target` every second, its data in `dir`.
+fn start_prometheus(bin: &Path, port: u16, target: u16, dir: &Path) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: \
+             target\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn");
+    let p = Proc::spawn(cmd, &dir.join("log"));
+    until(
+        Duration::from_secs(30),
+        "prometheus ready",
+        &|| p.log(),
+        || get(port, "/-/ready").filter(|(s, _)| *s == 200),
+    );
+    p
+}
+
+fn write_config(dir: &Path, prom: u16, listen: u16) -> PathBuf {
+    let path = dir.join("portent.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "source:
+  pull:
+    url: http://127.0.0.1:{prom}
+    timeout: 5s
+    retries:
+      max: 0
+queries:
+  gauge:
+    expr: test_gauge
+    step: 1s
+schedules:
+  fast:
+    fit_every: 10s
+    fit_window: 10m
+    score_every: 1s
+models:
+  m:
+    type: auto
+    queries: [gauge]
+    schedules: [fast]
+server:
+  listen: 127.0.0.1:{listen}
+storage:
+  dir: state
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_portent(config: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
+    cmd.arg("serve").arg(config);
+    Proc::spawn(cmd, log)
+}
+
+/// The exposed `portent_anomaly_score` of the gauge, with its `query` and `model` labels.
+fn score(port: u16) -> Option<f64> {
+    output(port, "portent_anomaly_score")
+}
+
+/// The gauge's output metric `name` (`portent_anomaly_score`, `portent_yhat`…).
+fn output(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = get(port, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("query=\"gauge\"")
+                && l.contains("model=\"m\"")
+                && l.contains("kind=\"demo\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn metric_sum(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = get(port, "/metrics")?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+fn ready(port: u16) -> Option<()> {
+    get(port, "/-/ready").filter(|(s, _)| *s == 200).map(|_| ())
+}
+
+#[test]
+fn serve_scores_a_jump_saves_on_sigterm_and_resumes() {
+    let Some(bin) = require("prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = serve_target();
+    let prom_port = free_port();
+    let _prom = start_prometheus(&bin, prom_port, target.port, &dir.path().join("prom"));
+
+    let port = free_port();
+    let config = write_config(dir.path(), prom_port, port);
+    let log = dir.path().join("portent.log");
+    let mut portent = start_portent(&config, &log);
+    let plog = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let (status, _) = until(Duration::from_secs(20), "/-/healthy", &plog, || {
+        get(port, "/-/healthy")
+    });
+    assert_eq!(status, 200);
+    until(Duration::from_secs(30), "/-/ready", &plog, || ready(port));
+    until(
+        Duration::from_secs(30),
+        "portent_anomaly_score of the gauge",
+        &plog,
+        || score(port),
+    );
+
+    // Normal phase: a fit needs 48 samples (48 s at a 1 s step), then refits come every 10 s:
+    // wait until the model expects something (a finite yhat), then a little more.
+    let started = Instant::now();
+    until(
+        Duration::from_secs(90),
+        "a finite portent_yhat (a fitted model)",
+        &plog,
+        || output(port, "portent_yhat").filter(|y| y.is_finite()),
+    );
+    eprintln!("fitted after {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_secs(3));
+    let before = score(port).unwrap();
+    assert!(before < 0.8, "score {before} before the jump\n{}", plog());
+
+    target.jump_to(10_000.0);
+    let high = until(
+        Duration::from_secs(20),
+        "a score ≥ 0.8 after the jump",
+        &plog,
+        || score(port).filter(|s| *s >= 0.8),
+    );
+    eprintln!("score before the jump {before}, after {high}");
+
+    portent.signal("TERM");
+    let status = portent.wait(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}\n{}", plog());
+    let state = std::fs::read_dir(dir.path().join("state")).unwrap().count();
+    assert!(state > 0, "no state file\n{}", plog());
+
+    let log2 = dir.path().join("portent2.log");
+    let portent2 = start_portent(&config, &log2);
+    let plog2 = || std::fs::read_to_string(&log2).unwrap_or_default();
+    until(
+        Duration::from_secs(30),
+        "/-/ready after restart",
+        &plog2,
+        || ready(port),
+    );
+    assert!(
+        plog2().contains("loaded the state of 1 series"),
+        "{}",
+        plog2()
+    );
+    let tracked = metric_sum(port, "portent_series_tracked").unwrap();
+    assert!(tracked >= 1.0, "portent_series_tracked {tracked}");
+    drop(portent2);
+}
