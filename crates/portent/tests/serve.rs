@@ -375,3 +375,78 @@ fn serve_scores_a_jump_saves_on_sigterm_and_resumes() {
     assert!(tracked >= 1.0, "portent_series_tracked {tracked}");
     drop(portent2);
 }
+
+/// The value of the one exposed sample whose line starts with `prefix`.
+fn metric(port: u16, prefix: &str) -> Option<f64> {
+    let (_, body) = get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse().ok())
+}
+
+#[test]
+fn serve_survives_a_stopped_prometheus_and_a_bad_reload() {
+    let Some(bin) = require("prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = serve_target();
+    let prom_port = free_port();
+    let prom_dir = dir.path().join("prom");
+    let prom = start_prometheus(&bin, prom_port, target.port, &prom_dir);
+
+    let port = free_port();
+    let config = write_config(dir.path(), prom_port, port);
+    let log = dir.path().join("portent.log");
+    let portent = start_portent(&config, &log);
+    let plog = || std::fs::read_to_string(&log).unwrap_or_default();
+    until(Duration::from_secs(30), "/-/ready", &plog, || ready(port));
+    until(Duration::from_secs(30), "a score", &plog, || score(port));
+
+    // A config that does not load: counted, logged, the running one stays.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "source: [not, a, mapping]\n").unwrap();
+    portent.signal("HUP");
+    until(
+        Duration::from_secs(10),
+        "a failed reload counted",
+        &plog,
+        || metric(port, "portent_config_reloads_total{result=\"failure\"}").filter(|n| *n >= 1.0),
+    );
+    assert_eq!(
+        metric(port, "portent_config_last_reload_successful"),
+        Some(0.0)
+    );
+    std::fs::write(&config, good).unwrap();
+    portent.signal("HUP");
+    until(
+        Duration::from_secs(10),
+        "a good reload counted",
+        &plog,
+        || metric(port, "portent_config_reloads_total{result=\"success\"}").filter(|n| *n >= 1.0),
+    );
+
+    // Prometheus goes away: /metrics still answers, errors are counted.
+    let errors = |p| metric(p, "portent_source_errors_total{").unwrap_or(0.0);
+    let before = errors(port);
+    drop(prom);
+    until(
+        Duration::from_secs(20),
+        "source errors counted",
+        &plog,
+        || (errors(port) > before).then_some(()),
+    );
+    assert_eq!(get(port, "/-/healthy").map(|(s, _)| s), Some(200));
+
+    // It comes back: scoring resumes.
+    let _prom = start_prometheus(&bin, prom_port, target.port, &prom_dir);
+    let ingested = |p| metric(p, "portent_samples_ingested_total{").unwrap_or(0.0);
+    let at_restart = ingested(port);
+    until(
+        Duration::from_secs(30),
+        "samples ingested again",
+        &plog,
+        || (ingested(port) > at_restart).then_some(()),
+    );
+    drop(portent);
+}
