@@ -476,3 +476,51 @@ fn account(report: &StepReport, tracked: usize, metrics: &SelfMetrics) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_maps_every_endpoint_setting() {
+        let yaml = "source:
+  pull:
+    url: https://mimir.example.com/prometheus
+    auth:
+      basic_auth:
+        username: portent
+        password: hunter2
+    headers:
+      X-Scope-OrgID: team-a
+    tls:
+      insecure_skip_verify: true
+    timeout: 7s
+    retries:
+      max: 2
+      initial_backoff: 100ms
+      max_backoff: 3s
+queries:
+  up:
+    expr: up
+";
+        let config = Config::from_yaml(yaml, Path::new(".")).unwrap();
+        let c = client_config(&config.source.pull.as_ref().unwrap().endpoint);
+        assert_eq!(c.url, "https://mimir.example.com/prometheus");
+        assert!(matches!(
+            c.auth,
+            Some(Auth::Basic { ref username, ref password })
+                if username == "portent" && password == "hunter2"
+        ));
+        assert_eq!(
+            c.headers,
+            [("X-Scope-OrgID".to_owned(), "team-a".to_owned())]
+        );
+        assert!(c.tls.insecure_skip_verify);
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(c.retry.max_attempts, 3);
+        assert_eq!(c.retry.initial_backoff, Duration::from_millis(100));
+        assert_eq!(c.retry.max_backoff, Duration::from_secs(3));
+        // The URL as written, usable by the client.
+        assert!(Client::new(&c).is_ok());
+    }
+}
