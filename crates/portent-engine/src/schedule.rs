@@ -618,15 +618,20 @@ impl Observed {
     }
 }
 
-/// Scores (then learns) the samples newer than the last one `entry` scored, in order.
+/// Scores (then learns) the samples newer than the last one `entry` scored, in order, and
+/// keeps the highest-scoring of them (the later on ties) as the verdict on show.
 fn observe_new(entry: &mut Entry, samples: &[Sample], mut emit: impl FnMut(Scored)) -> Observed {
     let start = entry
         .last_scored
         .map_or(0, |t| samples.partition_point(|s| s.t <= t));
     let fresh = &samples[start..];
-    for s in fresh {
+    for (k, s) in fresh.iter().enumerate() {
         let scored = entry.detector.observe(*s);
-        entry.latest = Some(scored);
+        // The exposition shows the tick's most anomalous verdict, not its last: a catch-up
+        // tick scores many samples, and an onset's score must not be overwritten by the
+        // calmer samples after it before Prometheus has scraped it once.
+        let shown = entry.latest.filter(|l| k > 0 && l.score > scored.score);
+        entry.latest = Some(shown.unwrap_or(scored));
         emit(scored);
     }
     if let Some(last) = fresh.last() {

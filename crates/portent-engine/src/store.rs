@@ -35,7 +35,9 @@ pub struct Entry {
     pub last_scored: Option<Timestamp>,
     /// The time of the last sample seen; entries unseen for the retention expire.
     pub last_seen: Timestamp,
-    /// The latest verdict (a sample's, or missing data's), for the exposition.
+    /// The verdict on show in the exposition: of the samples scored at the latest score
+    /// tick, the one with the highest score (a catch-up tick scores many; its onset must not
+    /// hide behind calmer samples), or missing data's verdict.
     pub latest: Option<Scored>,
 }
 

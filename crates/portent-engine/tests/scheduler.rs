@@ -290,3 +290,29 @@ fn a_restart_resumes_scoring_from_saved_state_without_refitting() {
     assert!(expected.len() >= 2 * 20, "{} verdicts", expected.len());
     assert_eq!(first.scores, expected);
 }
+
+#[test]
+fn the_verdict_on_show_is_the_ticks_peak_not_its_last_sample() {
+    // Score ticks every 5 minutes over 1-minute samples: the spike at 14:07 is the third of
+    // the five samples the 14:10 tick scores. Prometheus scrapes the store's verdict, so it
+    // must be the spike's, not the calm 14:09 sample's, until the next tick.
+    let mut src = fake();
+    let mut s = Scheduler::new(plan()).unwrap();
+    let tick = ANOMALY - ANOMALY % (5 * MIN) + 5 * MIN;
+    let mut now = T0;
+    while now <= tick {
+        step(&mut s, &mut src, now);
+        now += 5 * MIN;
+    }
+    let shown = |s: &Scheduler| {
+        let a = pod("a");
+        *s.store().latest().find(|l| *l.labels == a).unwrap().scored
+    };
+    let peak = shown(&s);
+    assert_eq!(peak.t, Timestamp::from_millis(ANOMALY));
+    assert!(peak.score >= Score::ALERT, "{peak:?}");
+    step(&mut s, &mut src, tick + 5 * MIN);
+    let after = shown(&s);
+    assert!(after.t > Timestamp::from_millis(ANOMALY), "{after:?}");
+    assert!(after.score < Score::ALERT, "{after:?}");
+}
