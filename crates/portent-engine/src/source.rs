@@ -71,6 +71,15 @@ impl MemorySource {
             .or_default()
             .push(series);
     }
+
+    /// Adds every series of `series` to the answers of query `query`, which answers (with
+    /// no series) even when there are none: a query that matched nothing is not unknown.
+    pub fn insert_all(&mut self, query: &str, series: impl IntoIterator<Item = Series>) {
+        self.queries
+            .entry(query.to_owned())
+            .or_default()
+            .extend(series);
+    }
 }
 
 impl HistorySource for MemorySource {

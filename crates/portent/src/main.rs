@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backtest;
 mod check;
 mod detect;
 mod eval;
 mod intervals;
 mod plot;
+mod pull;
 mod rules;
 mod sample;
 mod serve;
@@ -35,6 +37,8 @@ enum Command {
     Rules(rules::Args),
     /// Run the daemon: pull, score and expose anomaly scores on /metrics.
     Serve(serve::Args),
+    /// Replay the daemon's steps over history from Prometheus and print what it would flag.
+    Backtest(backtest::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Rules(args) => rules::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Backtest(args) => backtest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
