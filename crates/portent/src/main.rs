@@ -14,6 +14,7 @@ mod pull;
 mod rules;
 mod sample;
 mod serve;
+mod sim;
 
 /// Prometheus-native anomaly detection: learns what normal looks like for every series,
 /// scores each new sample, and explains what is unusual.
@@ -39,6 +40,8 @@ enum Command {
     Serve(serve::Args),
     /// Replay the daemon's steps over history from Prometheus and print what it would flag.
     Backtest(backtest::Args),
+    /// Simulate a Kubernetes cluster with known incidents: CSV and ground truth, or /metrics.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => rules::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Backtest(args) => backtest::run(&args),
+        Command::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
