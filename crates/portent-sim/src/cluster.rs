@@ -565,10 +565,22 @@ impl Cluster {
             all.extend_from_slice(pairs);
             labels(&all)
         };
-        let target = self
+        // A routine rollout in progress would delete an old pod picked as the target: pick a
+        // pod of the new template, or, if none is up yet, pause the rollout where it stands.
+        let incoming = match &self.deploys[d].rollout {
+            Some(r) if r.truth.is_none() => Some(r.hash.clone()),
+            _ => None,
+        };
+        let survives = |p: &Pod| incoming.as_ref().is_none_or(|h| &p.hash == h);
+        let mut target = self
             .pods
             .iter()
-            .position(|p| p.deploy == d && p.running())
+            .position(|p| p.deploy == d && p.running() && survives(p));
+        if target.is_none() && incoming.is_some() {
+            self.deploys[d].rollout = None;
+        }
+        target = target
+            .or_else(|| self.pods.iter().position(|p| p.deploy == d && p.running()))
             .or_else(|| self.pods.iter().position(|p| p.deploy == d));
         let target_name = target
             .map(|p| self.pods[p].name.clone())

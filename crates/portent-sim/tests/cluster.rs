@@ -590,6 +590,42 @@ fn joint_shift_moves_memory_and_latency_a_little_and_nothing_else() {
 }
 
 #[test]
+fn incident_targets_survive_routine_rollouts_and_churn() {
+    // Rollouts every ~30 minutes in office hours and short-lived pods: the leaking pod must
+    // still be the one that leaks, from start to end.
+    let mut config = SimConfig::new(11, DEFAULT_START, Duration::from_secs(60));
+    config.churn.rollouts_per_day = 48.0;
+    config.churn.pod_lifetime_hours = 2.0;
+    config.scenarios = vec![Scenario::new(
+        ScenarioKind::MemoryLeak,
+        at(0, 10.0),
+        at(0, 13.0),
+        "payments",
+        "payments-api",
+    )];
+    let mut c = Cluster::new(config).unwrap();
+    let mut ws: HashMap<String, Vec<Sample>> = HashMap::new();
+    let mut names = std::collections::BTreeSet::new();
+    c.run(at(0, 13.0), |l, s| {
+        if let Some(pod) = l.get("pod") {
+            names.insert(pod.to_string());
+        }
+        if l.metric_name() == Some("container_memory_working_set_bytes") {
+            ws.entry(l.get("pod").unwrap().to_string())
+                .or_default()
+                .push(s);
+        }
+    });
+    assert!(names.len() > 30, "little churn: {} pods", names.len());
+    let t = &c.truth()[0];
+    let leaking = &ws[t.cause.get("pod").unwrap()];
+    assert!(leaking.first().unwrap().t <= t.start);
+    let last = leaking.last().unwrap();
+    assert_eq!(last.t, at(0, 13.0).add_millis(-MIN));
+    assert!(last.v > 0.9 * 1024.0 * 1024.0 * 1024.0, "{}", last.v);
+}
+
+#[test]
 fn exposition_is_valid_text_format() {
     let mut config = SimConfig::new(3, DEFAULT_START, Duration::from_secs(60));
     config.scenarios = vec![Scenario::new(
