@@ -25,6 +25,13 @@ const BAD_ERROR_RATIO: f64 = 0.08;
 const BACKOFF_START_MS: i64 = 10_000;
 const BACKOFF_MAX_MS: i64 = 300_000;
 
+const CPU: &str = "container_cpu_usage_seconds_total";
+const WORKING_SET: &str = "container_memory_working_set_bytes";
+const RESTARTS: &str = "kube_pod_container_status_restarts_total";
+const REQUESTS: &str = "http_requests_total";
+const BUCKET: &str = "http_request_duration_seconds_bucket";
+const SUM: &str = "http_request_duration_seconds_sum";
+
 /// Builds a label set from constant names (always valid).
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     Labels::new(pairs.iter().copied()).expect("the simulator's label names are valid")
@@ -429,91 +436,54 @@ impl Cluster {
             ("container", c),
             ("node", node_name.as_str()),
         ];
-        let with = |metric: &str, extra: &[(&str, &str)], value: f64| {
-            let mut pairs = vec![("__name__", metric)];
-            pairs.extend_from_slice(extra);
+        let with = |metric: &str, base: &[(&str, &str)], extra: &[(&str, &str)], value: f64| {
+            let pairs: Vec<_> = [("__name__", metric)]
+                .iter()
+                .chain(base)
+                .chain(extra)
+                .copied()
+                .collect();
             Metric::new(&pairs, value)
         };
-        let mut requests = Vec::new();
-        for (method, _) in METHODS {
-            for code in CODES {
-                requests.push(with(
-                    "http_requests_total",
-                    &[
-                        ("namespace", ns),
-                        ("service", c),
-                        ("pod", pod),
-                        ("method", method),
-                        ("code", code),
-                    ],
-                    0.0,
-                ));
-            }
-        }
         let app = [("namespace", ns), ("service", c), ("pod", pod)];
-        let mut buckets: Vec<Metric> = DEFAULT_BUCKETS
+        let requests = METHODS
             .iter()
-            .map(|le| {
-                let le = le.to_string();
-                let mut pairs = app.to_vec();
-                pairs.push(("le", &le));
-                with("http_request_duration_seconds_bucket", &pairs, 0.0)
+            .flat_map(|(method, _)| {
+                CODES.map(|code| with(REQUESTS, &app, &[("method", method), ("code", code)], 0.0))
             })
             .collect();
-        let mut inf = app.to_vec();
-        inf.push(("le", "+Inf"));
-        buckets.push(with("http_request_duration_seconds_bucket", &inf, 0.0));
+        let buckets = DEFAULT_BUCKETS
+            .iter()
+            .map(f64::to_string)
+            .chain(["+Inf".to_string()])
+            .map(|le| with(BUCKET, &app, &[("le", &le)], 0.0))
+            .collect();
+        let limit = |resource, unit, v| {
+            with(
+                "kube_pod_container_resource_limits",
+                &container,
+                &[("resource", resource), ("unit", unit)],
+                v,
+            )
+        };
         let rs = format!("{c}-{hash}");
+        let info = [
+            ("node", node_name.as_str()),
+            ("created_by_kind", "ReplicaSet"),
+            ("created_by_name", &rs),
+        ];
         let pod_state = Pod {
             rng: Rng::new(self.seed, &format!("pod/{ns}/{pod}")),
-            cpu: with("container_cpu_usage_seconds_total", &container, 0.0),
-            memory: with("container_memory_working_set_bytes", &container, 0.0),
-            mem_limit: with(
-                "kube_pod_container_resource_limits",
-                &[
-                    container[0],
-                    container[1],
-                    container[2],
-                    container[3],
-                    ("resource", "memory"),
-                    ("unit", "byte"),
-                ],
-                spec.memory_limit,
-            ),
-            cpu_limit: spec.cpu_limit.map(|l| {
-                with(
-                    "kube_pod_container_resource_limits",
-                    &[
-                        container[0],
-                        container[1],
-                        container[2],
-                        container[3],
-                        ("resource", "cpu"),
-                        ("unit", "core"),
-                    ],
-                    l,
-                )
-            }),
-            restarts: with(
-                "kube_pod_container_status_restarts_total",
-                &container[..3],
-                0.0,
-            ),
-            info: with(
-                "kube_pod_info",
-                &[
-                    ("namespace", ns),
-                    ("pod", pod),
-                    ("node", &node_name),
-                    ("created_by_kind", "ReplicaSet"),
-                    ("created_by_name", &rs),
-                ],
-                1.0,
-            ),
+            cpu: with(CPU, &container, &[], 0.0),
+            memory: with(WORKING_SET, &container, &[], 0.0),
+            mem_limit: limit("memory", "byte", spec.memory_limit),
+            cpu_limit: spec.cpu_limit.map(|l| limit("cpu", "core", l)),
+            restarts: with(RESTARTS, &container[..3], &[], 0.0),
+            info: with("kube_pod_info", &container[..2], &info, 1.0),
             requests,
             buckets,
-            sum: with("http_request_duration_seconds_sum", &app, 0.0),
-            count: with("http_request_duration_seconds_count", &app, 0.0),
+            sum: with(SUM, &app, &[], 0.0),
+            count: with("http_request_duration_seconds_count", &app, &[], 0.0),
             name,
             deploy: d,
             node,
@@ -560,11 +530,6 @@ impl Cluster {
         let spec = self.deploys[d].spec.clone();
         let (ns, svc) = (spec.namespace.as_str(), spec.name.as_str());
         let service = labels(&[("namespace", ns), ("service", svc)]);
-        let of = |metric: &str, pairs: &[(&str, &str)]| {
-            let mut all = vec![("__name__", metric)];
-            all.extend_from_slice(pairs);
-            labels(&all)
-        };
         // A routine rollout in progress would delete an old pod picked as the target: pick a
         // pod of the new template, or, if none is up yet, pause the rollout where it stands.
         let incoming = match &self.deploys[d].rollout {
@@ -586,92 +551,39 @@ impl Cluster {
             .map(|p| self.pods[p].name.clone())
             .unwrap_or_default();
         let pod_sel = labels(&[("namespace", ns), ("pod", &target_name), ("container", svc)]);
+        let on_svc = |m: &str| labels(&[("__name__", m), ("namespace", ns), ("service", svc)]);
+        let on_pod = |m: &str| labels(&[("__name__", m), ("namespace", ns), ("pod", &target_name)]);
         let (cause, affected) = match kind {
-            ScenarioKind::LatencyCreep => (
-                service.clone(),
-                vec![
-                    of(
-                        "http_request_duration_seconds_bucket",
-                        &[("namespace", ns), ("service", svc)],
-                    ),
-                    of(
-                        "http_request_duration_seconds_sum",
-                        &[("namespace", ns), ("service", svc)],
-                    ),
-                ],
-            ),
-            ScenarioKind::NightTrafficDrop => (
-                service.clone(),
-                vec![of(
-                    "http_requests_total",
-                    &[("namespace", ns), ("service", svc)],
-                )],
-            ),
-            ScenarioKind::JointShift => (
-                service.clone(),
-                vec![
-                    of(
-                        "container_memory_working_set_bytes",
-                        &[("namespace", ns), ("container", svc)],
-                    ),
-                    of(
-                        "http_request_duration_seconds_bucket",
-                        &[("namespace", ns), ("service", svc)],
-                    ),
-                    of(
-                        "http_request_duration_seconds_sum",
-                        &[("namespace", ns), ("service", svc)],
-                    ),
-                ],
-            ),
-            ScenarioKind::MemoryLeak => (
-                pod_sel.clone(),
-                vec![
-                    of(
-                        "container_memory_working_set_bytes",
-                        &[("namespace", ns), ("pod", &target_name)],
-                    ),
-                    of(
-                        "kube_pod_container_status_restarts_total",
-                        &[("namespace", ns), ("pod", &target_name)],
-                    ),
-                ],
-            ),
+            ScenarioKind::LatencyCreep => (service, vec![on_svc(BUCKET), on_svc(SUM)]),
+            ScenarioKind::NightTrafficDrop => (service, vec![on_svc(REQUESTS)]),
+            ScenarioKind::JointShift => {
+                let ws = labels(&[
+                    ("__name__", WORKING_SET),
+                    ("namespace", ns),
+                    ("container", svc),
+                ]);
+                (service, vec![ws, on_svc(BUCKET), on_svc(SUM)])
+            }
+            ScenarioKind::MemoryLeak => (pod_sel, vec![on_pod(WORKING_SET), on_pod(RESTARTS)]),
             ScenarioKind::Crashloop => {
                 if let Some(p) = target {
                     self.pods[p].crashlooping = true;
                     self.crash(p);
                 }
                 (
-                    pod_sel.clone(),
-                    vec![
-                        of(
-                            "kube_pod_container_status_restarts_total",
-                            &[("namespace", ns), ("pod", &target_name)],
-                        ),
-                        of(
-                            "container_cpu_usage_seconds_total",
-                            &[("namespace", ns), ("pod", &target_name)],
-                        ),
-                        of(
-                            "http_requests_total",
-                            &[("namespace", ns), ("pod", &target_name)],
-                        ),
-                    ],
+                    pod_sel,
+                    vec![on_pod(RESTARTS), on_pod(CPU), on_pod(REQUESTS)],
                 )
             }
             ScenarioKind::NoisyNeighbour => {
                 let node = target.map_or(0, |p| self.pods[p].node);
-                let node_name = self.nodes[node].spec.name.clone();
+                let instance = format!("{}:9100", self.nodes[node].spec.name);
                 let mut affected = vec![
-                    of(
-                        "node_cpu_seconds_total",
-                        &[("instance", &format!("{node_name}:9100"))],
-                    ),
-                    of(
-                        "container_cpu_usage_seconds_total",
-                        &[("namespace", ns), ("pod", &target_name)],
-                    ),
+                    labels(&[
+                        ("__name__", "node_cpu_seconds_total"),
+                        ("instance", &instance),
+                    ]),
+                    on_pod(CPU),
                 ];
                 for p in self
                     .pods
@@ -679,12 +591,13 @@ impl Cluster {
                     .filter(|p| p.node == node && p.name != target_name)
                 {
                     let pns = &self.deploys[p.deploy].spec.namespace;
-                    affected.push(of(
-                        "http_request_duration_seconds_bucket",
-                        &[("namespace", pns), ("pod", &p.name)],
-                    ));
+                    affected.push(labels(&[
+                        ("__name__", BUCKET),
+                        ("namespace", pns),
+                        ("pod", &p.name),
+                    ]));
                 }
-                (pod_sel.clone(), affected)
+                (pod_sel, affected)
             }
             ScenarioKind::BadRollout => {
                 let hash = self.rng.suffix(10);
@@ -695,12 +608,10 @@ impl Cluster {
                     bad: true,
                     truth: Some(self.truth.len()),
                 });
+                let errors = on_svc(REQUESTS).with("code", "500").expect("a valid name");
                 (
                     labels(&[("namespace", ns), ("replicaset", &rs)]),
-                    vec![of(
-                        "http_requests_total",
-                        &[("namespace", ns), ("service", svc), ("code", "500")],
-                    )],
+                    vec![errors],
                 )
             }
         };

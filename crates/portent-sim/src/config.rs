@@ -236,108 +236,48 @@ fn dns_name(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-#[allow(clippy::too_many_arguments)]
-fn deployment(
-    namespace: &str,
-    name: &str,
-    replicas: usize,
-    peak_rps: f64,
-    peak_hour: f64,
-    cpu_per_request: f64,
-    cpu_limit: Option<f64>,
-    memory: (f64, f64, f64),
-    latency_median: f64,
-) -> DeploymentSpec {
-    DeploymentSpec {
-        namespace: namespace.into(),
-        name: name.into(),
-        replicas,
-        peak_rps,
-        peak_hour,
-        weekend_factor: 0.6,
-        cpu_per_request,
-        cpu_idle: 0.02,
-        cpu_limit,
-        memory_base: memory.0,
-        memory_per_rps: memory.1,
-        memory_limit: memory.2,
-        latency_median,
-        latency_sigma: 0.5,
-        error_ratio: 0.002,
-    }
-}
+/// namespace, name, replicas, peak requests/s, peak hour, CPU s/request, CPU limit, working
+/// set (base, per request/s, limit; MiB), median latency (s).
+#[rustfmt::skip]
+type Row = (&'static str, &'static str, usize, f64, f64, f64, Option<f64>, [f64; 3], f64);
+
+#[rustfmt::skip]
+const DEFAULTS: [Row; 6] = [
+    ("shop", "frontend", 3, 90.0, 15.0, 0.012, Some(1.0), [160.0, 2.0, 512.0], 0.040),
+    ("shop", "checkout", 2, 24.0, 15.0, 0.030, Some(1.0), [180.0, 5.0, 512.0], 0.080),
+    ("shop", "catalog", 3, 60.0, 15.0, 0.010, Some(0.5), [220.0, 1.5, 512.0], 0.030),
+    ("shop", "cart", 2, 30.0, 15.0, 0.015, Some(0.5), [150.0, 4.0, 384.0], 0.050),
+    ("payments", "payments-api", 2, 12.0, 15.0, 0.040, Some(1.0), [300.0, 6.0, 1024.0], 0.120),
+    ("batch", "ingest", 2, 40.0, 3.0, 0.020, None, [400.0, 4.0, 1536.0], 0.060),
+];
 
 /// The default workload: a shop (user traffic peaking at 15:00 UTC), payments, and a batch
 /// ingest API whose traffic peaks at 03:00 (nightly jobs) and has no CPU limit.
 pub fn default_deployments() -> Vec<DeploymentSpec> {
-    vec![
-        deployment(
-            "shop",
-            "frontend",
-            3,
-            90.0,
-            15.0,
-            0.012,
-            Some(1.0),
-            (160.0 * MIB, 2.0 * MIB, 512.0 * MIB),
-            0.040,
-        ),
-        deployment(
-            "shop",
-            "checkout",
-            2,
-            24.0,
-            15.0,
-            0.030,
-            Some(1.0),
-            (180.0 * MIB, 5.0 * MIB, 512.0 * MIB),
-            0.080,
-        ),
-        deployment(
-            "shop",
-            "catalog",
-            3,
-            60.0,
-            15.0,
-            0.010,
-            Some(0.5),
-            (220.0 * MIB, 1.5 * MIB, 512.0 * MIB),
-            0.030,
-        ),
-        deployment(
-            "shop",
-            "cart",
-            2,
-            30.0,
-            15.0,
-            0.015,
-            Some(0.5),
-            (150.0 * MIB, 4.0 * MIB, 384.0 * MIB),
-            0.050,
-        ),
-        deployment(
-            "payments",
-            "payments-api",
-            2,
-            12.0,
-            15.0,
-            0.040,
-            Some(1.0),
-            (300.0 * MIB, 6.0 * MIB, 1024.0 * MIB),
-            0.120,
-        ),
-        deployment(
-            "batch",
-            "ingest",
-            2,
-            40.0,
-            3.0,
-            0.020,
-            None,
-            (400.0 * MIB, 4.0 * MIB, 1536.0 * MIB),
-            0.060,
-        ),
-    ]
+    DEFAULTS
+        .iter()
+        .map(
+            |&(namespace, name, replicas, peak_rps, peak_hour, cpu, cpu_limit, mem, latency)| {
+                DeploymentSpec {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    replicas,
+                    peak_rps,
+                    peak_hour,
+                    weekend_factor: 0.6,
+                    cpu_per_request: cpu,
+                    cpu_idle: 0.02,
+                    cpu_limit,
+                    memory_base: mem[0] * MIB,
+                    memory_per_rps: mem[1] * MIB,
+                    memory_limit: mem[2] * MIB,
+                    latency_median: latency,
+                    latency_sigma: 0.5,
+                    error_ratio: 0.002,
+                }
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]
