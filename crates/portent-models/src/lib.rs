@@ -8,7 +8,9 @@
 //! * [`select`]: seasonality detection and level smoothing chosen per series from history;
 //! * a robust online level and scale, CUSUM drift detection, flatline and missing-data
 //!   detection, and the calibration of everything into one score ([`detector`]);
-//! * [`exhaustion`]: time until a growing series reaches a known limit.
+//! * [`exhaustion`]: time until a growing series reaches a known limit;
+//! * [`multivariate`]: Isolation Forest and an autoencoder over rows of one entity's metrics,
+//!   with each metric's contribution, and their combination with the univariate scores.
 //!
 //! ```
 //! use portent_core::{Detect, Fit, Sample, Timestamp};
@@ -29,6 +31,7 @@
 pub mod detector;
 pub mod exhaustion;
 mod linalg;
+pub mod multivariate;
 pub mod online;
 pub mod seasonal;
 pub mod select;
