@@ -185,6 +185,16 @@ pub trait ScoreRows {
     /// Scores one row. A row with a NaN or infinite value scores as [`RowScore::missing`]; only
     /// a row of the wrong width is an error.
     fn score_row(&self, row: &[f64]) -> Result<RowScore, FeatureError>;
+
+    /// Scores many rows, as [`ScoreRows::score_row`] would one by one (bit for bit), but
+    /// possibly faster: the Isolation Forest walks each tree for every row in turn, so that the
+    /// tree stays in cache.
+    fn score_rows<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<RowScore>, FeatureError>
+    where
+        Self: Sized,
+    {
+        rows.iter().map(|r| self.score_row(r.as_ref())).collect()
+    }
 }
 
 /// The index of the largest positive value.

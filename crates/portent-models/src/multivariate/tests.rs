@@ -345,3 +345,28 @@ fn a_joint_anomaly_that_univariate_scores_miss_reaches_the_entity_score() {
         "{e:?}"
     );
 }
+
+#[test]
+fn scoring_many_rows_at_once_is_scoring_them_one_by_one() {
+    let train = healthy(3000, 15);
+    let mut probe: Vec<[f64; 4]> = healthy(50, 16);
+    probe[7][2] = f64::NAN;
+    probe.push(joint_anomaly(3));
+    let f = forest(&train);
+    let a = autoencoder(&train);
+    let batch = f.score_rows(&probe).unwrap();
+    let ae_batch = a.score_rows(&probe).unwrap();
+    for (k, r) in probe.iter().enumerate() {
+        for (one, many) in [
+            (f.score_row(r).unwrap(), &batch[k]),
+            (a.score_row(r).unwrap(), &ae_batch[k]),
+        ] {
+            assert_eq!(one.missing, many.missing);
+            assert_eq!(one.raw.to_bits(), many.raw.to_bits());
+            assert_eq!(one.score, many.score);
+            assert_eq!(one.contributions, many.contributions);
+        }
+    }
+    assert!(batch[7].missing);
+    assert!(f.score_rows(&[vec![1.0]]).is_err());
+}
