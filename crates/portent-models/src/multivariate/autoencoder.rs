@@ -46,8 +46,9 @@ pub struct AutoencoderConfig {
     /// Adam's step size at the start; it falls linearly to a tenth of that by the last epoch,
     /// so that the fit settles.
     pub learning_rate: f64,
-    /// The fraction of the training window assumed anomalous: the network is trained, the rows
-    /// it reconstructs worst are dropped, and it is trained again on the rest.
+    /// The fraction of the training window assumed anomalous (at most 0.05, default 0.02): the
+    /// network is trained, the rows it reconstructs worst are dropped, and it is trained again on
+    /// the rest.
     pub contamination: f64,
     /// The network learns from at most this many of the most recent rows (a week of minutes).
     pub window: usize,

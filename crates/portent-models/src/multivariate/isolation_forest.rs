@@ -43,8 +43,8 @@ pub struct IsolationForestConfig {
     /// Rows per tree (ψ). The paper's 256: more makes trees deeper and slower without isolating
     /// anomalies better, as the bulk of normal rows masks them.
     pub subsample: usize,
-    /// The fraction of the training window assumed anomalous: the forest is fitted, the rows
-    /// that score worst are dropped, and it is fitted again on the rest.
+    /// The fraction of the training window assumed anomalous (at most 0.05, default 0.02): the
+    /// forest is fitted, the rows that score worst are dropped, and it is fitted again on the rest.
     pub contamination: f64,
     /// The forest learns from at most this many of the most recent rows (a week of minutes).
     pub window: usize,
@@ -262,15 +262,14 @@ fn average_path(n: usize) -> f64 {
 /// **Contributions** are path-based: along a row's path in each tree, every split is credited
 /// to its feature with `ln(n_parent / n_child)`, the share of the remaining training rows that
 /// the split cut away from the row (in nats), or `ln(n_parent)` for the chance that it cut the
-/// row off alone (see range-aware scoring above). A split on a feature's residual is credited
-/// to that feature. Each feature's credit is then weighted by the size of its standardised
-/// residual: one broken metric also drags the residuals of the metrics it helps predict, and
-/// once several residuals are far out, which of them a tree happens to split first is luck;
-/// the weight gives the credit to the one furthest from what the others predict. A row's path cuts the subsample down from `ψ` to
-/// its leaf, and this splits the credit for that isolation among the features that did it. A
-/// row far out on one feature is cut loose by that feature's splits, which each remove most of
-/// what is left; a row that breaks a correlation is cut loose by splits on the features of the
-/// correlation. Summed over trees, normalised to 1.
+/// row off alone (see range-aware scoring above); a split on a feature's residual is credited
+/// to that feature. A row's path cuts the subsample down from `ψ` to its leaf, and this splits
+/// the credit for that isolation among the features that did it: a row that breaks a
+/// correlation is cut loose by splits on the features of the correlation. Each feature's
+/// credit, summed over trees, is then weighted by the size of its standardised residual: one
+/// broken metric also drags the residuals of the metrics it helps predict, and once several
+/// residuals are far out, which of them a tree happens to split first is luck; the weight gives
+/// the credit to the one furthest from what the others predict. Normalised to sum to 1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForest {
     config: IsolationForestConfig,

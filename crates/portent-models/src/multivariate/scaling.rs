@@ -175,9 +175,10 @@ impl Residuals {
 /// in the training window cannot dominate a fit (it stays far out).
 pub(super) const CLIP: f64 = 10.0;
 
-/// A row as the Isolation Forest sees it: with two features or more, each feature's
-/// standardised residual from the others ([`Residuals`]); with one, the feature robustly
-/// scaled. Scaled values are clipped to ±[`CLIP`] first.
+/// A row as the Isolation Forest sees it: with two features or more (up to 21, beyond which
+/// the regressions are not fitted), each feature's standardised residual from the others
+/// ([`Residuals`]); otherwise each feature robustly scaled. Scaled values are clipped to
+/// ±[`CLIP`] first.
 ///
 /// Residuals alone, not the scaled values beside them: the forest is there for relations
 /// between metrics, which only the residuals show, and splits spent on the features' own levels
