@@ -121,16 +121,20 @@ impl AutoencoderConfig {
             schema,
         };
         let all = model.scale_rows(&rows);
-        model.train(&all);
-        model.residual_scale = model.robust_residual_scale(&all);
         if self.contamination > 0.0 {
+            // Gross anomalies reconstruct badly after a quarter of the training as after all
+            // of it: the network that only picks the rows to drop is trained briefly.
+            model.train(&all, self.epochs.div_ceil(4));
+            model.residual_scale = model.robust_residual_scale(&all);
             let raw = model.raw_all(&all);
             let chunks: Vec<&[f64]> = all.chunks_exact(d).collect();
             let kept: Vec<f64> = trim(&chunks, &raw, self.contamination).concat();
             model.layers = init_layers(d, self.hidden, b, self.seed);
-            model.train(&kept);
-            model.residual_scale = model.robust_residual_scale(&all);
+            model.train(&kept, self.epochs);
+        } else {
+            model.train(&all, self.epochs);
         }
+        model.residual_scale = model.robust_residual_scale(&all);
         model.calibration = Calibration::fit(&model.raw_all(&all), self.contamination);
         Ok(model)
     }
@@ -282,7 +286,7 @@ impl Autoencoder {
     }
 
     /// Trains the layers on the scaled rows `x` (concatenated).
-    fn train(&mut self, x: &[f64]) {
+    fn train(&mut self, x: &[f64], epochs: usize) {
         let d = self.schema.width();
         let n = x.len() / d;
         if n == 0 {
@@ -294,7 +298,6 @@ impl Autoencoder {
         let mut deltas: Vec<Vec<f64>> = self.layers.iter().map(|l| vec![0.0; l.n_out]).collect();
         let mut order: Vec<usize> = (0..n).collect();
         let mut t = 0i32;
-        let epochs = self.config.epochs;
         for epoch in 0..epochs {
             for k in (1..n).rev() {
                 order.swap(k, rng.below(k + 1));
