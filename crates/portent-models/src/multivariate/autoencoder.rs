@@ -112,6 +112,13 @@ impl AutoencoderConfig {
         } else {
             self.bottleneck
         };
+        if b >= d && d > 1 {
+            // A bottleneck as wide as the row lets the network learn the identity, which
+            // reconstructs every row, anomalous or not.
+            return Err(FitError::Config(format!(
+                "autoencoder: bottleneck: must be smaller than the {d} features, got {b}"
+            )));
+        }
         let mut model = Autoencoder {
             config: *self,
             scaler,

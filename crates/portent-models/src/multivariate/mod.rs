@@ -20,8 +20,8 @@
 //! On seeded pod-like data (tests in this module) both models score a row that breaks a
 //! correlation at 0.8 or more, although each of its values is exceeded by more than 5% of the
 //! training rows, and a week of clean held-out rows crosses 0.8 at most once a day (measured:
-//! 1 and 2 rows in 10,080). Fitting on a week of minutes of four features takes about 0.2 s
-//! (forest) and 0.4 s (autoencoder); scoring a row about 11 µs and 1 µs
+//! 0 and 2 rows in 10,080). Fitting on a week of minutes of four features takes about 50 ms
+//! (forest) and 160 ms (autoencoder); scoring a row about 10 µs and 0.6 µs
 //! (`benches/multivariate.rs`).
 //!
 //! ```
