@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: everything the test suite needs, on a fresh Debian machine.
-# Servers the tests start (Prometheus, VictoriaMetrics, promtool) are installed here when missing.
+# Servers the tests start (Prometheus, Alertmanager, VictoriaMetrics, promtool) are installed here
+# when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then

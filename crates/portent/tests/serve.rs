@@ -8,75 +8,11 @@
 
 mod common;
 
-use common::{Proc, free_port, get, require, until};
+use common::{Proc, free_port, get, require, serve_target, until};
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// The gauge `test_gauge` this test serves on `/metrics`: around 100 with noise, or `jump`
-/// once set.
-struct Target {
-    port: u16,
-    jump: Arc<AtomicU64>,
-    jumping: Arc<AtomicBool>,
-}
-
-fn serve_target() -> Target {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let jump = Arc::new(AtomicU64::new(0));
-    let jumping = Arc::new(AtomicBool::new(false));
-    let (j, on) = (Arc::clone(&jump), Arc::clone(&jumping));
-    std::thread::spawn(move || {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            // xorshift: noise in [-5, 5).
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let noise = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0 - 5.0;
-            let value = if on.load(Ordering::SeqCst) {
-                f64::from_bits(j.load(Ordering::SeqCst))
-            } else {
-                100.0 + noise
-            };
-            let body = format!("# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {value}\n");
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Target {
-        port,
-        jump,
-        jumping,
-    }
-}
-
-impl Target {
-    fn jump_to(&self, v: f64) {
-        self.jump.store(v.to_bits(), Ordering::SeqCst);
-        self.jumping.store(true, Ordering::SeqCst);
-    }
-}
 
 /// Prometheus on `port` scraping `target` every second, its data in `dir`.
 fn start_prometheus(bin: &Path, port: u16, target: u16, dir: &Path) -> Proc {

@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn require(binary: &str) -> Option<PathBuf> {
@@ -155,4 +157,71 @@ pub fn start_prometheus(bin: &Path, port: u16, dir: &Path, config: &str, extra: 
         || get(port, "/-/ready").filter(|(s, _)| *s == 200),
     );
     p
+}
+
+/// The gauge `test_gauge` this test serves on `/metrics`: around 100 with noise, or `jump`
+/// once set.
+pub struct Target {
+    pub port: u16,
+    jump: Arc<AtomicU64>,
+    jumping: Arc<AtomicBool>,
+}
+
+pub fn serve_target() -> Target {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let jump = Arc::new(AtomicU64::new(0));
+    let jumping = Arc::new(AtomicBool::new(false));
+    let (j, on) = (Arc::clone(&jump), Arc::clone(&jumping));
+    std::thread::spawn(move || {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            // xorshift: noise in [-5, 5).
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0 - 5.0;
+            let value = if on.load(Ordering::SeqCst) {
+                f64::from_bits(j.load(Ordering::SeqCst))
+            } else {
+                100.0 + noise
+            };
+            let body = format!("# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {value}\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Target {
+        port,
+        jump,
+        jumping,
+    }
+}
+
+impl Target {
+    pub fn jump_to(&self, v: f64) {
+        self.jump.store(v.to_bits(), Ordering::SeqCst);
+        self.jumping.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Target {
+    /// Back to the normal noisy level.
+    pub fn calm(&self) {
+        self.jumping.store(false, Ordering::SeqCst);
+    }
 }
