@@ -99,42 +99,6 @@ receivers:
     p
 }
 
-fn portent_config(dir: &Path, prom: u16, listen: u16) -> std::path::PathBuf {
-    let path = dir.join("portent.yml");
-    std::fs::write(
-        &path,
-        format!(
-            "source:
-  pull:
-    url: http://127.0.0.1:{prom}
-    timeout: 5s
-    retries:
-      max: 0
-queries:
-  gauge:
-    expr: test_gauge
-    step: 1s
-schedules:
-  fast:
-    fit_every: 10s
-    fit_window: 10m
-    score_every: 1s
-models:
-  m:
-    type: auto
-    queries: [gauge]
-    schedules: [fast]
-server:
-  listen: 127.0.0.1:{listen}
-storage:
-  dir: state
-"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// The alerts of the webhook posts so far whose status is `status`, as (alertname, labels).
 fn alerts(got: &Mutex<Vec<serde_json::Value>>, status: &str) -> Vec<serde_json::Value> {
     got.lock()
@@ -159,7 +123,7 @@ fn a_jump_pages_through_prometheus_rules_and_alertmanager_then_resolves() {
     let _am = start_alertmanager(&alertmanager, am_port, hook, &dir.path().join("am"));
 
     let (prom_port, portent_port) = (free_port(), free_port());
-    let config = portent_config(dir.path(), prom_port, portent_port);
+    let config = common::pull_config(dir.path(), prom_port, portent_port);
     // The rules exactly as `portent rules` writes them, with a short window and hold so the
     // test runs in seconds.
     let rules = dir.path().join("rules.yml");

@@ -10,7 +10,7 @@ mod common;
 
 use common::{Proc, free_port, get, require, serve_target, until};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,42 +21,6 @@ fn start_prometheus(bin: &Path, port: u16, target: u16, dir: &Path) -> Proc {
          target\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
     );
     common::start_prometheus(bin, port, dir, &config, &[])
-}
-
-fn write_config(dir: &Path, prom: u16, listen: u16) -> PathBuf {
-    let path = dir.join("portent.yml");
-    std::fs::write(
-        &path,
-        format!(
-            "source:
-  pull:
-    url: http://127.0.0.1:{prom}
-    timeout: 5s
-    retries:
-      max: 0
-queries:
-  gauge:
-    expr: test_gauge
-    step: 1s
-schedules:
-  fast:
-    fit_every: 10s
-    fit_window: 10m
-    score_every: 1s
-models:
-  m:
-    type: auto
-    queries: [gauge]
-    schedules: [fast]
-server:
-  listen: 127.0.0.1:{listen}
-storage:
-  dir: state
-"
-        ),
-    )
-    .unwrap();
-    path
 }
 
 fn start_portent(config: &Path, log: &Path) -> Proc {
@@ -112,7 +76,7 @@ fn serve_scores_a_jump_saves_on_sigterm_and_resumes() {
     let _prom = start_prometheus(&bin, prom_port, target.port, &dir.path().join("prom"));
 
     let port = free_port();
-    let config = write_config(dir.path(), prom_port, port);
+    let config = common::pull_config(dir.path(), prom_port, port);
     let log = dir.path().join("portent.log");
     let mut portent = start_portent(&config, &log);
     let plog = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -197,7 +161,7 @@ fn serve_survives_a_stopped_prometheus_and_a_bad_reload() {
     let prom = start_prometheus(&bin, prom_port, target.port, &prom_dir);
 
     let port = free_port();
-    let config = write_config(dir.path(), prom_port, port);
+    let config = common::pull_config(dir.path(), prom_port, port);
     let log = dir.path().join("portent.log");
     let portent = start_portent(&config, &log);
     let plog = || std::fs::read_to_string(&log).unwrap_or_default();

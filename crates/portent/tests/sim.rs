@@ -3,11 +3,13 @@
 //! `PORTENT_REQUIRE_SERVERS` is set).
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Proc, free_port, get, require, start_prometheus, until};
 
 /// Monday 2024-01-01T00:00:00Z, the simulator's default start, in ms.
 const START_MS: i64 = 1_704_067_200_000;
@@ -153,90 +155,40 @@ fn bad_arguments_say_what_to_change() {
     assert!(!dir.path().join("x.csv").exists());
 }
 
-/// A child process killed (and reaped) on drop.
-struct Killed(Child, &'static str, Option<PathBuf>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Killed {
-    fn log(&self) -> String {
-        self.2
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over HTTP/1.0 (no chunking): the status line and body, or `None` if nobody
-/// answers.
-fn get(port: u16, path: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
-/// Polls `GET path` until `ok` accepts the body, for at most 30 s.
+/// `GET path` until it answers 200 and `ok` accepts the body, for at most 30 s.
 fn wait_for(
     port: u16,
     path: &str,
     what: &str,
     ok: impl Fn(&str) -> bool,
-    procs: &[&Killed],
+    procs: &[&Proc],
 ) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((status, body)) = get(port, path)
-            && status.contains(" 200")
-            && ok(&body)
-        {
-            return body;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {} ---\n{}", p.1, p.log()))
-                .collect();
-            panic!("{what}: no answer in 30 s\n{}", logs.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let logs = || {
+        procs
+            .iter()
+            .map(|p| p.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    until(Duration::from_secs(30), what, &logs, || {
+        get(port, path)
+            .filter(|(status, body)| *status == 200 && ok(body))
+            .map(|(_, b)| b)
+    })
 }
 
-fn start_sim(port: u16, dir: &Path) -> Killed {
-    let log = dir.join("sim.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_portent"))
-        .args([
-            "sim",
-            "--serve",
-            &format!("127.0.0.1:{port}"),
-            "--speed",
-            "600",
-            "--step",
-            "15s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Killed(child, "portent sim", Some(log))
+fn start_sim(port: u16, dir: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
+    cmd.args([
+        "sim",
+        "--serve",
+        &format!("127.0.0.1:{port}"),
+        "--speed",
+        "600",
+        "--step",
+        "15s",
+    ]);
+    Proc::spawn(cmd, &dir.join("sim.log"))
 }
 
 #[test]
@@ -268,20 +220,12 @@ fn serves_metrics_that_advance_in_accelerated_time() {
         total(&first),
         total(&later)
     );
-    assert!(get(port, "/nope").unwrap().0.contains(" 404"));
+    assert_eq!(get(port, "/nope").unwrap().0, 404);
 }
 
 #[test]
 fn a_real_prometheus_scrapes_the_simulated_cluster() {
-    let Some(bin) = which("prometheus") else {
-        assert!(
-            std::env::var_os("PORTENT_REQUIRE_SERVERS").is_none(),
-            "prometheus is not installed and PORTENT_REQUIRE_SERVERS is set"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: prometheus is not installed (apt-get install -y prometheus)"
-        );
+    let Some(bin) = require("prometheus") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -300,27 +244,8 @@ fn a_real_prometheus_scrapes_the_simulated_cluster() {
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sim\n    honor_labels: true\n    \
          static_configs:\n      - targets: ['127.0.0.1:{sim_port}']\n"
     );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let log = dir.path().join("prometheus.log");
-    let child = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let prom = Killed(child, "prometheus", Some(log));
+    let prom = start_prometheus(&bin, prom_port, &dir.path().join("prom"), &config, &[]);
     let procs = [&sim, &prom];
-    wait_for(prom_port, "/-/ready", "prometheus", |_| true, &procs);
     // Scraped, parsed, stored with the simulator's own labels: every pod's histogram and
     // the node exporter's CPUs.
     let q = |promql: &str| {
@@ -367,10 +292,4 @@ fn a_real_prometheus_scrapes_the_simulated_cluster() {
         |b| b.contains("\"value\""),
         &procs,
     );
-}
-
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(binary))
-        .find(|p| p.is_file())
 }

@@ -225,3 +225,41 @@ impl Target {
         self.jumping.store(false, Ordering::SeqCst);
     }
 }
+
+/// A `portent serve` config pulling `test_gauge` from the Prometheus on `prom` at a 1 s step,
+/// refitting every 10 s, listening on `listen`; written to `dir/portent.yml`.
+pub fn pull_config(dir: &Path, prom: u16, listen: u16) -> PathBuf {
+    let path = dir.join("portent.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "source:
+  pull:
+    url: http://127.0.0.1:{prom}
+    timeout: 5s
+    retries:
+      max: 0
+queries:
+  gauge:
+    expr: test_gauge
+    step: 1s
+schedules:
+  fast:
+    fit_every: 10s
+    fit_window: 10m
+    score_every: 1s
+models:
+  m:
+    type: auto
+    queries: [gauge]
+    schedules: [fast]
+server:
+  listen: 127.0.0.1:{listen}
+storage:
+  dir: state
+"
+        ),
+    )
+    .unwrap();
+    path
+}
