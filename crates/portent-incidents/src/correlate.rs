@@ -1,0 +1,509 @@
+//! Grouping anomalies into incidents, and the incidents' lifecycle.
+//!
+//! The [`Correlator`] is fed anomalies in time order and told the time with
+//! [`Correlator::advance`]; it never reads a clock, so live operation and replays (and tests
+//! with a fake clock) run the same code.
+//!
+//! **Grouping.** An anomaly joins an open (pending or firing) incident when both hold:
+//! * time: the incident's latest anomaly is at most [`CorrelatorConfig::gap`] before it;
+//! * topology: the anomaly's [`TopoKey`]s intersect the incident's (see [`crate::topology`]).
+//!
+//! If it matches several incidents they merge into the oldest (their members keep their
+//! evidence IDs in the survivor, the others' are renumbered after them). If none, it opens a new
+//! incident whose [`IncidentId`] hashes the first anomaly's series fingerprint, query, model and
+//! onset, so a replay of the same data yields the same IDs.
+//!
+//! **Lifecycle** (Prometheus' alert states): an incident is *pending* from its first anomaly;
+//! *firing* once an anomaly arrives at least [`CorrelatorConfig::hold`] after the onset (the
+//! trouble persisted); *resolved* once no anomaly arrived for
+//! [`CorrelatorConfig::resolve_after`]; dropped [`CorrelatorConfig::retention`] after resolving.
+//! A pending incident that goes quiet is dropped without ever firing, as Prometheus drops a
+//! pending alert ([`Counters::pending_expired`]).
+//!
+//! **Bounds.** At most [`CorrelatorConfig::max_open`] open incidents (an anomaly that would open
+//! one more is refused and counted), at most [`CorrelatorConfig::max_members`] series per
+//! incident (further series are counted on the incident), at most
+//! [`CorrelatorConfig::max_resolved`] resolved incidents kept (the oldest go first).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use portent_core::{Labels, Score, Scored, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{Level, TopoKey, TopologyConfig};
+
+/// One anomalous sample of one series, as the scheduler reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Anomaly {
+    /// The input series' labels.
+    pub labels: Labels,
+    /// The query alias that produced the series.
+    pub query: String,
+    /// The model alias that scored it.
+    pub model: String,
+    /// The verdict: time, value, score, expected value and band, reason.
+    pub scored: Scored,
+}
+
+impl Anomaly {
+    /// How far the value is from the expected value, in half-band widths: 1 at the band's edge.
+    ///
+    /// `|value − yhat| / ((yhat_upper − yhat_lower) / 2)`, the width floored at a millionth of
+    /// `|yhat|` (and at 1e-12) so a zero-width band does not divide by zero; 0 when the model
+    /// expected nothing (NaN `yhat`).
+    pub fn deviation(&self) -> f64 {
+        deviation(&self.scored)
+    }
+}
+
+pub(crate) fn deviation(s: &Scored) -> f64 {
+    if !(s.value.is_finite() && s.yhat.is_finite()) {
+        return 0.0;
+    }
+    let half = if s.yhat_upper.is_finite() && s.yhat_lower.is_finite() {
+        (s.yhat_upper - s.yhat_lower) / 2.0
+    } else {
+        0.0
+    };
+    let floor = (s.yhat.abs() * 1e-6).max(1e-12);
+    (s.value - s.yhat).abs() / half.max(floor)
+}
+
+/// An incident's stable name: `inc-` and 16 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub String);
+
+impl IncidentId {
+    /// The ID of an incident whose first anomaly is `a`: FNV-1a over the series fingerprint,
+    /// query, model and onset in milliseconds.
+    pub fn of(a: &Anomaly) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes.iter().chain([0xff].iter()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&a.labels.fingerprint().to_le_bytes());
+        eat(a.query.as_bytes());
+        eat(a.model.as_bytes());
+        eat(&a.scored.t.millis().to_le_bytes());
+        Self(format!("inc-{h:016x}"))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an incident is in its lifecycle.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Anomalous, not yet for long enough to page.
+    Pending,
+    /// Anomalous for at least the hold: pages.
+    Firing,
+    /// Quiet for `resolve_after`; kept for the retention.
+    Resolved,
+}
+
+impl State {
+    /// The name used in outputs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One series taking part in an incident, with its evidence ID.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// `e1`, `e2`, …: the order in which series joined the incident.
+    pub evidence_id: String,
+    /// The series.
+    pub labels: Labels,
+    /// Its query alias.
+    pub query: String,
+    /// Its model alias.
+    pub model: String,
+    /// Where it sits in the topology.
+    pub level: Level,
+    /// Its workload, given or derived from the pod name.
+    pub workload: Option<String>,
+    /// Its first anomalous sample in this incident.
+    pub onset: Timestamp,
+    /// Its latest anomalous sample.
+    pub last: Timestamp,
+    /// How many anomalous samples it had.
+    pub count: u64,
+    /// The sample that deviated most (by [`Anomaly::deviation`]).
+    pub peak: Scored,
+    /// Its highest score.
+    pub max_score: Score,
+    pub(crate) keys: BTreeSet<TopoKey>,
+}
+
+impl Member {
+    /// The peak sample's deviation in half-band widths.
+    pub fn deviation(&self) -> f64 {
+        deviation(&self.peak)
+    }
+
+    /// The objects this series touches.
+    pub fn keys(&self) -> &BTreeSet<TopoKey> {
+        &self.keys
+    }
+
+    fn same_series(&self, a: &Anomaly) -> bool {
+        self.labels == a.labels && self.query == a.query && self.model == a.model
+    }
+}
+
+/// A group of anomalies that are one problem.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incident {
+    /// Its stable ID.
+    pub id: IncidentId,
+    /// Its state.
+    pub state: State,
+    /// The first anomaly's time.
+    pub started_at: Timestamp,
+    /// When it began firing.
+    pub fired_at: Option<Timestamp>,
+    /// When it resolved.
+    pub resolved_at: Option<Timestamp>,
+    /// The latest anomaly's time.
+    pub last_anomaly_at: Timestamp,
+    /// The series involved, in the order they joined (at most `max_members`).
+    pub members: Vec<Member>,
+    /// Series that would have joined beyond `max_members`.
+    pub dropped_members: u64,
+    next_evidence: u64,
+    keys: BTreeSet<TopoKey>,
+}
+
+impl Incident {
+    /// The member with evidence ID `id`.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.evidence_id == id)
+    }
+
+    /// Whether it is pending or firing.
+    pub fn is_open(&self) -> bool {
+        self.state != State::Resolved
+    }
+
+    fn new(a: &Anomaly, topology: &TopologyConfig) -> Self {
+        let mut inc = Self {
+            id: IncidentId::of(a),
+            state: State::Pending,
+            started_at: a.scored.t,
+            fired_at: None,
+            resolved_at: None,
+            last_anomaly_at: a.scored.t,
+            members: Vec::new(),
+            dropped_members: 0,
+            next_evidence: 1,
+            keys: BTreeSet::new(),
+        };
+        inc.add(a, topology, usize::MAX);
+        inc
+    }
+
+    /// Adds `a`; returns whether a new series was refused by the cap.
+    fn add(&mut self, a: &Anomaly, topology: &TopologyConfig, max_members: usize) -> bool {
+        self.last_anomaly_at = self.last_anomaly_at.max(a.scored.t);
+        if let Some(m) = self.members.iter_mut().find(|m| m.same_series(a)) {
+            m.last = m.last.max(a.scored.t);
+            m.count += 1;
+            if a.deviation() > m.deviation() {
+                m.peak = a.scored;
+            }
+            if a.scored.score > m.max_score {
+                m.max_score = a.scored.score;
+            }
+            return false;
+        }
+        if self.members.len() >= max_members {
+            self.dropped_members += 1;
+            return true;
+        }
+        let place = topology.place(&a.labels);
+        self.keys.extend(place.keys.iter().cloned());
+        self.members.push(Member {
+            evidence_id: format!("e{}", self.next_evidence),
+            labels: a.labels.clone(),
+            query: a.query.clone(),
+            model: a.model.clone(),
+            level: place.level,
+            workload: place.workload,
+            onset: a.scored.t,
+            last: a.scored.t,
+            count: 1,
+            peak: a.scored,
+            max_score: a.scored.score,
+            keys: place.keys,
+        });
+        self.next_evidence += 1;
+        false
+    }
+
+    fn absorb(&mut self, other: Incident, max_members: usize) {
+        self.started_at = self.started_at.min(other.started_at);
+        self.last_anomaly_at = self.last_anomaly_at.max(other.last_anomaly_at);
+        self.dropped_members += other.dropped_members;
+        if self.fired_at.is_none() {
+            self.fired_at = other.fired_at;
+        }
+        if other.state == State::Firing {
+            self.state = State::Firing;
+        }
+        for mut m in other.members {
+            if self.members.len() >= max_members {
+                self.dropped_members += 1;
+                continue;
+            }
+            m.evidence_id = format!("e{}", self.next_evidence);
+            self.next_evidence += 1;
+            self.keys.extend(m.keys.iter().cloned());
+            self.members.push(m);
+        }
+    }
+}
+
+/// How anomalies are grouped and how long incidents live. All defaults are here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrelatorConfig {
+    /// Which labels carry topology.
+    pub topology: TopologyConfig,
+    /// Anomalies below this score are ignored (default [`Score::ALERT`], 0.8).
+    pub min_score: Score,
+    /// The longest quiet stretch that still counts as overlapping in time (default 10 min).
+    pub gap: Duration,
+    /// How long an incident must stay anomalous before it fires (default 2 min; 0 fires at
+    /// once).
+    pub hold: Duration,
+    /// How long without anomalies before it resolves (default 10 min).
+    pub resolve_after: Duration,
+    /// How long a resolved incident is kept (default 24 h).
+    pub retention: Duration,
+    /// The most open incidents (default 1000).
+    pub max_open: usize,
+    /// The most series per incident (default 200).
+    pub max_members: usize,
+    /// The most resolved incidents kept (default 1000).
+    pub max_resolved: usize,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        Self {
+            topology: TopologyConfig::default(),
+            min_score: Score::ALERT,
+            gap: Duration::from_secs(600),
+            hold: Duration::from_secs(120),
+            resolve_after: Duration::from_secs(600),
+            retention: Duration::from_secs(24 * 3600),
+            max_open: 1000,
+            max_members: 200,
+            max_resolved: 1000,
+        }
+    }
+}
+
+/// What the correlator had to leave out, for self-metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Anomalies taken in.
+    pub anomalies: u64,
+    /// Anomalies below `min_score`.
+    pub below_threshold: u64,
+    /// Anomalies refused because `max_open` incidents were open.
+    pub refused_open_cap: u64,
+    /// Series refused because their incident had `max_members`.
+    pub refused_member_cap: u64,
+    /// Merges of two incidents into one.
+    pub merges: u64,
+    /// Pending incidents that went quiet before the hold.
+    pub pending_expired: u64,
+    /// Resolved incidents dropped after the retention or by `max_resolved`.
+    pub dropped_resolved: u64,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Default for Correlator {
+    fn default() -> Self {
+        Self::new(CorrelatorConfig::default())
+    }
+}
+
+/// Groups anomalies into incidents; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Correlator {
+    config: CorrelatorConfig,
+    incidents: Vec<Incident>,
+    counters: Counters,
+    now: Timestamp,
+}
+
+impl Correlator {
+    /// A correlator with no incidents.
+    pub fn new(config: CorrelatorConfig) -> Self {
+        Self {
+            config,
+            incidents: Vec::new(),
+            counters: Counters::default(),
+            now: Timestamp::from_millis(i64::MIN),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &CorrelatorConfig {
+        &self.config
+    }
+
+    /// The incidents kept, oldest onset first.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
+    }
+
+    /// The incident called `id`.
+    pub fn incident(&self, id: &IncidentId) -> Option<&Incident> {
+        self.incidents.iter().find(|i| &i.id == id)
+    }
+
+    /// What was left out so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Takes in one anomaly (in time order) and returns the incident it joined, if any.
+    /// Also advances the clock to the anomaly's time.
+    pub fn observe(&mut self, a: &Anomaly) -> Option<IncidentId> {
+        self.counters.anomalies += 1;
+        self.advance(a.scored.t);
+        if a.scored.score < self.config.min_score {
+            self.counters.below_threshold += 1;
+            return None;
+        }
+        let t = a.scored.t;
+        let gap = millis(self.config.gap);
+        let keys = self.config.topology.place(&a.labels).keys;
+        let matching: Vec<usize> = self
+            .incidents
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                i.is_open()
+                    && t.millis_since(i.last_anomaly_at) <= gap
+                    && i.keys.intersection(&keys).next().is_some()
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let target = match matching.split_first() {
+            None => {
+                let open = self.incidents.iter().filter(|i| i.is_open()).count();
+                if open >= self.config.max_open {
+                    self.counters.refused_open_cap += 1;
+                    return None;
+                }
+                self.incidents.push(Incident::new(a, &self.config.topology));
+                self.incidents.len() - 1
+            }
+            Some((&first, rest)) => {
+                // Merge later matches into the oldest, highest index first so indices hold.
+                for &n in rest.iter().rev() {
+                    let other = self.incidents.remove(n);
+                    self.incidents[first].absorb(other, self.config.max_members);
+                    self.counters.merges += 1;
+                }
+                if self.incidents[first].add(a, &self.config.topology, self.config.max_members) {
+                    self.counters.refused_member_cap += 1;
+                }
+                first
+            }
+        };
+        let hold = millis(self.config.hold);
+        let inc = &mut self.incidents[target];
+        if inc.state == State::Pending && t.millis_since(inc.started_at) >= hold {
+            inc.state = State::Firing;
+            inc.fired_at = Some(t);
+        }
+        Some(inc.id.clone())
+    }
+
+    /// Moves the clock to `now`: resolves quiet incidents, drops expired ones. Time never goes
+    /// back; an earlier `now` is ignored.
+    pub fn advance(&mut self, now: Timestamp) {
+        if now <= self.now {
+            return;
+        }
+        self.now = now;
+        let quiet = millis(self.config.resolve_after);
+        let retention = millis(self.config.retention);
+        let mut expired = 0;
+        for inc in &mut self.incidents {
+            if inc.is_open() && now.millis_since(inc.last_anomaly_at) >= quiet {
+                if inc.state == State::Pending {
+                    expired += 1;
+                }
+                inc.state = State::Resolved;
+                inc.resolved_at = Some(now);
+            }
+        }
+        let before = self.incidents.len();
+        // Pending ones that went quiet never fired: gone, as Prometheus drops a pending alert.
+        self.incidents
+            .retain(|i| i.state != State::Resolved || i.fired_at.is_some());
+        self.counters.pending_expired += expired;
+        debug_assert_eq!(before - self.incidents.len(), expired as usize);
+        let before = self.incidents.len();
+        self.incidents.retain(|i| {
+            i.resolved_at
+                .is_none_or(|r| now.millis_since(r) < retention)
+        });
+        let mut resolved: Vec<(Timestamp, usize)> = self
+            .incidents
+            .iter()
+            .enumerate()
+            .filter_map(|(n, i)| i.resolved_at.map(|r| (r, n)))
+            .collect();
+        if resolved.len() > self.config.max_resolved {
+            resolved.sort();
+            let cut: BTreeSet<usize> = resolved[..resolved.len() - self.config.max_resolved]
+                .iter()
+                .map(|&(_, n)| n)
+                .collect();
+            let mut n = 0;
+            self.incidents.retain(|_| {
+                let keep = !cut.contains(&n);
+                n += 1;
+                keep
+            });
+        }
+        self.counters.dropped_resolved += (before - self.incidents.len()) as u64;
+    }
+}

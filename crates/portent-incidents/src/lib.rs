@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+pub mod correlate;
+pub mod feedback;
+pub mod notify;
+pub mod pack;
+pub mod rank;
+pub mod topology;
+
+pub use correlate::{
+    Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, State,
+};
+pub use pack::{EvidencePack, PackConfig};
+pub use rank::{Candidate, rank};
+pub use topology::{Level, TopoKey, TopologyConfig, workload_of_pod};
