@@ -1,0 +1,196 @@
+//! Grouping, ranking and lifecycle over seeded scenarios, with a fake clock.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{anomaly, at, labels, node, pods, run, scenario, unrelated};
+use portent_core::Reason;
+use portent_incidents::{CorrelatorConfig, Level, State, rank};
+
+#[test]
+fn a_node_and_its_pods_are_one_incident_and_another_namespace_is_another() {
+    let c = run(CorrelatorConfig::default(), &scenario());
+    let incs = c.incidents();
+    assert_eq!(incs.len(), 2, "{incs:#?}");
+    let cluster = &incs[0];
+    assert_eq!(cluster.members.len(), 4);
+    assert_eq!(cluster.started_at, at(0));
+    let other = &incs[1];
+    assert_eq!(other.members.len(), 1);
+    assert_eq!(other.members[0].labels, unrelated());
+
+    let ranked = rank(cluster);
+    assert_eq!(ranked[0].evidence_id, "e1");
+    assert_eq!(cluster.member("e1").unwrap().labels, node());
+    assert_eq!(ranked[0].level, Level::Node);
+    assert_eq!(ranked[0].direction_term, 1.0, "{ranked:#?}");
+    // The pods deviate more but came later and sit downstream.
+    assert!(ranked[0].strength_term < ranked[1].strength_term);
+    // Evidence IDs follow arrival.
+    let ids: Vec<_> = cluster
+        .members
+        .iter()
+        .map(|m| m.evidence_id.as_str())
+        .collect();
+    assert_eq!(ids, ["e1", "e2", "e3", "e4"]);
+}
+
+#[test]
+fn a_pod_precedes_its_service() {
+    let pod = labels(&[("namespace", "shop"), ("pod", "api-7d9f8-xk2p")]);
+    let svc = labels(&[("namespace", "shop"), ("service", "api")]);
+    let mut anomalies = Vec::new();
+    for min in 0..6 {
+        anomalies.push(anomaly(&svc, min + 1, 50.0, 0.99, Reason::Spike));
+        anomalies.push(anomaly(&pod, min, 15.0, 0.85, Reason::Spike));
+    }
+    anomalies.sort_by_key(|a| a.scored.t);
+    let c = run(CorrelatorConfig::default(), &anomalies);
+    assert_eq!(c.incidents().len(), 1);
+    let ranked = rank(&c.incidents()[0]);
+    assert_eq!(ranked[0].level, Level::Pod, "{ranked:#?}");
+    assert_eq!(ranked[1].level, Level::Service);
+}
+
+#[test]
+fn ids_are_deterministic_and_depend_on_the_first_anomaly() {
+    let a = run(CorrelatorConfig::default(), &scenario());
+    let b = run(CorrelatorConfig::default(), &scenario());
+    let ids = |c: &portent_incidents::Correlator| {
+        c.incidents()
+            .iter()
+            .map(|i| i.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&a), ids(&b));
+    assert!(ids(&a)[0].as_str().starts_with("inc-"));
+    assert_eq!(ids(&a)[0].as_str().len(), 20);
+    let shifted: Vec<_> = scenario()
+        .into_iter()
+        .map(|mut x| {
+            x.scored.t = x.scored.t.add_millis(60_000);
+            x
+        })
+        .collect();
+    let c = run(CorrelatorConfig::default(), &shifted);
+    assert_ne!(ids(&c)[0], ids(&a)[0]);
+}
+
+#[test]
+fn lifecycle_pending_firing_resolved_dropped() {
+    let config = CorrelatorConfig {
+        hold: Duration::from_secs(180),
+        resolve_after: Duration::from_secs(300),
+        retention: Duration::from_secs(3600),
+        ..CorrelatorConfig::default()
+    };
+    let mut c = portent_incidents::Correlator::new(config);
+    let n = node();
+    c.observe(&anomaly(&n, 0, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents()[0].state, State::Pending);
+    c.observe(&anomaly(&n, 2, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents()[0].state, State::Pending);
+    c.observe(&anomaly(&n, 3, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents()[0].state, State::Firing);
+    assert_eq!(c.incidents()[0].fired_at, Some(at(3)));
+    c.advance(at(7));
+    assert_eq!(c.incidents()[0].state, State::Firing);
+    c.advance(at(8));
+    assert_eq!(c.incidents()[0].state, State::Resolved);
+    assert_eq!(c.incidents()[0].resolved_at, Some(at(8)));
+    // A new anomaly after resolution opens a new incident.
+    c.observe(&anomaly(&n, 20, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+    assert_ne!(c.incidents()[0].id, c.incidents()[1].id);
+    // The second goes quiet while pending: dropped without ever firing, as Prometheus does.
+    c.advance(at(25));
+    assert_eq!(c.incidents().len(), 1);
+    assert_eq!(c.counters().pending_expired, 1);
+    c.advance(at(67));
+    assert_eq!(c.incidents().len(), 1);
+    // The first is past its retention.
+    c.advance(at(68));
+    assert!(c.incidents().is_empty(), "{:#?}", c.incidents());
+    assert_eq!(c.counters().dropped_resolved, 1);
+}
+
+#[test]
+fn below_threshold_and_time_gaps_do_not_group() {
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig {
+        hold: Duration::ZERO,
+        resolve_after: Duration::from_secs(3600),
+        ..CorrelatorConfig::default()
+    });
+    let p = &pods()[0];
+    c.observe(&anomaly(p, 0, 20.0, 0.5, Reason::Spike));
+    assert!(c.incidents().is_empty());
+    assert_eq!(c.counters().below_threshold, 1);
+    c.observe(&anomaly(p, 0, 20.0, 0.9, Reason::Spike));
+    assert_eq!(
+        c.incidents()[0].state,
+        State::Firing,
+        "hold 0 fires at once"
+    );
+    // 11 minutes later, beyond the 10-minute gap: a separate incident.
+    c.observe(&anomaly(&pods()[1], 11, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+}
+
+#[test]
+fn a_late_link_merges_incidents_into_the_oldest() {
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    let a = labels(&[("node", "n1"), ("__name__", "x")]);
+    let b = labels(&[("node", "n2"), ("__name__", "x")]);
+    // A pod on n2 whose workload also has a pod on n1.
+    let p1 = labels(&[
+        ("namespace", "s"),
+        ("pod", "web-7d9f8-xk2p"),
+        ("node", "n1"),
+    ]);
+    let p2 = labels(&[
+        ("namespace", "s"),
+        ("pod", "web-7d9f8-b4zq5"),
+        ("node", "n2"),
+    ]);
+    c.observe(&anomaly(&a, 0, 20.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&b, 1, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+    let first = c.incidents()[0].id.clone();
+    c.observe(&anomaly(&p1, 2, 20.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&p2, 2, 20.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 1);
+    assert_eq!(c.incidents()[0].id, first);
+    let ids: Vec<_> = c.incidents()[0]
+        .members
+        .iter()
+        .map(|m| m.evidence_id.as_str())
+        .collect();
+    assert_eq!(ids, ["e1", "e2", "e3", "e4"]);
+    assert_eq!(c.counters().merges, 1);
+}
+
+#[test]
+fn caps_bound_memory_and_are_counted() {
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig {
+        max_open: 2,
+        max_members: 3,
+        ..CorrelatorConfig::default()
+    });
+    for i in 0..5 {
+        let l = labels(&[("node", &format!("n{i}"))]);
+        c.observe(&anomaly(&l, 0, 20.0, 0.9, Reason::Spike));
+    }
+    assert_eq!(c.incidents().len(), 2);
+    assert_eq!(c.counters().refused_open_cap, 3);
+    for i in 0..6 {
+        let l = labels(&[("node", "n0"), ("pod", &format!("p{i}"))]);
+        c.observe(&anomaly(&l, 1, 20.0, 0.9, Reason::Spike));
+    }
+    let inc = &c.incidents()[0];
+    assert_eq!(inc.members.len(), 3);
+    assert_eq!(inc.dropped_members, 4);
+    assert_eq!(c.counters().refused_member_cap, 4);
+}
