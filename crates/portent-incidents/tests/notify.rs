@@ -23,6 +23,8 @@ struct Request {
     path: String,
     headers: HeaderMap,
     body: serde_json::Value,
+    /// Whether it was answered 200.
+    ok: bool,
 }
 
 #[derive(Clone, Default)]
@@ -30,6 +32,8 @@ struct Recorder {
     got: Arc<Mutex<Vec<Request>>>,
     /// Answer 503 to this many requests first.
     fail: Arc<AtomicUsize>,
+    /// If set, an xorshift state: each request fails when its next draw is odd.
+    flaky: Arc<Mutex<Option<u64>>>,
 }
 
 impl Recorder {
@@ -47,18 +51,29 @@ async fn serve(fail_first: usize) -> (String, Recorder) {
             let r = r.clone();
             async move {
                 let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let left = r.fail.load(Ordering::SeqCst);
+                let mut fail = left > 0;
+                if fail {
+                    r.fail.store(left - 1, Ordering::SeqCst);
+                }
+                if let Some(x) = r.flaky.lock().unwrap().as_mut() {
+                    *x ^= *x << 13;
+                    *x ^= *x >> 7;
+                    *x ^= *x << 17;
+                    fail |= *x & 1 == 1;
+                }
                 r.got.lock().unwrap().push(Request {
                     method,
                     path: uri.path().to_owned(),
                     headers,
                     body,
+                    ok: !fail,
                 });
-                let left = r.fail.load(Ordering::SeqCst);
-                if left > 0 {
-                    r.fail.store(left - 1, Ordering::SeqCst);
-                    return StatusCode::SERVICE_UNAVAILABLE;
+                if fail {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
                 }
-                StatusCode::OK
             }
         },
     );
@@ -297,4 +312,59 @@ async fn pending_incidents_are_not_announced_and_bad_headers_are_errors() {
     let r = n.tick(&packs(&c), at(12)).await;
     assert_eq!(r.failed.len(), 2);
     assert!(r.failed[0].2.contains("header \"bad header\""), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_flaky_sink_gets_exactly_one_success_per_state_change() {
+    for seed in [0x2545_f491_4f6c_dd1d_u64, 7, 0xdead_beef] {
+        let (url, hook) = serve(0).await;
+        *hook.flaky.lock().unwrap() = Some(seed);
+        let mut n = Notifier::new(vec![Sink::Webhook(WebhookConfig::new(&url))], quick()).unwrap();
+        let mut c = run(CorrelatorConfig::default(), &scenario());
+        for s in 0..60 {
+            n.tick(&packs(&c), at(12).add_millis(s * 1000)).await;
+        }
+        c.advance(at(30));
+        for s in 0..60 {
+            n.tick(&packs(&c), at(30).add_millis(s * 1000)).await;
+        }
+        let reqs = hook.requests();
+        assert!(
+            reqs.iter().any(|r| !r.ok),
+            "seed {seed}: the sink never failed"
+        );
+        for inc in c.incidents() {
+            for state in ["firing", "resolved"] {
+                let ok = reqs
+                    .iter()
+                    .filter(|r| {
+                        r.ok && r.body["incident"] == inc.id.as_str() && r.body["state"] == state
+                    })
+                    .count();
+                assert_eq!(ok, 1, "seed {seed}: {} {state}", inc.id);
+            }
+        }
+        assert_eq!(n.counters().delivered, 4);
+    }
+}
+
+#[tokio::test]
+async fn errors_do_not_leak_the_slack_webhook_path() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = Sink::Slack(SlackConfig {
+        url: format!("http://127.0.0.1:{port}/services/T0/B0/secret-token"),
+        chart_base_url: None,
+    });
+    let mut n = Notifier::new(vec![sink], quick()).unwrap();
+    let c = run(CorrelatorConfig::default(), &scenario());
+    let r = n.tick(&packs(&c), at(12)).await;
+    assert_eq!(r.failed.len(), 2);
+    for (_, _, e) in &r.failed {
+        assert!(e.starts_with("slack:127.0.0.1: "), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Notification, NotifyError, with_headers};
+use super::{Notification, NotifyError, sink_name, with_headers};
 use crate::correlate::State;
 use crate::pack::{EvidencePack, rfc3339};
 
@@ -51,7 +51,7 @@ impl AlertmanagerConfig {
 
     /// Lists the silences, as Alertmanager returns them.
     pub async fn silences(&self, client: &reqwest::Client) -> Result<Vec<Silence>, NotifyError> {
-        let sink = format!("alertmanager:{}", self.url);
+        let sink = sink_name("alertmanager", &self.url);
         let url = format!("{}/api/v2/silences", self.url.trim_end_matches('/'));
         let req = with_headers(
             client.get(url),
@@ -61,7 +61,7 @@ impl AlertmanagerConfig {
         )?;
         let resp = req.send().await.map_err(|source| NotifyError::Transport {
             sink: sink.clone(),
-            source,
+            source: source.without_url(),
         })?;
         let status = resp.status();
         let body = resp
@@ -69,7 +69,7 @@ impl AlertmanagerConfig {
             .await
             .map_err(|source| NotifyError::Transport {
                 sink: sink.clone(),
-                source,
+                source: source.without_url(),
             })?;
         if !status.is_success() {
             return Err(NotifyError::Status {

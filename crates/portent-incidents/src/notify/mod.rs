@@ -53,7 +53,7 @@ pub enum NotifyError {
     Transport {
         /// Which sink.
         sink: String,
-        /// The cause.
+        /// The cause (without the URL, which may hold a secret).
         #[source]
         source: reqwest::Error,
     },
@@ -116,11 +116,7 @@ impl Sink {
             Sink::Slack(c) => ("slack", &c.url),
             Sink::Webhook(c) => ("webhook", &c.url),
         };
-        let host = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        format!("{kind}:{host}")
+        sink_name(kind, url)
     }
 
     /// Sends one notification (one attempt).
@@ -149,7 +145,7 @@ impl Sink {
         req = with_headers(req, &name, headers, bearer)?;
         let resp = req.send().await.map_err(|source| NotifyError::Transport {
             sink: name.clone(),
-            source,
+            source: source.without_url(),
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -162,6 +158,16 @@ impl Sink {
             body: text.chars().take(512).collect(),
         })
     }
+}
+
+/// `kind:host`: enough to tell sinks apart in logs without the URL's path, which for Slack
+/// is the secret.
+pub(crate) fn sink_name(kind: &str, url: &str) -> String {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!("{kind}:{host}")
 }
 
 pub(crate) fn with_headers(
@@ -268,7 +274,7 @@ impl Notifier {
             .build()
             .map_err(|source| NotifyError::Transport {
                 sink: "client".into(),
-                source,
+                source: source.without_url(),
             })?;
         Ok(Self {
             client,
