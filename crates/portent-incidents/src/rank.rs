@@ -18,8 +18,6 @@
 //! order they joined. Time order weighs most because a cause precedes its effects; direction
 //! and strength break the common case where several series start within one scoring step.
 
-use std::collections::BTreeSet;
-
 use portent_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +72,11 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
     let last = ms.iter().map(|m| m.onset).max().unwrap_or(first);
     let span = last.millis_since(first).max(1) as f64;
     let others = (ms.len().saturating_sub(1)).max(1) as f64;
+    // The upstream relation once, as a matrix: the walks below only index it.
+    let edges: Vec<bool> = ms
+        .iter()
+        .flat_map(|a| ms.iter().map(move |b| upstream(a, b)))
+        .collect();
     let mut out: Vec<(usize, Candidate)> = ms
         .iter()
         .enumerate()
@@ -86,18 +89,21 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
             let d = m.deviation();
             let strength_term = 0.5 * m.max_score.get() + 0.5 * d / (1.0 + d);
             // Everything reachable downstream, transitively.
-            let mut seen = BTreeSet::from([i]);
+            let mut seen = vec![false; ms.len()];
+            seen[i] = true;
+            let mut reached = 0usize;
             let mut stack = vec![i];
             while let Some(a) = stack.pop() {
-                for (b, mb) in ms.iter().enumerate() {
-                    if !seen.contains(&b) && upstream(&ms[a], mb) {
-                        seen.insert(b);
+                for b in 0..ms.len() {
+                    if !seen[b] && edges[a * ms.len() + b] {
+                        seen[b] = true;
+                        reached += 1;
                         stack.push(b);
                     }
                 }
             }
             let direction_term = if ms.len() > 1 {
-                (seen.len() - 1) as f64 / others
+                reached as f64 / others
             } else {
                 0.0
             };
