@@ -268,7 +268,9 @@ impl Incident {
         false
     }
 
-    fn absorb(&mut self, other: Incident, max_members: usize) {
+    /// Takes in `other`'s members; returns how many the cap refused.
+    fn absorb(&mut self, other: Incident, max_members: usize) -> u64 {
+        let mut refused = 0;
         self.started_at = self.started_at.min(other.started_at);
         self.last_anomaly_at = self.last_anomaly_at.max(other.last_anomaly_at);
         self.dropped_members += other.dropped_members;
@@ -281,6 +283,7 @@ impl Incident {
         for mut m in other.members {
             if self.members.len() >= max_members {
                 self.dropped_members += 1;
+                refused += 1;
                 continue;
             }
             m.evidence_id = format!("e{}", self.next_evidence);
@@ -288,6 +291,7 @@ impl Incident {
             self.keys.extend(m.keys.iter().cloned());
             self.members.push(m);
         }
+        refused
     }
 }
 
@@ -437,7 +441,8 @@ impl Correlator {
                 // Merge later matches into the oldest, highest index first so indices hold.
                 for &n in rest.iter().rev() {
                     let other = self.incidents.remove(n);
-                    self.incidents[first].absorb(other, self.config.max_members);
+                    self.counters.refused_member_cap +=
+                        self.incidents[first].absorb(other, self.config.max_members);
                     self.counters.merges += 1;
                 }
                 if self.incidents[first].add(a, &self.config.topology, self.config.max_members) {
