@@ -110,6 +110,12 @@ pub struct Pull {
 pub struct Push {
     /// Requests with a larger body (as sent, snappy-compressed) are refused with 413.
     pub max_body_size: u64,
+    /// Samples the push buffer keeps per series (at most one per query step), oldest dropped
+    /// first: what fits and warm-ups of pushed series can read.
+    pub max_samples_per_series: usize,
+    /// Samples the push buffer keeps over all series: while it is full, new series are
+    /// refused (and counted) and existing ones cannot grow.
+    pub max_samples: usize,
 }
 
 /// An HTTP endpoint portent calls: the pull source or a remote_write output.
@@ -180,10 +186,33 @@ pub struct Retries {
 /// A PromQL query whose result series are each scored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
-    /// The expression; it parses and gives an instant vector or a scalar.
+    /// The expression; it parses and gives an instant vector or a scalar. For a push query, a
+    /// plain series selector (`http_requests_total{job="api"}`).
     pub expr: String,
-    /// Resolution of `query_range`.
+    /// Resolution of `query_range`; for a push query, the least time between two samples of a
+    /// series that the push buffer keeps.
     pub step: Duration,
+    /// Where its samples come from.
+    pub source: QuerySource,
+}
+
+/// Where a query's samples come from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QuerySource {
+    /// Run as `query_range` against `source.pull`.
+    Pull,
+    /// Pushed by remote_write to `source.push`: every pushed series its selector matches.
+    Push,
+}
+
+impl QuerySource {
+    /// `pull` or `push`, as written in the config and used in self-metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuerySource::Pull => "pull",
+            QuerySource::Push => "push",
+        }
+    }
 }
 
 /// A model applied to some queries on some schedules.

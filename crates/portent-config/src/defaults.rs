@@ -66,6 +66,14 @@ pub const MAX_POINTS_PER_SERIES: u32 = 11_000;
 /// (compressed, as on the wire). Prometheus sends at most a few MiB per request.
 pub const MAX_BODY_SIZE: u64 = 32 * 1024 * 1024;
 
+/// `source.push.max_samples_per_series`: three days at the default 1 m step (a warm-up and
+/// daily refits see three daily cycles), 67.5 KiB per series when full (16 bytes a sample).
+pub const PUSH_MAX_SAMPLES_PER_SERIES: u32 = 4_320;
+
+/// `source.push.max_samples`: 16 Mi samples, 256 MiB of samples over all pushed series (plus
+/// their label sets): a full three days for 3,800 series, or a day for 11,600.
+pub const PUSH_MAX_SAMPLES: u64 = 16 * 1024 * 1024;
+
 /// `storage.dir`, relative to the config file's directory.
 pub const STORAGE_DIR: &str = "data";
 /// `storage.series_retention`: a series unseen this long is dropped with its state.

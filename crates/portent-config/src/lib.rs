@@ -13,7 +13,7 @@ use std::path::Path;
 
 pub use config::{
     Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Model, ModelKind, Output, Pull, Push,
-    Query, Retries, Schedule, Server, Source, Storage, Tls,
+    Query, QuerySource, Retries, Schedule, Server, Source, Storage, Tls,
 };
 pub use error::{ConfigError, Location};
 pub use secret::Secret;

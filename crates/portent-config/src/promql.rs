@@ -65,6 +65,29 @@ pub(crate) fn check(expr: &str) -> Result<(), PromqlError> {
     }
 }
 
+/// Checks that `expr` (which already passed [`check`]) is a plain vector selector, as push
+/// queries must be: pushed series are matched by their labels, nothing is evaluated.
+pub(crate) fn check_selector(expr: &str) -> Result<(), String> {
+    let what = match parser::parse(expr) {
+        Ok(parser::Expr::VectorSelector(vs)) if vs.offset.is_none() && vs.at.is_none() => {
+            return Ok(());
+        }
+        Ok(parser::Expr::VectorSelector(_)) => "a selector with offset or @",
+        Ok(parser::Expr::Paren(_)) => "a parenthesised expression",
+        Ok(parser::Expr::Call(_)) => "a function call",
+        Ok(parser::Expr::Aggregate(_)) => "an aggregation",
+        Ok(parser::Expr::Binary(_)) => "a binary expression",
+        Ok(parser::Expr::NumberLiteral(_)) => "a number",
+        Ok(_) => "not a plain selector",
+        Err(e) => return Err(format!("PromQL parse error: {e}")),
+    };
+    Err(format!(
+        "a push query must be a plain series selector such as http_requests_total{{job=\"api\"}} \
+         (matchers =, !=, =~, !~): pushed samples are matched by their labels, not evaluated; \
+         this is {what} (compute it in a Prometheus recording rule and push its result)"
+    ))
+}
+
 fn describe(t: ValueType) -> &'static str {
     match t {
         ValueType::Vector => "instant vector",

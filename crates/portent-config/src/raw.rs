@@ -91,6 +91,8 @@ pub(crate) struct RawRetries {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPush {
     pub(crate) max_body_size: Option<RawSize>,
+    pub(crate) max_samples_per_series: Option<u32>,
+    pub(crate) max_samples: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,14 @@ pub(crate) struct RawPush {
 pub(crate) struct RawQuery {
     pub(crate) expr: String,
     pub(crate) step: Option<RawDuration>,
+    pub(crate) source: Option<RawQuerySource>,
+}
+
+#[derive(Copy, Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawQuerySource {
+    Pull,
+    Push,
 }
 
 #[derive(Debug, Deserialize)]

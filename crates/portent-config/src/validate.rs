@@ -10,11 +10,11 @@ use url::Url;
 
 use crate::config::{
     Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Model, ModelKind, Output, Pull, Push,
-    Query, Retries, Schedule, Server, Source, Storage, Tls,
+    Query, QuerySource, Retries, Schedule, Server, Source, Storage, Tls,
 };
 use crate::raw::{
-    RawAuth, RawConfig, RawModel, RawModelType, RawOutput, RawOutputType, RawPull, RawRetries,
-    RawSchedule, RawServer, RawSource, RawStorage, RawTls,
+    RawAuth, RawConfig, RawModel, RawModelType, RawOutput, RawOutputType, RawPull, RawQuerySource,
+    RawRetries, RawSchedule, RawServer, RawSource, RawStorage, RawTls,
 };
 use crate::units::{RawDuration, format_duration};
 use crate::{ConfigError, Secret, defaults, promql};
@@ -47,7 +47,7 @@ pub(crate) fn validate(
         warnings: Vec::new(),
     };
     let source = v.source(raw.source)?;
-    let queries = v.queries(raw.queries)?;
+    let queries = v.queries(raw.queries, &source)?;
     let schedules = v.schedules(raw.schedules)?;
     let outputs = v.outputs(raw.outputs)?;
     let models = v.models(raw.models, &queries, &schedules, &outputs)?;
@@ -228,13 +228,40 @@ impl Validator<'_> {
         };
         let push = match raw.push {
             Some(p) => {
-                let max_body_size = p
-                    .and_then(|p| p.max_body_size)
-                    .map_or(defaults::MAX_BODY_SIZE, |s| s.0);
+                let (body, per_series, total) = match p {
+                    Some(p) => (p.max_body_size, p.max_samples_per_series, p.max_samples),
+                    None => (None, None, None),
+                };
+                let max_body_size = body.map_or(defaults::MAX_BODY_SIZE, |s| s.0);
                 if max_body_size == 0 {
                     return err("source.push.max_body_size", "must be larger than 0");
                 }
-                Some(Push { max_body_size })
+                let per_series = per_series.unwrap_or(defaults::PUSH_MAX_SAMPLES_PER_SERIES);
+                if per_series < MIN_FIT_STEPS {
+                    return err(
+                        "source.push.max_samples_per_series",
+                        format!(
+                            "{per_series} is too few: a fit needs at least {MIN_FIT_STEPS} \
+                             samples (the default is {})",
+                            defaults::PUSH_MAX_SAMPLES_PER_SERIES
+                        ),
+                    );
+                }
+                let total = total.unwrap_or(defaults::PUSH_MAX_SAMPLES);
+                if total < u64::from(per_series) {
+                    return err(
+                        "source.push.max_samples",
+                        format!(
+                            "{total} is less than max_samples_per_series {per_series}: not \
+                             even one series would fit"
+                        ),
+                    );
+                }
+                Some(Push {
+                    max_body_size,
+                    max_samples_per_series: usize::try_from(per_series).unwrap_or(usize::MAX),
+                    max_samples: usize::try_from(total).unwrap_or(usize::MAX),
+                })
             }
             None => None,
         };
@@ -397,6 +424,7 @@ impl Validator<'_> {
     fn queries(
         &mut self,
         raw: Option<BTreeMap<String, crate::raw::RawQuery>>,
+        sources: &Source,
     ) -> Result<BTreeMap<Alias, Query>> {
         let raw = match raw {
             None => return err("queries", "missing; define at least one query"),
@@ -419,7 +447,40 @@ impl Validator<'_> {
                 )
             })?;
             let step = positive(&format!("{key}.step"), q.step, defaults::QUERY_STEP)?;
-            out.insert(alias, Query { expr: q.expr, step });
+            // The only configured source, or pull when both are.
+            let source = match q.source {
+                Some(RawQuerySource::Pull) => QuerySource::Pull,
+                Some(RawQuerySource::Push) => QuerySource::Push,
+                None if sources.pull.is_none() => QuerySource::Push,
+                None => QuerySource::Pull,
+            };
+            match source {
+                QuerySource::Pull if sources.pull.is_none() => {
+                    return err(
+                        format!("{key}.source"),
+                        "pull, but source.pull is not set; set source.pull.url or use push",
+                    );
+                }
+                QuerySource::Push if sources.push.is_none() => {
+                    return err(
+                        format!("{key}.source"),
+                        "push, but source.push is not set; add `source: {push: }` or use pull",
+                    );
+                }
+                QuerySource::Push => {
+                    promql::check_selector(&q.expr)
+                        .map_err(|m| ConfigError::at(format!("{key}.expr"), m))?;
+                }
+                QuerySource::Pull => {}
+            }
+            out.insert(
+                alias,
+                Query {
+                    expr: q.expr,
+                    step,
+                    source,
+                },
+            );
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portent_config::{Auth, Config, ModelKind, Output, defaults};
+use portent_config::{Auth, Config, ModelKind, Output, QuerySource, defaults};
 use portent_core::Direction;
 
 /// The environment the fixtures see: deterministic, whatever the machine's.
@@ -210,10 +210,22 @@ fn secrets_never_reach_debug_output() {
 fn push_only_config_has_no_pull_source() {
     let c = load(Path::new("testdata/push-only.good.yml")).unwrap();
     assert!(c.source.pull.is_none());
-    assert_eq!(
-        c.source.push.unwrap().max_body_size,
-        defaults::MAX_BODY_SIZE
-    );
+    let push = c.source.push.unwrap();
+    assert_eq!(push.max_body_size, defaults::MAX_BODY_SIZE);
+    assert_eq!(push.max_samples_per_series, 4_320);
+    assert_eq!(push.max_samples, 16 << 20);
+    // The only source is the default.
+    assert!(c.queries.values().all(|q| q.source == QuerySource::Push));
+}
+
+#[test]
+fn with_both_sources_queries_default_to_pull() {
+    let c = load(Path::new("testdata/pull-and-push.good.yml")).unwrap();
+    assert_eq!(c.queries["cpu"].source, QuerySource::Pull);
+    assert_eq!(c.queries["requests"].source, QuerySource::Push);
+    let push = c.source.push.unwrap();
+    assert_eq!(push.max_samples_per_series, 2_880);
+    assert_eq!(push.max_samples, 1_000_000);
 }
 
 #[test]
@@ -235,7 +247,7 @@ fn yaml_text_without_a_file_reports_line_and_column() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "line 2, column 25: queries.a: unknown field `x`, expected one of expr, step"
+        "line 2, column 25: queries.a: unknown field `x`, expected one of expr, step, source"
     );
     assert_eq!(e.key(), "queries.a");
     assert_eq!(e.location().map(|l| l.line), Some(2));
@@ -289,6 +301,14 @@ fn readme_quotes_the_defaults() {
             defaults::MAX_POINTS_PER_SERIES.to_string(),
         ),
         ("source.push.max_body_size", "32MiB".to_owned()),
+        (
+            "source.push.max_samples_per_series",
+            defaults::PUSH_MAX_SAMPLES_PER_SERIES.to_string(),
+        ),
+        (
+            "source.push.max_samples",
+            defaults::PUSH_MAX_SAMPLES.to_string(),
+        ),
         ("storage.dir", defaults::STORAGE_DIR.to_owned()),
         ("storage.series_retention", fmt(defaults::SERIES_RETENTION)),
     ] {
