@@ -5,6 +5,8 @@
 //!   wall clock) and `backtest` (a replayed one, [`Scheduler::replay`]) run the same code;
 //! * [`HistorySource`] ([`source`]): where samples and fit history come from (Prometheus'
 //!   `query_range` in the daemon, [`MemorySource`] for files and tests);
+//! * [`PushBuffer`] ([`push`]): the samples Prometheus remote_writes to the daemon, bounded,
+//!   matched to push queries by their selectors, read back as a [`HistorySource`];
 //! * [`Store`] ([`store`]): the live state of every series, under 4 KiB each, and the latest
 //!   verdicts for `/metrics` ([`Store::latest`]);
 //! * [`save`] and [`load`] ([`persist`]): crash-safe snapshots of the store;
@@ -72,12 +74,14 @@
 
 pub mod intervals;
 pub mod persist;
+pub mod push;
 pub mod schedule;
 pub mod source;
 pub mod store;
 
 pub use intervals::{Interval, IntervalTracker};
 pub use persist::{PersistError, SaveStats, load, save};
+pub use push::{IngestStats, NotAPushQuery, PushBuffer, PushLimits, PushQuery, Selector};
 pub use schedule::{
     Cadence, Job, Plan, PlanError, Request, Scheduler, SourceError, StepReport, StepScore,
 };

@@ -235,6 +235,9 @@ pub struct StepReport {
     pub fit_time: Duration,
     /// Every verdict, when recording; empty otherwise.
     pub scores: Vec<StepScore>,
+    /// Samples scored by each job (indexed as [`Plan::jobs`]), so that a caller can count
+    /// them by source.
+    pub samples_scored_by_job: Vec<usize>,
 }
 
 /// Per-job progress.
@@ -358,6 +361,7 @@ impl Scheduler {
     ) -> StepReport {
         let mut report = StepReport {
             now,
+            samples_scored_by_job: vec![0; self.jobs.len()],
             ..StepReport::default()
         };
         for i in 0..self.jobs.len() {
@@ -365,7 +369,9 @@ impl Scheduler {
             if self.jobs[i].next_score.is_none_or(|t| now >= t) {
                 report.score_ticks += 1;
                 let started = Instant::now();
+                let before = report.samples_scored;
                 self.score(i, now, source, &mut report);
+                report.samples_scored_by_job[i] = report.samples_scored - before;
                 report.score_time += started.elapsed();
                 self.jobs[i].next_score = Some(next_tick(now, cadence.score_every_ms));
             }

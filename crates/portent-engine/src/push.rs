@@ -1,0 +1,638 @@
+//! The push buffer: samples Prometheus remote_writes to portent, kept per series so that the
+//! scheduler can read them like any other [`HistorySource`].
+//!
+//! Pull mode asks Prometheus for history; in push mode nobody else keeps it, so the buffer
+//! does, for as long as warm-ups and refits need it, and no longer:
+//!
+//! * **Which series.** A push query's expression is a plain selector
+//!   (`http_requests_total{job="api", code=~"5.."}`); a pushed series is kept if at least one
+//!   push query selects it, and belongs to every one that does. Series no query selects are
+//!   dropped on arrival (counted as [`IngestStats::unmatched`]), so pushing a whole Prometheus
+//!   costs only what the queries select.
+//! * **Per series**, a ring of at most [`PushLimits::max_samples_per_series`] samples, at most
+//!   one per query step (the smallest step of the queries selecting it; a sample less than
+//!   90% of a step after the previous kept one is skipped, so 15 s scrapes read at a 1 m step
+//!   keep one sample a minute). The oldest sample goes first.
+//! * **In total**, at most [`PushLimits::max_samples`] samples. While the buffer is full, a
+//!   series can no longer grow (each new sample pushes out its own oldest) and new series are
+//!   refused; both are counted as [`IngestStats::buffer_full`]. Series that stop arriving are
+//!   dropped by [`PushBuffer::expire`].
+//!
+//! Memory: 16 bytes a sample, so at most `16 × max_samples` bytes of samples (256 MiB with the
+//! defaults), plus per series its label set and about 100 bytes of bookkeeping. With the
+//! defaults (4,320 samples per series: three days at a 1 m step), a series full to its bound
+//! holds 67.5 KiB.
+//!
+//! Stale markers (Prometheus' special NaN, sent when a series disappears) are dropped and
+//! counted; ordinary NaN and infinities are kept for the detector to judge. A sample not newer
+//! than the last one kept for its series (out of order, or a duplicate) is dropped and counted.
+//! Nothing a sender pushes makes the buffer panic or grow past its bounds.
+
+use std::collections::{HashMap, VecDeque};
+
+use portent_core::{Labels, Sample, Series, Timestamp, is_stale_marker};
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{self, Expr};
+
+use crate::source::{HistorySource, RangeQuery};
+
+/// A plain PromQL vector selector, to match pushed series by their labels.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    name: Option<String>,
+    matchers: Vec<Matcher>,
+    or_matchers: Vec<Vec<Matcher>>,
+}
+
+/// An expression that is not a plain vector selector.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("push query {expr:?}: {reason}")]
+pub struct SelectorError {
+    /// The expression.
+    pub expr: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+impl Selector {
+    /// Parses `expr`, which must be a vector selector without `offset` or `@`.
+    pub fn parse(expr: &str) -> Result<Self, SelectorError> {
+        let fail = |reason: &str| SelectorError {
+            expr: expr.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match parser::parse(expr) {
+            Ok(Expr::VectorSelector(vs)) if vs.offset.is_none() && vs.at.is_none() => Ok(Self {
+                name: vs.name,
+                matchers: vs.matchers.matchers,
+                or_matchers: vs.matchers.or_matchers,
+            }),
+            Ok(_) => Err(fail("not a plain series selector")),
+            Err(e) => Err(fail(&e)),
+        }
+    }
+
+    /// Whether the series `labels` is selected. A label the series lacks has the value `""`,
+    /// as in Prometheus (`{code!="500"}` selects series without `code`).
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let all = |ms: &[Matcher]| {
+            ms.iter()
+                .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
+        };
+        if let Some(name) = &self.name
+            && labels.metric_name() != Some(name.as_str())
+        {
+            return false;
+        }
+        if self.or_matchers.is_empty() {
+            all(&self.matchers)
+        } else {
+            // `{a="1" or b="2"}`: any group; plain matchers, if any, are one more group.
+            (!self.matchers.is_empty() && all(&self.matchers))
+                || self.or_matchers.iter().any(|g| all(g))
+        }
+    }
+
+    /// A selector matching every series whose `__name__` is `name`.
+    pub fn metric(name: &str) -> Self {
+        Self {
+            name: None,
+            matchers: vec![Matcher::new(MatchOp::Equal, Labels::METRIC_NAME, name)],
+            or_matchers: Vec::new(),
+        }
+    }
+}
+
+/// One push query: its alias, what it selects and its step.
+#[derive(Clone, Debug)]
+pub struct PushQuery {
+    /// The query alias (what [`RangeQuery::query`] carries).
+    pub alias: String,
+    /// Which pushed series belong to it.
+    pub selector: Selector,
+    /// Its step in ms: the buffer keeps at most one sample per step of a series.
+    pub step_ms: i64,
+}
+
+/// The bounds of a [`PushBuffer`]. See the module docs for their memory cost.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PushLimits {
+    /// Samples kept per series, at least 1.
+    pub max_samples_per_series: usize,
+    /// Samples kept over all series.
+    pub max_samples: usize,
+    /// How much earlier than asked a range read starts, in ms: remote_write delivers in
+    /// batches (Prometheus sends every 5 s by default, later when retrying), so a sample may
+    /// arrive after the score tick that covered its time; the next tick then still reads it.
+    /// The scheduler ignores samples it has already scored.
+    pub lateness_ms: i64,
+}
+
+impl Default for PushLimits {
+    /// The config's defaults: 4,320 samples per series (three days at 1 m), 16 Mi in total
+    /// (256 MiB); five minutes of lateness.
+    fn default() -> Self {
+        Self {
+            max_samples_per_series: 4_320,
+            max_samples: 16 << 20,
+            lateness_ms: 300_000,
+        }
+    }
+}
+
+/// What one [`PushBuffer::ingest`] did with the samples it was given.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Samples kept.
+    pub accepted: usize,
+    /// Less than 90% of a step after the last kept sample of their series: skipped.
+    pub thinned: usize,
+    /// Stale markers: dropped.
+    pub stale: usize,
+    /// Not newer than the last kept sample of their series: dropped.
+    pub out_of_order: usize,
+    /// Of series no push query selects: dropped.
+    pub unmatched: usize,
+    /// Dropped (or pushed out an older sample) because the buffer was full.
+    pub buffer_full: usize,
+    /// New series kept.
+    pub new_series: usize,
+}
+
+#[derive(Debug)]
+struct Ring {
+    samples: VecDeque<Sample>,
+    /// Indices of the push queries selecting this series.
+    queries: Vec<usize>,
+    /// The smallest step of those queries, in ms.
+    step_ms: i64,
+}
+
+/// A push query alias the buffer does not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("push source: {0:?} is not a push query")]
+pub struct NotAPushQuery(pub String);
+
+/// Pushed samples by series. See the module docs.
+#[derive(Debug)]
+pub struct PushBuffer {
+    queries: Vec<PushQuery>,
+    limits: PushLimits,
+    series: HashMap<Labels, Ring>,
+    total: usize,
+}
+
+impl PushBuffer {
+    /// An empty buffer for `queries`.
+    pub fn new(queries: Vec<PushQuery>, limits: PushLimits) -> Self {
+        Self {
+            queries,
+            limits: PushLimits {
+                max_samples_per_series: limits.max_samples_per_series.max(1),
+                ..limits
+            },
+            series: HashMap::new(),
+            total: 0,
+        }
+    }
+
+    /// Replaces the queries and limits (a reloaded config): series are matched again, those
+    /// no query selects any more are dropped, rings over the new bounds are trimmed (oldest
+    /// first). Returns how many series were dropped.
+    pub fn set_queries(&mut self, queries: Vec<PushQuery>, limits: PushLimits) -> usize {
+        self.queries = queries;
+        self.limits = PushLimits {
+            max_samples_per_series: limits.max_samples_per_series.max(1),
+            ..limits
+        };
+        let before = self.series.len();
+        let mut series = std::mem::take(&mut self.series);
+        series.retain(|labels, ring| match self.selecting(labels) {
+            Some((queries, step_ms)) => {
+                ring.queries = queries;
+                ring.step_ms = step_ms;
+                true
+            }
+            None => false,
+        });
+        self.series = series;
+        let per_series = self.limits.max_samples_per_series;
+        for ring in self.series.values_mut() {
+            while ring.samples.len() > per_series {
+                ring.samples.pop_front();
+            }
+        }
+        self.total = self.series.values().map(|r| r.samples.len()).sum();
+        // Over the total after a shrink: drop oldest samples round-robin until under it.
+        while self.total > self.limits.max_samples {
+            let mut removed = false;
+            for ring in self.series.values_mut() {
+                if self.total <= self.limits.max_samples {
+                    break;
+                }
+                if ring.samples.pop_front().is_some() {
+                    self.total -= 1;
+                    removed = true;
+                }
+            }
+            if !removed {
+                break;
+            }
+        }
+        self.series.retain(|_, r| !r.samples.is_empty());
+        before - self.series.len()
+    }
+
+    /// The queries selecting `labels` and their smallest step; `None` if none does.
+    fn selecting(&self, labels: &Labels) -> Option<(Vec<usize>, i64)> {
+        let mut queries = Vec::new();
+        let mut step = i64::MAX;
+        for (i, q) in self.queries.iter().enumerate() {
+            if q.selector.matches(labels) {
+                queries.push(i);
+                step = step.min(q.step_ms.max(1));
+            }
+        }
+        (!queries.is_empty()).then_some((queries, step))
+    }
+
+    /// Takes the series of one remote_write request.
+    pub fn ingest(&mut self, series: Vec<Series>) -> IngestStats {
+        let mut stats = IngestStats::default();
+        for s in series {
+            self.ingest_one(s, &mut stats);
+        }
+        stats
+    }
+
+    fn ingest_one(&mut self, s: Series, stats: &mut IngestStats) {
+        let Series { labels, samples } = s;
+        if !self.series.contains_key(&labels) {
+            let Some((queries, step_ms)) = self.selecting(&labels) else {
+                stats.unmatched += samples.len();
+                return;
+            };
+            if self.total >= self.limits.max_samples {
+                stats.buffer_full += samples.len();
+                return;
+            }
+            let first = samples.iter().filter(|x| !is_stale_marker(x.v)).count();
+            if first == 0 {
+                stats.stale += samples.len();
+                return;
+            }
+            self.series.insert(
+                labels.clone(),
+                Ring {
+                    samples: VecDeque::new(),
+                    queries,
+                    step_ms,
+                },
+            );
+            stats.new_series += 1;
+        }
+        let limits = self.limits;
+        let Some(ring) = self.series.get_mut(&labels) else {
+            return;
+        };
+        for x in samples {
+            if is_stale_marker(x.v) {
+                stats.stale += 1;
+                continue;
+            }
+            if let Some(last) = ring.samples.back() {
+                if x.t <= last.t {
+                    stats.out_of_order += 1;
+                    continue;
+                }
+                // 90% of a step: scrape timestamps jitter by a few ms either way.
+                if x.t.millis_since(last.t) < ring.step_ms - ring.step_ms / 10 {
+                    stats.thinned += 1;
+                    continue;
+                }
+            }
+            if ring.samples.len() >= limits.max_samples_per_series {
+                ring.samples.pop_front();
+                self.total -= 1;
+            } else if self.total >= limits.max_samples {
+                if ring.samples.pop_front().is_none() {
+                    stats.buffer_full += 1;
+                    continue;
+                }
+                self.total -= 1;
+                stats.buffer_full += 1;
+            }
+            ring.samples.push_back(x);
+            self.total += 1;
+            stats.accepted += 1;
+        }
+        if ring.samples.is_empty() {
+            self.series.remove(&labels);
+        }
+    }
+
+    /// Drops every series whose newest sample is older than `before`; returns how many.
+    pub fn expire(&mut self, before: Timestamp) -> usize {
+        let n = self.series.len();
+        let mut freed = 0;
+        self.series.retain(|_, r| {
+            let keep = r.samples.back().is_some_and(|s| s.t >= before);
+            if !keep {
+                freed += r.samples.len();
+            }
+            keep
+        });
+        self.total -= freed;
+        n - self.series.len()
+    }
+
+    /// Series held.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Samples held, over all series.
+    pub fn sample_count(&self) -> usize {
+        self.total
+    }
+
+    /// Whether `alias` is one of the buffer's queries.
+    pub fn has_query(&self, alias: &str) -> bool {
+        self.queries.iter().any(|q| q.alias == alias)
+    }
+}
+
+impl HistorySource for PushBuffer {
+    type Error = NotAPushQuery;
+
+    /// Every held series the query selects, with its samples in
+    /// `[start - lateness, end]`; series with none there are left out.
+    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
+        let Some(index) = self.queries.iter().position(|p| p.alias == q.query) else {
+            return Err(NotAPushQuery(q.query.to_owned()));
+        };
+        let start = q.start.add_millis(-self.limits.lateness_ms);
+        Ok(self
+            .series
+            .iter()
+            .filter(|(_, r)| r.queries.contains(&index))
+            .filter_map(|(labels, r)| {
+                let from = r.samples.partition_point(|x| x.t < start);
+                let to = r.samples.partition_point(|x| x.t <= q.end);
+                (from < to).then(|| Series {
+                    labels: labels.clone(),
+                    samples: r.samples.range(from..to).copied().collect(),
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use portent_core::STALE_NAN_BITS;
+
+    const MIN: i64 = 60_000;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::new(pairs.iter().copied()).unwrap()
+    }
+
+    fn series(l: &Labels, points: &[(i64, f64)]) -> Series {
+        Series {
+            labels: l.clone(),
+            samples: points
+                .iter()
+                .map(|&(t, v)| Sample::new(Timestamp::from_millis(t), v))
+                .collect(),
+        }
+    }
+
+    fn query(alias: &str, expr: &str, step_ms: i64) -> PushQuery {
+        PushQuery {
+            alias: alias.into(),
+            selector: Selector::parse(expr).unwrap(),
+            step_ms,
+        }
+    }
+
+    fn read(b: &mut PushBuffer, alias: &str, start: i64, end: i64) -> Vec<Series> {
+        let mut got = b
+            .query_range(&RangeQuery {
+                query: alias,
+                expr: "",
+                start: Timestamp::from_millis(start),
+                end: Timestamp::from_millis(end),
+                step_ms: MIN,
+            })
+            .unwrap();
+        got.sort_by(|a, b| a.labels.cmp(&b.labels));
+        got
+    }
+
+    fn limits(per_series: usize, total: usize) -> PushLimits {
+        PushLimits {
+            max_samples_per_series: per_series,
+            max_samples: total,
+            lateness_ms: 0,
+        }
+    }
+
+    #[test]
+    fn selectors_match_like_prometheus() {
+        let api_500 = labels(&[
+            ("__name__", "http_requests_total"),
+            ("job", "api"),
+            ("code", "500"),
+        ]);
+        let web_200 = labels(&[
+            ("__name__", "http_requests_total"),
+            ("job", "web"),
+            ("code", "200"),
+        ]);
+        let other = labels(&[("__name__", "up"), ("job", "api")]);
+        let m = |expr: &str, l: &Labels| Selector::parse(expr).unwrap().matches(l);
+        assert!(m("http_requests_total", &api_500));
+        assert!(!m("http_requests_total", &other));
+        assert!(m(r#"http_requests_total{job="api"}"#, &api_500));
+        assert!(!m(r#"http_requests_total{job="api"}"#, &web_200));
+        assert!(m(r#"http_requests_total{job!="api"}"#, &web_200));
+        // Regexes are anchored, as in Prometheus.
+        assert!(m(r#"{code=~"5.."}"#, &api_500));
+        assert!(!m(r#"{code=~"5"}"#, &api_500));
+        assert!(m(r#"{__name__=~"http_.*", code!~"2.."}"#, &api_500));
+        assert!(!m(r#"{__name__=~"http_.*", code!~"2.."}"#, &web_200));
+        // A missing label is "".
+        assert!(m(r#"up{code!="500"}"#, &other));
+        assert!(m(r#"up{code=""}"#, &other));
+        assert!(!m(r#"up{code=~".+"}"#, &other));
+        assert!(m(r#"{job="web" or code="500"}"#, &api_500));
+        assert!(Selector::parse("rate(x[5m])").is_err());
+        assert!(Selector::parse("x offset 5m").is_err());
+        assert!(Selector::parse("x{").is_err());
+        assert!(Selector::metric("up").matches(&other));
+    }
+
+    #[test]
+    fn a_series_belongs_to_every_query_that_selects_it_and_only_those() {
+        let mut b = PushBuffer::new(
+            vec![
+                query("all", "http_requests_total", MIN),
+                query("api", r#"http_requests_total{job="api"}"#, MIN),
+            ],
+            limits(100, 1000),
+        );
+        let api = labels(&[("__name__", "http_requests_total"), ("job", "api")]);
+        let web = labels(&[("__name__", "http_requests_total"), ("job", "web")]);
+        let up = labels(&[("__name__", "up")]);
+        let stats = b.ingest(vec![
+            series(&api, &[(0, 1.0), (MIN, 2.0)]),
+            series(&web, &[(0, 3.0)]),
+            series(&up, &[(0, 1.0), (MIN, 1.0)]),
+        ]);
+        assert_eq!(stats.accepted, 3);
+        assert_eq!(stats.unmatched, 2);
+        assert_eq!(stats.new_series, 2);
+        assert_eq!(b.series_count(), 2);
+        let all = read(&mut b, "all", 0, 10 * MIN);
+        assert_eq!(all.len(), 2);
+        let only_api = read(&mut b, "api", 0, 10 * MIN);
+        assert_eq!(only_api.len(), 1);
+        assert_eq!(only_api[0].labels, api);
+        assert_eq!(only_api[0].samples.len(), 2);
+        // Inclusive range.
+        assert_eq!(read(&mut b, "api", MIN, MIN)[0].samples.len(), 1);
+        assert!(read(&mut b, "api", 2 * MIN, 3 * MIN).is_empty());
+        assert_eq!(
+            b.query_range(&RangeQuery {
+                query: "nope",
+                expr: "",
+                start: Timestamp::from_millis(0),
+                end: Timestamp::from_millis(1),
+                step_ms: 1,
+            })
+            .unwrap_err()
+            .to_string(),
+            "push source: \"nope\" is not a push query"
+        );
+    }
+
+    #[test]
+    fn stale_markers_out_of_order_and_duplicates_are_dropped_and_counted() {
+        let mut b = PushBuffer::new(vec![query("q", "x", 1_000)], limits(100, 1000));
+        let x = labels(&[("__name__", "x")]);
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let stats = b.ingest(vec![series(
+            &x,
+            &[
+                (10_000, 1.0),
+                (11_000, f64::NAN),
+                (11_000, 5.0),
+                (9_000, 2.0),
+                (12_000, stale),
+                (13_000, 3.0),
+                (13_500, 4.0),
+            ],
+        )]);
+        assert_eq!(stats.accepted, 3);
+        assert_eq!(stats.out_of_order, 2);
+        assert_eq!(stats.stale, 1);
+        assert_eq!(stats.thinned, 1);
+        let got = read(&mut b, "q", 0, 100_000);
+        let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t.millis()).collect();
+        assert_eq!(ts, [10_000, 11_000, 13_000]);
+        assert!(got[0].samples[1].v.is_nan(), "ordinary NaN is kept");
+        // A later request older than what is held changes nothing.
+        let again = b.ingest(vec![series(&x, &[(5_000, 1.0)])]);
+        assert_eq!(again.out_of_order, 1);
+        assert_eq!(b.sample_count(), 3);
+        // A new series of stale markers only is not created.
+        let y = labels(&[("__name__", "x"), ("a", "b")]);
+        let s = b.ingest(vec![series(&y, &[(1, stale)])]);
+        assert_eq!((s.stale, s.new_series), (1, 0));
+        assert_eq!(b.series_count(), 1);
+    }
+
+    #[test]
+    fn samples_are_thinned_to_the_step() {
+        let mut b = PushBuffer::new(vec![query("q", "x", MIN)], limits(100, 1000));
+        let x = labels(&[("__name__", "x")]);
+        // 15 s scrapes with a little jitter for 10 minutes: one kept a minute.
+        let points: Vec<(i64, f64)> = (0..40)
+            .map(|i| (i * 15_000 + (i % 3) * 7 - 7, i as f64))
+            .collect();
+        let stats = b.ingest(vec![series(&x, &points)]);
+        assert_eq!(stats.accepted, 10);
+        assert_eq!(stats.thinned, 30);
+    }
+
+    #[test]
+    fn bounded_per_series_and_in_total() {
+        let mut b = PushBuffer::new(vec![query("q", "x", 1)], limits(5, 12));
+        let a = labels(&[("__name__", "x"), ("s", "a")]);
+        let points: Vec<(i64, f64)> = (0..20).map(|i| (i, i as f64)).collect();
+        b.ingest(vec![series(&a, &points)]);
+        // The ring keeps the 5 newest.
+        let got = read(&mut b, "q", 0, 100);
+        let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t.millis()).collect();
+        assert_eq!(ts, [15, 16, 17, 18, 19]);
+        let bl = labels(&[("__name__", "x"), ("s", "b")]);
+        let c = labels(&[("__name__", "x"), ("s", "c")]);
+        let d = labels(&[("__name__", "x"), ("s", "d")]);
+        b.ingest(vec![series(&bl, &points), series(&c, &points[..2])]);
+        assert_eq!(b.sample_count(), 12);
+        // Full: a new series is refused, an existing one cannot grow.
+        let s = b.ingest(vec![series(&d, &points[..3])]);
+        assert_eq!((s.buffer_full, s.new_series), (3, 0));
+        let s = b.ingest(vec![series(&c, &[(100, 1.0), (101, 1.0)])]);
+        assert_eq!((s.accepted, s.buffer_full), (2, 2));
+        assert_eq!(b.sample_count(), 12);
+        let c_now = read(&mut b, "q", 0, 1000)
+            .into_iter()
+            .find(|s| s.labels == c)
+            .unwrap();
+        assert_eq!(c_now.samples.len(), 2);
+        assert_eq!(c_now.samples[1].t.millis(), 101);
+        // Expiry frees room.
+        assert_eq!(b.expire(Timestamp::from_millis(50)), 2);
+        assert_eq!(b.sample_count(), 2);
+        assert_eq!(b.ingest(vec![series(&d, &points[..3])]).new_series, 1);
+    }
+
+    #[test]
+    fn reloaded_queries_rematch_and_trim() {
+        let mut b = PushBuffer::new(
+            vec![query("a", r#"x{s="a"}"#, 1), query("b", r#"x{s="b"}"#, 1)],
+            limits(10, 100),
+        );
+        let a = labels(&[("__name__", "x"), ("s", "a")]);
+        let bl = labels(&[("__name__", "x"), ("s", "b")]);
+        let points: Vec<(i64, f64)> = (0..10).map(|i| (i, 1.0)).collect();
+        b.ingest(vec![series(&a, &points), series(&bl, &points)]);
+        let dropped = b.set_queries(vec![query("all", "x", 1)], limits(4, 6));
+        assert_eq!(dropped, 0);
+        assert_eq!(read(&mut b, "all", 0, 100).len(), 2);
+        assert!(b.sample_count() <= 6);
+        let dropped = b.set_queries(vec![query("a", r#"x{s="a"}"#, 1)], limits(4, 6));
+        assert_eq!(dropped, 1);
+        assert_eq!(b.series_count(), 1);
+        assert_eq!(b.sample_count(), read(&mut b, "a", 0, 100)[0].samples.len());
+    }
+
+    #[test]
+    fn lateness_widens_reads_backwards() {
+        let mut b = PushBuffer::new(
+            vec![query("q", "x", 1_000)],
+            PushLimits {
+                lateness_ms: 5_000,
+                ..limits(100, 100)
+            },
+        );
+        let x = labels(&[("__name__", "x")]);
+        b.ingest(vec![series(&x, &[(1_000, 1.0), (8_000, 2.0)])]);
+        assert_eq!(read(&mut b, "q", 9_000, 10_000)[0].samples.len(), 1);
+        assert_eq!(read(&mut b, "q", 5_000, 10_000)[0].samples.len(), 2);
+    }
+}
