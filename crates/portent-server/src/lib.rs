@@ -58,4 +58,4 @@ pub use routes::{
 pub use scores::{
     METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
 };
-pub use telemetry::SelfMetrics;
+pub use telemetry::{PUSH_DROP_REASONS, SelfMetrics};

@@ -26,6 +26,16 @@ struct ScheduleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabel {
+    output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -53,6 +63,12 @@ fn duration_histogram() -> Histogram {
 /// | `portent_config_reloads_total` | counter | `result` (`success`, `failure`) |
 /// | `portent_config_last_reload_successful` | gauge | |
 /// | `portent_config_last_reload_success_timestamp_seconds` | gauge | |
+/// | `portent_push_series` | gauge | |
+/// | `portent_push_samples` | gauge | |
+/// | `portent_push_samples_dropped_total` | counter | `reason` (`stale`, `out_of_order`, `unmatched`, `buffer_full`) |
+/// | `portent_remote_write_samples_sent_total` | counter | `output` |
+/// | `portent_remote_write_samples_failed_total` | counter | `output` |
+/// | `portent_remote_write_samples_dropped_total` | counter | `output` |
 #[derive(Clone, Debug)]
 pub struct SelfMetrics {
     series_tracked: Gauge,
@@ -65,7 +81,17 @@ pub struct SelfMetrics {
     config_reloads: Family<ResultLabel, Counter>,
     last_reload_successful: Gauge,
     last_reload_success_time: Gauge<f64, AtomicU64>,
+    push_series: Gauge,
+    push_samples: Gauge,
+    push_dropped: Family<ReasonLabel, Counter>,
+    rw_sent: Family<OutputLabel, Counter>,
+    rw_failed: Family<OutputLabel, Counter>,
+    rw_dropped: Family<OutputLabel, Counter>,
 }
+
+/// Why pushed samples were dropped: the label values of
+/// `portent_push_samples_dropped_total`.
+pub const PUSH_DROP_REASONS: [&str; 4] = ["stale", "out_of_order", "unmatched", "buffer_full"];
 
 impl SelfMetrics {
     /// Creates the metrics and registers them in `registry`.
@@ -81,7 +107,16 @@ impl SelfMetrics {
             config_reloads: Family::default(),
             last_reload_successful: Gauge::default(),
             last_reload_success_time: Gauge::default(),
+            push_series: Gauge::default(),
+            push_samples: Gauge::default(),
+            push_dropped: Family::default(),
+            rw_sent: Family::default(),
+            rw_failed: Family::default(),
+            rw_dropped: Family::default(),
         };
+        for reason in PUSH_DROP_REASONS {
+            let _ = m.push_dropped.get_or_create(&ReasonLabel { reason });
+        }
         // Before any reload, the config in use is the one loaded at start: a success. Both
         // results start at 0 so that `increase()` sees the first failure.
         m.last_reload_successful.set(1);
@@ -144,7 +179,87 @@ impl SelfMetrics {
             Unit::Seconds,
             m.last_reload_success_time.clone(),
         );
+        registry.register(
+            "portent_push_series",
+            "Series held in the push buffer (pushed by remote_write and selected by a push query)",
+            m.push_series.clone(),
+        );
+        registry.register(
+            "portent_push_samples",
+            "Samples held in the push buffer, over all series (16 bytes each)",
+            m.push_samples.clone(),
+        );
+        registry.register(
+            "portent_push_samples_dropped",
+            "Pushed samples not kept, by reason: stale markers, out of order or duplicate, of \
+             a series no push query selects, or the buffer full (source.push.max_samples)",
+            m.push_dropped.clone(),
+        );
+        registry.register(
+            "portent_remote_write_samples_sent",
+            "Score samples a remote_write output delivered",
+            m.rw_sent.clone(),
+        );
+        registry.register(
+            "portent_remote_write_samples_failed",
+            "Score samples a remote_write output gave up on after its retries",
+            m.rw_failed.clone(),
+        );
+        registry.register(
+            "portent_remote_write_samples_dropped",
+            "Score samples dropped unsent because a remote_write output's queue was full",
+            m.rw_dropped.clone(),
+        );
         m
+    }
+
+    /// Sets the size of the push buffer.
+    pub fn set_push_buffer(&self, series: usize, samples: usize) {
+        self.push_series
+            .set(i64::try_from(series).unwrap_or(i64::MAX));
+        self.push_samples
+            .set(i64::try_from(samples).unwrap_or(i64::MAX));
+    }
+
+    /// Counts `n` pushed samples dropped for `reason` (one of [`PUSH_DROP_REASONS`]).
+    pub fn add_push_dropped(&self, reason: &'static str, n: u64) {
+        self.push_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
+    }
+
+    /// Counts score samples remote_write output `output` sent.
+    pub fn add_remote_write_sent(&self, output: &str, n: u64) {
+        self.rw_sent
+            .get_or_create(&OutputLabel {
+                output: output.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts score samples remote_write output `output` failed to send.
+    pub fn add_remote_write_failed(&self, output: &str, n: u64) {
+        self.rw_failed
+            .get_or_create(&OutputLabel {
+                output: output.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts score samples remote_write output `output` dropped from its full queue.
+    pub fn add_remote_write_dropped(&self, output: &str, n: u64) {
+        self.rw_dropped
+            .get_or_create(&OutputLabel {
+                output: output.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Makes the remote_write counters of `output` appear at 0 before anything is sent.
+    pub fn init_remote_write(&self, output: &str) {
+        self.add_remote_write_sent(output, 0);
+        self.add_remote_write_failed(output, 0);
+        self.add_remote_write_dropped(output, 0);
     }
 
     /// Sets how many series portent holds state for.

@@ -9,8 +9,10 @@ mod check;
 mod detect;
 mod eval;
 mod intervals;
+mod outputs;
 mod plot;
 mod pull;
+mod push;
 mod rules;
 mod sample;
 mod serve;
@@ -36,7 +38,7 @@ enum Command {
     Check(check::Args),
     /// Write Prometheus alerting rules (a rule file or a PrometheusRule) on the scores.
     Rules(rules::Args),
-    /// Run the daemon: pull, score and expose anomaly scores on /metrics.
+    /// Run the daemon: pull or receive samples, score them, expose and remote_write the scores.
     Serve(serve::Args),
     /// Replay the daemon's steps over history from Prometheus and print what it would flag.
     Backtest(backtest::Args),

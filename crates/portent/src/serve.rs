@@ -1,4 +1,4 @@
-//! `portent serve CONFIG`: the daemon, pull mode.
+//! `portent serve CONFIG`: the daemon.
 //!
 //! ```text
 //! portent serve portent.yml
@@ -6,23 +6,36 @@
 //!
 //! It loads the config, resumes the model state saved in `storage.dir` (if any), and then,
 //! forever: sleeps until the next score or fit tick of any model is due, reads the new
-//! samples (or the fit window) from `source.pull` with `query_range`, scores them, and exposes
-//! the latest verdicts as `portent_anomaly_score`, `portent_yhat`, `portent_yhat_lower` and
+//! samples (or the fit window) of each query from its source, scores them, and exposes the
+//! latest verdicts as `portent_anomaly_score`, `portent_yhat`, `portent_yhat_lower` and
 //! `portent_yhat_upper` on `/metrics`, with portent's own `portent_*` self-metrics.
 //!
+//! * **Pull** queries (`queries.*.source: pull`) run as `query_range` on `source.pull`.
+//! * **Push** queries (`source: push`, the default when `source.push` is the only source):
+//!   with `source.push` set, `server.listen` also serves the remote_write receiver at
+//!   `POST /api/v1/write`. What Prometheus pushes goes into a bounded push buffer
+//!   ([`portent_engine::push`]: per series at most `source.push.max_samples_per_series`
+//!   samples, one per query step, and `source.push.max_samples` in total, 16 bytes each); a
+//!   pushed series belongs to every push query whose selector matches it, and the scheduler
+//!   reads the buffer as it reads Prometheus. Stale markers, out-of-order and duplicate
+//!   samples, and series no query selects are dropped and counted
+//!   (`portent_push_samples_dropped_total{reason}`); a malformed body gets 400, changes
+//!   nothing and is counted in `portent_source_errors_total{source="push"}`. Pushed series
+//!   that stop arriving leave the buffer after `storage.series_retention`.
+//! * **remote_write outputs**: each tick's new verdicts of a model with a `remote_write`
+//!   output are sent there, off the scoring path ([`crate::outputs`]).
 //! * `server.listen` serves `/-/healthy`, `/-/ready` (200 after the first step without a
 //!   source error), `POST /-/reload` (needs `server.bearer_token`) and `/metrics` (unless
 //!   `server.metrics_listen` is set: then `/metrics` is served there only).
 //! * SIGHUP or `POST /-/reload` reloads the config; a config that fails to load or plan is
 //!   logged and counted (`portent_config_reloads_total{result="failure"}`) and the running
-//!   one stays.
+//!   one stays. Queries, models and push buffer bounds are reloaded; turning the receiver on
+//!   or off, its body limit and the remote_write outputs need a restart (a warning says so).
 //! * The state is saved every [`SAVE_EVERY`] and on SIGTERM or SIGINT, after which portent
-//!   exits 0.
+//!   exits 0. The push buffer is not saved: after a restart, series warm up on what is
+//!   pushed from then on.
 //! * A failed read from Prometheus never stops the daemon: it is logged, counted in
 //!   `portent_source_errors_total{source="pull"}`, and retried at the next tick.
-//!
-//! Only `source.pull` is read for now; `source.push` and `remote_write` outputs are not
-//! served yet (a warning says so).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -31,12 +44,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
-use portent_config::Config;
+use portent_config::{Config, QuerySource};
 use portent_core::Timestamp;
-use portent_engine::{Plan, Scheduler, StepReport};
+use portent_engine::{Plan, PushBuffer, Scheduler, StepReport};
 use portent_prom::Client;
 
+use crate::outputs::RemoteWriteOutputs;
 use crate::pull::{PullSource, pull_client};
+use crate::push::{PushSink, Routed, push_limits, push_queries, receiver};
 use portent_server::{Control, Reloader, ScoreKey, Scores, SelfMetrics};
 use prometheus_client::registry::Registry;
 use tokio::runtime::Handle;
@@ -59,7 +74,19 @@ pub(crate) struct Args {
 /// What the loop, the reloader and the signal handlers share.
 struct Engine {
     scheduler: Scheduler,
-    client: Arc<Client>,
+    client: Option<Arc<Client>>,
+    /// Aliases of the push queries.
+    push_queries: HashSet<String>,
+}
+
+/// The aliases of `config`'s push queries.
+fn push_aliases(config: &Config) -> HashSet<String> {
+    config
+        .queries
+        .iter()
+        .filter(|(_, q)| q.source == QuerySource::Push)
+        .map(|(a, _)| a.to_string())
+        .collect()
 }
 
 fn now() -> Timestamp {
@@ -69,10 +96,15 @@ fn now() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
-fn load_config(path: &Path) -> Result<(Config, Plan, Client)> {
+fn load_config(path: &Path) -> Result<(Config, Plan, Option<Client>)> {
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     let plan = Plan::from_config(&config).context("planning the config")?;
-    let client = pull_client(&config)?;
+    let client = match &config.source.pull {
+        Some(_) => Some(pull_client(&config)?),
+        None => None,
+    };
+    // Checked by the config already; parsed here so that a reload fails before applying.
+    push_queries(&config)?;
     Ok((config, plan, client))
 }
 
@@ -81,9 +113,6 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let (config, plan, client) = load_config(&args.config)?;
     for w in &config.warnings {
         eprintln!("portent: warning: {w}");
-    }
-    if config.source.push.is_some() {
-        eprintln!("portent: warning: source.push is not served yet, only source.pull is read");
     }
     let dir = config.storage.dir.clone();
     let scheduler = match portent_engine::load(&dir)
@@ -114,16 +143,29 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     runtime.block_on(serve(args.config.clone(), config, scheduler, client))
 }
 
-async fn serve(path: PathBuf, config: Config, scheduler: Scheduler, client: Client) -> Result<()> {
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    mut scheduler: Scheduler,
+    client: Option<Client>,
+) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = SelfMetrics::new(&mut registry);
     metrics.record_initial_load(SystemTime::now());
     let scores = Scores::new();
     scores.register(&mut registry);
     let registry = Arc::new(registry);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let outputs = Arc::new(RemoteWriteOutputs::start(&config, &metrics, &stop_rx)?);
+    scheduler.record_scores(outputs.any());
+    let push = Arc::new(Mutex::new(PushBuffer::new(
+        push_queries(&config)?,
+        push_limits(&config),
+    )));
     let engine = Arc::new(Mutex::new(Engine {
         scheduler,
-        client: Arc::new(client),
+        client: client.map(Arc::new),
+        push_queries: push_aliases(&config),
     }));
     metrics.set_series_tracked(lock(&engine).scheduler.store().len());
 
@@ -133,12 +175,18 @@ async fn serve(path: PathBuf, config: Config, scheduler: Scheduler, client: Clie
     let reloader = {
         let engine = Arc::clone(&engine);
         let slot = Arc::clone(&control_slot);
+        let push = Arc::clone(&push);
+        let running = config.clone();
         Reloader::new(metrics.clone(), move || {
             let engine = Arc::clone(&engine);
             let slot = Arc::clone(&slot);
+            let push = Arc::clone(&push);
             let path = path.clone();
+            let running = running.clone();
             async move {
-                let result = tokio::task::spawn_blocking(move || reload(&path, &engine)).await;
+                let result =
+                    tokio::task::spawn_blocking(move || reload(&path, &engine, &push, &running))
+                        .await;
                 let outcome = match result {
                     Ok(Ok(token)) => {
                         if let Some(control) = lock(&slot).as_ref() {
@@ -160,12 +208,18 @@ async fn serve(path: PathBuf, config: Config, scheduler: Scheduler, client: Clie
     let control = Control::new(config.server.bearer_token.clone(), reloader);
     *lock(&control_slot) = Some(control.clone());
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let split = config.server.metrics_listen.is_some();
+    let write = config.source.push.as_ref().map(|p| {
+        let sink = PushSink {
+            buffer: Arc::clone(&push),
+            metrics: metrics.clone(),
+        };
+        receiver(sink, p.max_body_size)
+    });
     let app = portent_server::router(
         control.clone(),
         (!split).then(|| Arc::clone(&registry)),
-        None,
+        write,
     );
     let mut servers = vec![listen(config.server.listen, app, stop_rx.clone()).await?];
     if let Some(addr) = config.server.metrics_listen {
@@ -174,11 +228,16 @@ async fn serve(path: PathBuf, config: Config, scheduler: Scheduler, client: Clie
     }
 
     let looping = tokio::spawn(run_loop(
-        Arc::clone(&engine),
-        control.clone(),
-        scores,
-        metrics.clone(),
-        config.storage.dir.clone(),
+        Loop {
+            engine: Arc::clone(&engine),
+            push,
+            outputs,
+            control: control.clone(),
+            scores,
+            metrics: metrics.clone(),
+            dir: config.storage.dir.clone(),
+            retention: config.storage.series_retention,
+        },
         stop_rx.clone(),
     ));
 
@@ -202,24 +261,54 @@ async fn serve(path: PathBuf, config: Config, scheduler: Scheduler, client: Clie
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Loads the config again and applies it; returns the new API token.
-fn reload(path: &Path, engine: &Mutex<Engine>) -> Result<Option<portent_config::Secret>> {
+fn reload(
+    path: &Path,
+    engine: &Mutex<Engine>,
+    push: &Mutex<PushBuffer>,
+    running: &Config,
+) -> Result<Option<portent_config::Secret>> {
     let (config, plan, client) = load_config(path)?;
     for w in &config.warnings {
         eprintln!("portent: warning: {w}");
     }
+    if config.source.push != running.source.push
+        && (config.source.push.is_none() != running.source.push.is_none()
+            || config.source.push.as_ref().map(|p| p.max_body_size)
+                != running.source.push.as_ref().map(|p| p.max_body_size))
+    {
+        eprintln!(
+            "portent: warning: source.push turned on or off, or its max_body_size changed: \
+             restart to apply"
+        );
+    }
+    if config.outputs != running.outputs
+        || config
+            .models
+            .iter()
+            .map(|(a, m)| (a, &m.outputs))
+            .ne(running.models.iter().map(|(a, m)| (a, &m.outputs)))
+    {
+        eprintln!("portent: warning: outputs changed: restart to apply them to remote_write");
+    }
+    let queries = push_queries(&config)?;
     let mut e = lock(engine);
     let dropped = e
         .scheduler
         .set_plan(plan)
         .context("applying the new plan")?;
-    e.client = Arc::new(client);
+    e.client = client.map(Arc::new);
+    e.push_queries = push_aliases(&config);
+    let gone = lock(push).set_queries(queries, push_limits(&config));
     if dropped > 0 {
         eprintln!("portent: reload dropped {dropped} series no longer in the config");
+    }
+    if gone > 0 {
+        eprintln!("portent: reload dropped {gone} pushed series no push query selects");
     }
     Ok(config.server.bearer_token)
 }
@@ -293,18 +382,24 @@ async fn wait_for_shutdown(_control: &Control) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Steps the scheduler when due, until told to stop.
-async fn run_loop(
+/// What the scoring loop works with.
+struct Loop {
     engine: Arc<Mutex<Engine>>,
+    push: Arc<Mutex<PushBuffer>>,
+    outputs: Arc<RemoteWriteOutputs>,
     control: Control,
     scores: Scores,
     metrics: SelfMetrics,
     dir: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) {
+    retention: Duration,
+}
+
+/// Steps the scheduler when due, until told to stop.
+async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
     let mut last_save = tokio::time::Instant::now();
+    let retention_ms = i64::try_from(l.retention.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let due = lock(&engine).scheduler.next_due();
+        let due = lock(&l.engine).scheduler.next_due();
         let wait = match due {
             Some(t) => {
                 let ms = t.millis().saturating_sub(now().millis()).max(0);
@@ -320,33 +415,54 @@ async fn run_loop(
             continue;
         }
         let handle = Handle::current();
-        let (eng, sc) = (Arc::clone(&engine), scores.clone());
+        let (eng, sc, push) = (Arc::clone(&l.engine), l.scores.clone(), Arc::clone(&l.push));
         let stepped = tokio::task::spawn_blocking(move || {
-            let mut e = lock(&eng);
-            let mut source = PullSource {
-                client: Arc::clone(&e.client),
-                handle,
+            let mut guard = lock(&eng);
+            let e = &mut *guard;
+            let mut source = Routed {
+                pull: e.client.as_ref().map(|client| PullSource {
+                    client: Arc::clone(client),
+                    handle,
+                }),
+                push: &push,
+                push_queries: &e.push_queries,
             };
-            let report = e.scheduler.step(now(), &mut source);
+            let t = now();
+            let report = e.scheduler.step(t, &mut source);
             publish(e.scheduler.store(), &sc);
-            (report, e.scheduler.store().len())
+            let pushed = {
+                let mut b = lock(&push);
+                b.expire(t.add_millis(-retention_ms));
+                (b.series_count(), b.sample_count())
+            };
+            let by_source: Vec<bool> = e
+                .scheduler
+                .plan()
+                .jobs
+                .iter()
+                .map(|j| e.push_queries.contains(&j.query))
+                .collect();
+            let tracked = e.scheduler.store().len();
+            (report, tracked, pushed, by_source, e.push_queries.clone())
         })
         .await;
-        let (report, tracked) = match stepped {
+        let (mut report, tracked, pushed, is_push, push_queries) = match stepped {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("portent: a step panicked: {e}");
                 continue;
             }
         };
-        account(&report, tracked, &metrics);
-        if report.errors.is_empty() && report.score_ticks > 0 && !control.is_ready() {
-            control.set_ready(true);
+        l.outputs.enqueue(&std::mem::take(&mut report.scores));
+        l.metrics.set_push_buffer(pushed.0, pushed.1);
+        account(&report, &is_push, &push_queries, tracked, &l.metrics);
+        if report.errors.is_empty() && report.score_ticks > 0 && !l.control.is_ready() {
+            l.control.set_ready(true);
             eprintln!("portent: ready");
         }
         if last_save.elapsed() >= SAVE_EVERY {
             last_save = tokio::time::Instant::now();
-            let (eng, dir, m) = (Arc::clone(&engine), dir.clone(), metrics.clone());
+            let (eng, dir, m) = (Arc::clone(&l.engine), l.dir.clone(), l.metrics.clone());
             match tokio::task::spawn_blocking(move || save(&eng, &dir, &m)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => eprintln!("portent: {e:#}"),
@@ -382,10 +498,26 @@ fn publish(store: &portent_engine::Store, scores: &Scores) {
     scores.retain(|k, _| keys.contains(k));
 }
 
-/// Self-metrics and logs of one step.
-fn account(report: &StepReport, tracked: usize, metrics: &SelfMetrics) {
+/// Self-metrics and logs of one step; `is_push[i]` says whether job `i` reads the push buffer.
+fn account(
+    report: &StepReport,
+    is_push: &[bool],
+    push_queries: &HashSet<String>,
+    tracked: usize,
+    metrics: &SelfMetrics,
+) {
     metrics.set_series_tracked(tracked);
-    metrics.add_samples_ingested("pull", u64::try_from(report.samples_scored).unwrap_or(0));
+    // Pushed samples are counted as they arrive (by the receiver); pulled ones when scored.
+    let pulled: usize = report
+        .samples_scored_by_job
+        .iter()
+        .zip(is_push)
+        .filter(|(_, push)| !**push)
+        .map(|(n, _)| n)
+        .sum();
+    if pulled > 0 || is_push.iter().any(|p| !p) {
+        metrics.add_samples_ingested("pull", u64::try_from(pulled).unwrap_or(0));
+    }
     // The report times all models together.
     if report.score_ticks > 0 {
         metrics.observe_score("all", report.score_time);
@@ -394,7 +526,11 @@ fn account(report: &StepReport, tracked: usize, metrics: &SelfMetrics) {
         metrics.observe_fit("all", report.fit_time);
     }
     for e in &report.errors {
-        metrics.inc_source_errors("pull");
+        metrics.inc_source_errors(if push_queries.contains(&e.query) {
+            "push"
+        } else {
+            "pull"
+        });
         eprintln!(
             "portent: {} {} query {:?}: {} (retried at the next tick)",
             e.model,
