@@ -76,6 +76,10 @@ pub enum Reason {
     Drift,
     /// The value is normal overall but not for this time of day or week.
     SeasonalityBreak,
+    /// The series became noisier than it has ever been: each value may be in range, but they
+    /// swing around the expectation more widely than before (a flapping dependency, a
+    /// retry storm, a failing disk's latency).
+    Volatility,
     /// The series stopped changing (a stuck exporter).
     Flatline,
     /// Samples stopped arriving, or arrived as NaN/Inf.
@@ -84,11 +88,12 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Spike,
         Reason::LevelShift,
         Reason::Drift,
         Reason::SeasonalityBreak,
+        Reason::Volatility,
         Reason::Flatline,
         Reason::MissingData,
     ];
@@ -100,6 +105,7 @@ impl Reason {
             Reason::LevelShift => "level_shift",
             Reason::Drift => "drift",
             Reason::SeasonalityBreak => "seasonality_break",
+            Reason::Volatility => "volatility",
             Reason::Flatline => "flatline",
             Reason::MissingData => "missing_data",
         }

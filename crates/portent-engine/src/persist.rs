@@ -10,7 +10,7 @@
 //! means rescoring those samples from the source: the scheduler reads from each series' last
 //! scored time on the first tick after a restart.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! ```text
 //! magic  "PORTENT\0"        8 bytes
@@ -44,7 +44,8 @@ pub const STATE_FILE: &str = "state.bin";
 /// The file a save writes before renaming it to [`STATE_FILE`].
 pub const TEMP_FILE: &str = "state.bin.tmp";
 const MAGIC: &[u8; 8] = b"PORTENT\0";
-const VERSION: u32 = 1;
+/// Version 2: detectors carry the volatility statistic (version 1 files predate it).
+const VERSION: u32 = 2;
 /// No record comes near this: it bounds what a corrupt length can make a load allocate.
 const MAX_RECORD: u32 = 1 << 20;
 
@@ -475,14 +476,14 @@ mod tests {
             load_file(&bad).unwrap_err().to_string(),
             format!("state {}: not a portent state file", bad.display())
         );
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        fs::write(&bad, &v2).unwrap();
+        let mut other = good.clone();
+        other[8] = 1;
+        fs::write(&bad, &other).unwrap();
         assert!(
             load_file(&bad)
                 .unwrap_err()
                 .to_string()
-                .ends_with("format version 2, this portent reads version 1")
+                .ends_with("format version 1, this portent reads version 2")
         );
         fs::write(&bad, &good[..good.len() - 10]).unwrap();
         assert!(

@@ -108,6 +108,35 @@ fn load_config(path: &Path) -> Result<(Config, Plan, Option<Client>)> {
     Ok((config, plan, client))
 }
 
+/// The saved state, if any. A state another version of portent wrote is moved aside (kept as
+/// `state.bin.vN` for a downgrade) and portent starts fresh: series are refitted from the
+/// source's history at their first tick, so nothing is lost but the time that takes. Any other
+/// unreadable state stops portent, since starting fresh over it would discard it.
+fn load_state(dir: &Path) -> Result<Option<portent_engine::Store>> {
+    match portent_engine::load(dir) {
+        Ok(s) => Ok(s),
+        Err(portent_engine::PersistError::Version { path, found }) => {
+            let aside = path.with_extension(format!("bin.v{found}"));
+            std::fs::rename(&path, &aside).with_context(|| {
+                format!(
+                    "moving {} (format version {found}) aside to {}",
+                    path.display(),
+                    aside.display()
+                )
+            })?;
+            eprintln!(
+                "portent: warning: {} was written by another version of portent (format \
+                 {found}); kept as {}, starting fresh: series are refitted from the source's \
+                 history",
+                path.display(),
+                aside.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("loading the state in {}", dir.display())),
+    }
+}
+
 /// Runs `portent serve`.
 pub(crate) fn run(args: &Args) -> Result<()> {
     let (config, plan, client) = load_config(&args.config)?;
@@ -115,9 +144,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         eprintln!("portent: warning: {w}");
     }
     let dir = config.storage.dir.clone();
-    let scheduler = match portent_engine::load(&dir)
-        .with_context(|| format!("loading the state in {}", dir.display()))?
-    {
+    let scheduler = match load_state(&dir)? {
         Some(store) => {
             let n = store.len();
             let (s, dropped) = Scheduler::with_store(plan, store)?;
@@ -538,5 +565,30 @@ fn account(
             e.query,
             e.message
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_of_another_version_is_kept_aside_and_portent_starts_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = portent_engine::save(&portent_engine::Store::new(), dir.path()).unwrap();
+        let mut bytes = std::fs::read(&stats.path).unwrap();
+        bytes[8] = 1; // the version field, after the 8-byte magic
+        std::fs::write(&stats.path, &bytes).unwrap();
+        assert!(load_state(dir.path()).unwrap().is_none());
+        assert!(!stats.path.exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("state.bin.v1")).unwrap(),
+            bytes
+        );
+        // Anything else unreadable stops portent rather than being discarded.
+        std::fs::write(&stats.path, b"not a state file").unwrap();
+        let e = format!("{:#}", load_state(dir.path()).unwrap_err());
+        assert!(e.contains("not a portent state file"), "{e}");
+        assert!(stats.path.exists());
     }
 }
