@@ -27,3 +27,4 @@
 
 pub mod nab;
 pub mod replay;
+pub mod sim;

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use portent_config::parse_duration;
 use portent_engine::RefitPolicy;
 use portent_eval::nab::{self, Corpus, Profile, Sweep};
 use portent_eval::replay::{anomaly_scores, replay_corpus};
+use portent_eval::sim::{self, SimEvalConfig};
 use portent_models::DetectorConfig;
+use std::time::Duration;
 
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
@@ -16,6 +19,30 @@ pub(crate) enum Command {
     /// The Numenta Anomaly Benchmark: replay all files causally, write NAB's results layout,
     /// and score it by NAB's rules.
     Nab(NabArgs),
+    /// The simulated cluster's incident scenarios: detected or not, detection delay and false
+    /// alarms, for the univariate and multivariate models against static thresholds.
+    Sim(SimArgs),
+}
+
+/// Options of `portent eval sim`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SimArgs {
+    /// Seeds the cluster and the multivariate models: the same seed gives the same report.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Simulated days from Monday 2024-01-01; the first two are warm-up, then the default
+    /// scenarios that end within this span run (3 days: 2 scenarios, 5: all 7).
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Time between samples (e.g. 1m, 5m): coarser is faster.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    step: Duration,
+    /// Print the results as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Do not report progress on standard error.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// Options of `portent eval nab`.
@@ -49,7 +76,48 @@ const DETECTOR: &str = "portent";
 pub(crate) fn run(cmd: &Command) -> anyhow::Result<()> {
     match cmd {
         Command::Nab(args) => nab_run(args),
+        Command::Sim(args) => sim_run(args),
     }
+}
+
+fn sim_run(args: &SimArgs) -> anyhow::Result<()> {
+    if args.days < 3 {
+        bail!(
+            "--days {}: must be at least 3 (two warm-up days, then the scenarios)",
+            args.days
+        );
+    }
+    if args.step < Duration::from_secs(1) || args.step > Duration::from_secs(3600) {
+        bail!("--step {:?}: must be between 1s and 1h", args.step);
+    }
+    let mut config = SimEvalConfig::new(args.seed, args.days);
+    config.sim.step = args.step;
+    let started = std::time::Instant::now();
+    let quiet = args.quiet;
+    let report = sim::run(&config, &|phase| {
+        if !quiet {
+            eprintln!("[{:>6.1?}] {phase}", started.elapsed());
+        }
+    })?;
+    let elapsed = started.elapsed();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "portent eval sim: seed {}, {} days at {:?} steps, {} scenarios, {} entities, {} series, \
+         {:.1?}",
+        args.seed,
+        args.days,
+        args.step,
+        report.scenarios.len(),
+        report.entities,
+        report.series,
+        elapsed
+    )?;
+    write!(out, "{}", report.table())?;
+    if args.json {
+        writeln!(out, "{}", report.to_json_line())?;
+    }
+    Ok(())
 }
 
 fn nab_run(args: &NabArgs) -> anyhow::Result<()> {
