@@ -1341,15 +1341,8 @@ impl SimReport {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>6} {:>9} {:>11} {:>12} {:>8} {:>8}  {}",
-            "scenario",
-            "length",
-            "portent",
-            "univariate",
-            "multivariate",
-            "static",
-            "top",
-            "first alert"
+            "{:<20} {:>6} {:>9} {:>11} {:>12} {:>8} {:>8}  first alert",
+            "scenario", "length", "portent", "univariate", "multivariate", "static", "top",
         );
         for s in &self.scenarios {
             let _ = writeln!(
