@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Proc, free_port, get, require, serve_target, start_prometheus, until};
+use common::{Proc, free_port, get, require, serve_target, start_portent, start_prometheus, until};
 
 /// A webhook receiver: every POST body it gets, in order.
 fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -172,14 +172,7 @@ scrape_configs:
     );
 
     let log = dir.path().join("portent.log");
-    let portent = Proc::spawn(
-        {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_portent"));
-            c.arg("serve").arg(&config);
-            c
-        },
-        &log,
-    );
+    let portent = start_portent(&config, &log);
     let logs = || {
         format!(
             "--- portent ---\n{}\n--- prometheus ---\n{}\n--- webhook ---\n{:?}",

@@ -10,10 +10,10 @@
 
 mod common;
 
-use common::{Proc, free_port, get, require, until};
+use common::{Proc, free_port, get, require, start_portent, until};
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -21,39 +21,7 @@ use std::time::Duration;
 /// Serves `test_gauge{kind="demo"}` (around 100, with noise) and `other_gauge` (which no
 /// query selects) on `/metrics`; returns the port.
 fn serve_target() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let noise = (x >> 11) as f64 / (1u64 << 53) as f64 * 10.0 - 5.0;
-            let body = format!(
-                "# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {}\n\
-                 # TYPE other_gauge gauge\nother_gauge 1\n",
-                100.0 + noise
-            );
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
+    common::serve_target_with("# TYPE other_gauge gauge\nother_gauge 1\n").port
 }
 
 /// Prometheus scraping `target` every second and remote_writing everything to portent on
@@ -123,12 +91,6 @@ storage:
     )
     .unwrap();
     path
-}
-
-fn start_portent(config: &Path, log: &Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
-    cmd.arg("serve").arg(config);
-    Proc::spawn(cmd, log)
 }
 
 /// The exposed `portent_anomaly_score` of the gauge.

@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::{Proc, free_port, get, require, serve_target, until};
+use common::{Proc, free_port, get, require, serve_target, start_portent, until};
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Prometheus on `port` scraping `target` every second, its data in `dir`.
@@ -21,12 +20,6 @@ fn start_prometheus(bin: &Path, port: u16, target: u16, dir: &Path) -> Proc {
          target\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
     );
     common::start_prometheus(bin, port, dir, &config, &[])
-}
-
-fn start_portent(config: &Path, log: &Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
-    cmd.arg("serve").arg(config);
-    Proc::spawn(cmd, log)
 }
 
 /// The exposed `portent_anomaly_score` of the gauge, with its `query` and `model` labels.

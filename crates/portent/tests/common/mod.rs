@@ -168,6 +168,11 @@ pub struct Target {
 }
 
 pub fn serve_target() -> Target {
+    serve_target_with("")
+}
+
+/// [`serve_target`], with `extra` (exposition lines, each ending in a newline) after the gauge.
+pub fn serve_target_with(extra: &'static str) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let jump = Arc::new(AtomicU64::new(0));
@@ -196,7 +201,8 @@ pub fn serve_target() -> Target {
             } else {
                 100.0 + noise
             };
-            let body = format!("# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {value}\n");
+            let body =
+                format!("# TYPE test_gauge gauge\ntest_gauge{{kind=\"demo\"}} {value}\n{extra}");
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
@@ -262,4 +268,11 @@ storage:
     )
     .unwrap();
     path
+}
+
+/// `portent serve CONFIG` as a child process, its output in `log`.
+pub fn start_portent(config: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
+    cmd.arg("serve").arg(config);
+    Proc::spawn(cmd, log)
 }
