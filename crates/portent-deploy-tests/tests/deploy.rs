@@ -550,14 +550,13 @@ fn dashboard_promql_parses() {
         .as_array()
         .expect("templating variables")
     {
-        if let Some(q) = v["query"]["query"].as_str().or(v["query"].as_str()) {
-            if let Some(inner) = q
+        if let Some(q) = v["query"]["query"].as_str().or(v["query"].as_str())
+            && let Some((selector, _label)) = q
                 .strip_prefix("label_values(")
                 .and_then(|s| s.strip_suffix(')'))
                 .and_then(|s| s.rsplit_once(','))
-            {
-                parse_promql(&substitute_grafana_variables(inner.0), "variable");
-            }
+        {
+            parse_promql(&substitute_grafana_variables(selector), "variable");
         }
     }
 }
