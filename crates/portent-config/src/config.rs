@@ -80,6 +80,8 @@ pub struct Config {
     pub server: Server,
     /// Persistent state.
     pub storage: Storage,
+    /// Grouping anomalies into incidents, and where incidents are sent.
+    pub incidents: Incidents,
     /// Things that are allowed but probably not meant (an unused query, TLS verification
     /// off), each starting with its key path.
     pub warnings: Vec<String>,
@@ -289,6 +291,92 @@ pub struct Storage {
     pub dir: PathBuf,
     /// A series unseen this long is forgotten, state and all.
     pub series_retention: Duration,
+}
+
+/// Incidents: anomalies that overlap in time and share topology, grouped, ranked and sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incidents {
+    /// Whether anomalies are grouped into incidents at all.
+    pub enabled: bool,
+    /// How long an incident stays anomalous before it fires and notifies.
+    pub hold: Duration,
+    /// The longest quiet stretch that still counts as overlapping in time.
+    pub gap: Duration,
+    /// How long without anomalies before an incident resolves.
+    pub resolve_after: Duration,
+    /// How long a resolved incident is kept.
+    pub retention: Duration,
+    /// The most open incidents.
+    pub max_open: usize,
+    /// The most series in one incident.
+    pub max_series: usize,
+    /// Whether anomalies sharing only a namespace belong together.
+    pub group_by_namespace: bool,
+    /// The label keys that carry topology.
+    pub labels: TopologyLabels,
+    /// portent's address as users reach it (`http://portent.monitoring:9099`), for links in
+    /// notifications; `None` links to `server.listen`.
+    pub external_url: Option<Url>,
+    /// How often Alertmanager silences are read as feedback.
+    pub silences_every: Duration,
+    /// Alertmanagers to post incidents to (API v2).
+    pub alertmanager: Vec<AlertmanagerNotify>,
+    /// Slack incoming webhooks.
+    pub slack: Vec<SlackNotify>,
+    /// Generic JSON webhooks.
+    pub webhook: Vec<WebhookNotify>,
+}
+
+/// The label keys that carry topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyLabels {
+    /// The namespace label.
+    pub namespace: String,
+    /// The service label.
+    pub service: String,
+    /// The workload label.
+    pub deployment: String,
+    /// The pod label.
+    pub pod: String,
+    /// The node label.
+    pub node: String,
+}
+
+/// An Alertmanager incidents are posted to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertmanagerNotify {
+    /// Its base URL (`http://alertmanager:9093`).
+    pub url: Url,
+    /// Extra labels on every alert (default `severity: warning`).
+    pub labels: BTreeMap<String, String>,
+    /// The `runbook_url` annotation; `{incident}` is replaced by the incident's ID.
+    pub runbook_url: Option<String>,
+    /// How often a firing alert is re-posted.
+    pub resend_every: Duration,
+    /// Extra request headers (a tenant header for Mimir's Alertmanager).
+    pub headers: BTreeMap<String, String>,
+    /// A bearer token, for an Alertmanager behind an authenticating proxy.
+    pub bearer_token: Option<Secret>,
+    /// Whether its silences on portent's alerts count as false-positive feedback.
+    pub read_silences: bool,
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlackNotify {
+    /// The webhook URL: a secret, from `webhook_url`, `webhook_url_file` or `webhook_url_env`.
+    pub webhook_url: Secret,
+}
+
+/// A generic JSON webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookNotify {
+    /// Where to POST.
+    pub url: Url,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// A bearer token, sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<Secret>,
 }
 
 impl Config {

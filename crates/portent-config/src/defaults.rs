@@ -78,3 +78,36 @@ pub const PUSH_MAX_SAMPLES: u64 = 16 * 1024 * 1024;
 pub const STORAGE_DIR: &str = "data";
 /// `storage.series_retention`: a series unseen this long is dropped with its state.
 pub const SERIES_RETENTION: Duration = Duration::from_secs(86_400);
+
+/// `incidents.enabled`: anomalies are grouped into incidents (served at `/api/v1/incidents`)
+/// unless turned off.
+pub const INCIDENTS_ENABLED: bool = true;
+/// `incidents.hold`: how long an incident stays anomalous before it fires (and notifies), as a
+/// Prometheus rule's `for`.
+pub const INCIDENT_HOLD: Duration = Duration::from_secs(120);
+/// `incidents.gap`: the longest quiet stretch that still counts as overlapping in time.
+pub const INCIDENT_GAP: Duration = Duration::from_secs(600);
+/// `incidents.resolve_after`: how long without anomalies before an incident resolves.
+pub const INCIDENT_RESOLVE_AFTER: Duration = Duration::from_secs(600);
+/// `incidents.retention`: how long a resolved incident is kept (and served).
+pub const INCIDENT_RETENTION: Duration = Duration::from_secs(86_400);
+/// `incidents.max_open`: the most open incidents; further anomalies are counted and dropped.
+pub const INCIDENT_MAX_OPEN: usize = 1000;
+/// `incidents.max_series`: the most series in one incident.
+pub const INCIDENT_MAX_SERIES: usize = 200;
+/// `incidents.group_by_namespace`: anomalies sharing only a namespace belong together.
+pub const INCIDENT_GROUP_BY_NAMESPACE: bool = true;
+/// `incidents.labels.*`: the label keys that carry topology (Kubernetes and
+/// kube-state-metrics names).
+pub const TOPOLOGY_LABELS: [(&str, &str); 5] = [
+    ("namespace", "namespace"),
+    ("service", "service"),
+    ("deployment", "deployment"),
+    ("pod", "pod"),
+    ("node", "node"),
+];
+/// `incidents.silences_every`: how often Alertmanager silences are read as feedback.
+pub const SILENCES_EVERY: Duration = Duration::from_secs(60);
+/// `incidents.notify.alertmanager[].resend_every`: how often a firing alert is re-posted, as
+/// Prometheus does (`endsAt` is 4 times this ahead).
+pub const ALERTMANAGER_RESEND_EVERY: Duration = Duration::from_secs(60);

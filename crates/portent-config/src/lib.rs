@@ -12,8 +12,9 @@ mod validate;
 use std::path::Path;
 
 pub use config::{
-    Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Model, ModelKind, Output, Pull, Push,
-    Query, QuerySource, Retries, Schedule, Server, Source, Storage, Tls,
+    AlertmanagerNotify, Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Incidents, Model,
+    ModelKind, Output, Pull, Push, Query, QuerySource, Retries, Schedule, Server, SlackNotify,
+    Source, Storage, Tls, TopologyLabels, WebhookNotify,
 };
 pub use error::{ConfigError, Location};
 pub use secret::Secret;

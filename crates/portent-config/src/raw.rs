@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub(crate) outputs: Option<BTreeMap<String, RawOutput>>,
     pub(crate) server: Option<RawServer>,
     pub(crate) storage: Option<RawStorage>,
+    pub(crate) incidents: Option<RawIncidents>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,4 +174,71 @@ pub(crate) struct RawServer {
 pub(crate) struct RawStorage {
     pub(crate) dir: Option<String>,
     pub(crate) series_retention: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIncidents {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) hold: Option<RawDuration>,
+    pub(crate) gap: Option<RawDuration>,
+    pub(crate) resolve_after: Option<RawDuration>,
+    pub(crate) retention: Option<RawDuration>,
+    pub(crate) max_open: Option<usize>,
+    pub(crate) max_series: Option<usize>,
+    pub(crate) group_by_namespace: Option<bool>,
+    pub(crate) labels: Option<RawTopologyLabels>,
+    pub(crate) external_url: Option<String>,
+    pub(crate) silences_every: Option<RawDuration>,
+    pub(crate) notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTopologyLabels {
+    pub(crate) namespace: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) deployment: Option<String>,
+    pub(crate) pod: Option<String>,
+    pub(crate) node: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotify {
+    pub(crate) alertmanager: Option<Vec<RawAlertmanager>>,
+    pub(crate) slack: Option<Vec<RawSlack>>,
+    pub(crate) webhook: Option<Vec<RawWebhook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlertmanager {
+    pub(crate) url: String,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+    pub(crate) runbook_url: Option<String>,
+    pub(crate) resend_every: Option<RawDuration>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
+    pub(crate) read_silences: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSlack {
+    pub(crate) webhook_url: Option<String>,
+    pub(crate) webhook_url_file: Option<String>,
+    pub(crate) webhook_url_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub(crate) url: String,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
 }

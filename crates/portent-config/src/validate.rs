@@ -19,6 +19,8 @@ use crate::raw::{
 use crate::units::{RawDuration, format_duration};
 use crate::{ConfigError, Secret, defaults, promql};
 
+mod incidents;
+
 type Result<T> = std::result::Result<T, ConfigError>;
 
 /// A fit must see at least this many steps of a query to learn anything.
@@ -58,6 +60,7 @@ pub(crate) fn validate(
     v.unused("outputs", "output", &outputs, &models, |m| &m.outputs);
     let server = v.server(raw.server.unwrap_or_default())?;
     let storage = v.storage(raw.storage.unwrap_or_default())?;
+    let incidents = v.incidents(raw.incidents.unwrap_or_default())?;
     Ok(Config {
         source,
         queries,
@@ -66,6 +69,7 @@ pub(crate) fn validate(
         outputs,
         server,
         storage,
+        incidents,
         warnings: v.warnings,
     })
 }

@@ -116,6 +116,10 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.server.bearer_token, None);
     assert_eq!(c.storage.dir, Path::new("testdata/data"));
     assert_eq!(c.storage.series_retention, defaults::SERIES_RETENTION);
+    assert!(c.incidents.enabled);
+    assert_eq!(c.incidents.hold, defaults::INCIDENT_HOLD);
+    assert_eq!(c.incidents.labels.pod, "pod");
+    assert!(c.incidents.alertmanager.is_empty() && c.incidents.slack.is_empty());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -128,6 +132,30 @@ fn full_config_keeps_every_value() {
     };
     assert_eq!(token.expose(), "prom-token", "file secrets are trimmed");
     assert_eq!(pull.endpoint.headers["X-Scope-OrgID"], "team-a");
+    let inc = &c.incidents;
+    assert_eq!(
+        (inc.hold, inc.gap, inc.max_open, inc.group_by_namespace),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+            500,
+            false
+        )
+    );
+    assert_eq!(
+        (inc.labels.node.as_str(), inc.labels.pod.as_str()),
+        ("instance", "pod")
+    );
+    let am = &inc.alertmanager[0];
+    assert_eq!(am.labels["team"], "sre");
+    assert!(am.read_silences);
+    assert_eq!(am.resend_every, Duration::from_secs(120));
+    assert_eq!(am.bearer_token.as_ref().unwrap().expose(), "api-token");
+    assert!(inc.slack[0].webhook_url.expose().ends_with("/hunter2"));
+    assert_eq!(
+        inc.webhook[0].bearer_token.as_ref().unwrap().expose(),
+        "api-token-from-env"
+    );
     let tls = &pull.endpoint.tls;
     assert_eq!(
         tls.ca_file.as_deref(),
@@ -311,6 +339,31 @@ fn readme_quotes_the_defaults() {
         ),
         ("storage.dir", defaults::STORAGE_DIR.to_owned()),
         ("storage.series_retention", fmt(defaults::SERIES_RETENTION)),
+        ("incidents.enabled", defaults::INCIDENTS_ENABLED.to_string()),
+        ("incidents.hold", fmt(defaults::INCIDENT_HOLD)),
+        ("incidents.gap", fmt(defaults::INCIDENT_GAP)),
+        (
+            "incidents.resolve_after",
+            fmt(defaults::INCIDENT_RESOLVE_AFTER),
+        ),
+        ("incidents.retention", fmt(defaults::INCIDENT_RETENTION)),
+        (
+            "incidents.max_open",
+            defaults::INCIDENT_MAX_OPEN.to_string(),
+        ),
+        (
+            "incidents.max_series",
+            defaults::INCIDENT_MAX_SERIES.to_string(),
+        ),
+        (
+            "incidents.group_by_namespace",
+            defaults::INCIDENT_GROUP_BY_NAMESPACE.to_string(),
+        ),
+        ("incidents.silences_every", fmt(defaults::SILENCES_EVERY)),
+        (
+            "incidents.notify.alertmanager[].resend_every",
+            fmt(defaults::ALERTMANAGER_RESEND_EVERY),
+        ),
     ] {
         let row = row(key);
         assert!(
