@@ -82,7 +82,7 @@ pub enum Verdict {
 }
 
 /// One series over a time window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeriesWindow {
     /// The series.
     pub labels: Labels,
@@ -94,6 +94,11 @@ pub struct SeriesWindow {
     pub from: Timestamp,
     /// The window's end (inclusive).
     pub to: Timestamp,
+    /// The largest deviation (in half band widths) the series showed in the window, when
+    /// known (a verdict on an incident knows it): anomalies of the series no larger than this
+    /// are the same pattern, and a false positive keeps them from paging again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_deviation: Option<f64>,
 }
 
 impl SeriesWindow {
@@ -117,7 +122,7 @@ pub enum Source {
 }
 
 /// One stored verdict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Feedback {
     /// `fb-1`, `fb-2`, … in the order given.
     pub id: String,
@@ -146,6 +151,11 @@ pub struct ThresholdRule {
     pub cap: f64,
     /// The half-life of a raise (7 days).
     pub half_life: Duration,
+    /// How much larger than a false positive's peak an anomaly may deviate and still be the
+    /// same pattern (1.25: a quarter larger).
+    pub pattern_tolerance: f64,
+    /// How long a false positive's pattern is remembered (30 days).
+    pub pattern_memory: Duration,
 }
 
 impl Default for ThresholdRule {
@@ -154,6 +164,8 @@ impl Default for ThresholdRule {
             step: 0.05,
             cap: 0.15,
             half_life: Duration::from_secs(7 * 24 * 3600),
+            pattern_tolerance: 1.25,
+            pattern_memory: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -291,6 +303,7 @@ impl FeedbackStore {
                 model: m.model.clone(),
                 from: m.onset,
                 to: m.last,
+                peak_deviation: Some(m.deviation()).filter(|d| d.is_finite()),
             })
             .collect();
         self.push(Feedback {
@@ -360,6 +373,29 @@ impl FeedbackStore {
             })
             .sum();
         total.min(self.rule.cap)
+    }
+
+    /// Whether an anomaly of this series deviating `deviation` half band widths at `now`
+    /// repeats a pattern an operator called a false positive: a false positive on the same
+    /// series (labels, query and model) whose peak deviated at least `deviation /`
+    /// [`ThresholdRule::pattern_tolerance`], given within [`ThresholdRule::pattern_memory`].
+    /// Anything larger is a new pattern and pages as usual.
+    pub fn is_known_pattern(
+        &self,
+        labels: &Labels,
+        query: &str,
+        model: &str,
+        deviation: f64,
+        now: Timestamp,
+    ) -> bool {
+        let memory = i64::try_from(self.rule.pattern_memory.as_millis()).unwrap_or(i64::MAX);
+        self.entries
+            .iter()
+            .filter(|f| f.verdict == Verdict::FalsePositive && now.millis_since(f.at) <= memory)
+            .flat_map(|f| f.windows.iter())
+            .filter(|w| &w.labels == labels && w.query == query && w.model == model)
+            .filter_map(|w| w.peak_deviation)
+            .any(|peak| deviation <= peak * self.rule.pattern_tolerance)
     }
 
     /// Takes active portent silences as false positives on their incidents; `lookup` finds an

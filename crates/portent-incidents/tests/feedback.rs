@@ -42,6 +42,17 @@ fn a_false_positive_excludes_its_windows_and_raises_thresholds() {
         "before the pod's onset"
     );
 
+    // The same pattern on the same series is known; a larger one, another series, or a
+    // pattern forgotten after 30 days is not.
+    let member = inc.members.iter().find(|m| m.labels == node()).unwrap();
+    let (q, m, peak) = (&member.query, &member.model, member.deviation());
+    assert!(store.is_known_pattern(&node(), q, m, peak, at(30)));
+    assert!(store.is_known_pattern(&node(), q, m, peak * 1.2, at(30)));
+    assert!(!store.is_known_pattern(&node(), q, m, peak * 1.3, at(30)));
+    assert!(!store.is_known_pattern(&node(), q, "other", peak, at(30)));
+    assert!(!store.is_known_pattern(&common::unrelated(), q, m, 0.1, at(30)));
+    assert!(!store.is_known_pattern(&node(), q, m, peak, at(20).add_millis(31 * DAY)));
+
     // +0.05 per false positive, halving weekly, capped at 0.15.
     let now = at(20);
     assert!((store.threshold_raise(&node(), now) - 0.05).abs() < 1e-12);
@@ -62,6 +73,7 @@ fn a_false_positive_excludes_its_windows_and_raises_thresholds() {
         model: "m".into(),
         from: at(3),
         to: at(12),
+        peak_deviation: None,
     };
     store
         .mark_anomaly(w, Verdict::Confirmed, "bob", at(21), None)

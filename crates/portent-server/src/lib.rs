@@ -47,10 +47,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod incidents;
 mod routes;
 mod scores;
 mod telemetry;
 
+pub use incidents::{Hub, api_router};
 pub use routes::{
     Control, OPENMETRICS_CONTENT_TYPE, ReloadError, Reloader, control_router, metrics_router,
     router,

@@ -123,6 +123,15 @@ impl Control {
         &self.inner.reloader
     }
 
+    /// Checks `Authorization: Bearer …` against `server.bearer_token`, for a route that
+    /// changes state: `None` when it matches, else the answer to give (401, or 403 without a
+    /// token configured).
+    pub fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        self.authorize(headers)
+            .err()
+            .map(IntoResponse::into_response)
+    }
+
     /// Checks `Authorization: Bearer …` against the configured token.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let token = self

@@ -1,0 +1,497 @@
+//! Incidents in the daemon: the [`Hub`] the scoring loop feeds and the HTTP API reads, and the
+//! API's routes ([`api_router`]), described by an OpenAPI document at
+//! `GET /api/v1/openapi.json`.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /api/v1/incidents` | incidents kept, newest first; `?state=firing` (or `pending`, `resolved`, `open`) filters |
+//! | `GET /api/v1/incidents/{id}` | one incident: its evidence pack, the deterministic explanation, its feedback |
+//! | `GET /api/v1/incidents/{id}/evidence` | the evidence pack alone, as explainers read it |
+//! | `POST /api/v1/incidents/{id}/feedback` | `{"verdict": "false_positive" \| "confirmed", "by": …, "note": …}`; bearer token |
+//! | `POST /api/v1/feedback` | a verdict on one anomaly: a series (`labels`, `query`, `model`) over `from`..`to`; bearer token |
+//! | `GET /api/v1/feedback` | every verdict, oldest first |
+//! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 |
+//!
+//! A false positive excludes its window from the series' training and raises the series'
+//! threshold ([`portent_incidents::feedback`] explains the rule): the hub applies the raise when
+//! it takes anomalies in, and hands the windows to the scheduler through [`Hub::exclusions`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use portent_core::{Labels, Score, Timestamp};
+use portent_incidents::feedback::{Feedback, FeedbackError, FeedbackStore, SeriesWindow, Verdict};
+use portent_incidents::notify::Silence;
+use portent_incidents::{
+    Anomaly, Correlator, CorrelatorConfig, Counters, EvidencePack, IncidentId, PackConfig,
+    State as IncidentState,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Control;
+
+/// The OpenAPI document of [`api_router`].
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The most bytes of a feedback request body.
+const MAX_FEEDBACK_BODY: usize = 64 * 1024;
+
+/// The correlator, the feedback store and the clock they share; cloning shares them.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    correlator: Correlator,
+    feedback: FeedbackStore,
+    pack: PackConfig,
+    now: Timestamp,
+}
+
+/// What one [`Hub::observe`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Anomalies taken in (at or above their threshold).
+    pub anomalies: usize,
+    /// Samples at or above the model's threshold held back by feedback: below it once the
+    /// series' raise is added, or a pattern an operator called a false positive.
+    pub held_back_by_feedback: usize,
+}
+
+/// One scored sample offered to the hub, with its model's alerting threshold.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// The sample, its series and aliases.
+    pub anomaly: Anomaly,
+    /// The model's `threshold`.
+    pub threshold: Score,
+}
+
+impl Hub {
+    /// A hub with no incidents, keeping feedback in `feedback`.
+    pub fn new(config: CorrelatorConfig, feedback: FeedbackStore, pack: PackConfig) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                correlator: Correlator::new(config),
+                feedback,
+                pack,
+                now: Timestamp::from_millis(i64::MIN),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes in one step's samples (any order; they are taken in time order) and moves the
+    /// clock to `now`. A sample counts when its score reaches its model's threshold plus the
+    /// series' raise from false-positive feedback (capped at 1), unless it repeats a pattern
+    /// marked a false positive ([`FeedbackStore::is_known_pattern`]).
+    pub fn observe(
+        &self,
+        candidates: impl IntoIterator<Item = Candidate>,
+        now: Timestamp,
+    ) -> Observed {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut seen = Observed::default();
+        let mut kept: Vec<Anomaly> = Vec::new();
+        for c in candidates {
+            let score = c.anomaly.scored.score.get();
+            if score < c.threshold.get() {
+                continue;
+            }
+            let a = &c.anomaly;
+            let raise = inner.feedback.threshold_raise(&a.labels, a.scored.t);
+            let raised = raise > 0.0 && score < (c.threshold.get() + raise).min(1.0);
+            if raised
+                || inner.feedback.is_known_pattern(
+                    &a.labels,
+                    &a.query,
+                    &a.model,
+                    a.deviation(),
+                    a.scored.t,
+                )
+            {
+                seen.held_back_by_feedback += 1;
+                continue;
+            }
+            kept.push(c.anomaly);
+        }
+        kept.sort_by_key(|a| a.scored.t);
+        for a in &kept {
+            if inner.correlator.observe(a).is_some() {
+                seen.anomalies += 1;
+            }
+        }
+        inner.correlator.advance(now);
+        inner.now = inner.now.max(now);
+        seen
+    }
+
+    /// The clock: the latest step's time.
+    pub fn now(&self) -> Timestamp {
+        self.lock().now
+    }
+
+    /// The evidence pack of every incident kept, oldest onset first: what the notifier sends.
+    pub fn packs(&self) -> Vec<EvidencePack> {
+        let inner = self.lock();
+        let topology = &inner.correlator.config().topology;
+        inner
+            .correlator
+            .incidents()
+            .iter()
+            .map(|i| EvidencePack::build(i, topology, &inner.pack))
+            .collect()
+    }
+
+    /// The evidence pack of incident `id`.
+    pub fn pack(&self, id: &str) -> Option<EvidencePack> {
+        let inner = self.lock();
+        let incident = inner.correlator.incident(&IncidentId(id.to_owned()))?;
+        Some(EvidencePack::build(
+            incident,
+            &inner.correlator.config().topology,
+            &inner.pack,
+        ))
+    }
+
+    /// How many incidents are in each state.
+    pub fn counts(&self) -> BTreeMap<IncidentState, usize> {
+        let mut counts = BTreeMap::from([
+            (IncidentState::Pending, 0),
+            (IncidentState::Firing, 0),
+            (IncidentState::Resolved, 0),
+        ]);
+        for i in self.lock().correlator.incidents() {
+            *counts.entry(i.state).or_default() += 1;
+        }
+        counts
+    }
+
+    /// What the correlator had to leave out so far.
+    pub fn counters(&self) -> Counters {
+        self.lock().correlator.counters()
+    }
+
+    /// Records a verdict on incident `id`, at the hub's clock.
+    pub fn mark_incident(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Feedback, FeedbackError> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(incident) = inner.correlator.incident(&IncidentId(id.to_owned())) else {
+            return Err(FeedbackError::UnknownIncident(id.to_owned()));
+        };
+        inner
+            .feedback
+            .mark_incident(incident, verdict, by, inner.now, note)
+            .cloned()
+    }
+
+    /// Records a verdict on one series over a window, at the hub's clock.
+    pub fn mark_anomaly(
+        &self,
+        window: SeriesWindow,
+        verdict: Verdict,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Feedback, FeedbackError> {
+        let mut inner = self.lock();
+        let now = inner.now;
+        inner
+            .feedback
+            .mark_anomaly(window, verdict, by, now, note)
+            .cloned()
+    }
+
+    /// Every verdict, oldest first.
+    pub fn feedback(&self) -> Vec<Feedback> {
+        self.lock().feedback.entries().to_vec()
+    }
+
+    /// The windows false positives keep out of training.
+    pub fn exclusions(&self) -> Vec<SeriesWindow> {
+        self.lock().feedback.exclusions().cloned().collect()
+    }
+
+    /// Takes Alertmanager silences on portent's alerts as false positives; returns how many
+    /// were new.
+    pub fn apply_silences(&self, silences: &[Silence]) -> Result<usize, FeedbackError> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let correlator = &inner.correlator;
+        let report = inner
+            .feedback
+            .apply_silences(silences, |id| correlator.incident(id))?;
+        Ok(report.applied)
+    }
+}
+
+/// The incidents API on `hub`; the POST routes need `control`'s bearer token.
+pub fn api_router(hub: Hub, control: Control) -> Router {
+    Router::new()
+        .route("/api/v1/incidents", get(list))
+        .route("/api/v1/incidents/{id}", get(one))
+        .route("/api/v1/incidents/{id}/evidence", get(evidence))
+        .route("/api/v1/incidents/{id}/feedback", post(incident_feedback))
+        .route("/api/v1/feedback", get(all_feedback).post(anomaly_feedback))
+        .route("/api/v1/openapi.json", get(openapi))
+        .with_state(Api { hub, control })
+}
+
+#[derive(Clone)]
+struct Api {
+    hub: Hub,
+    control: Control,
+}
+
+/// An error answer: `{"error": "…"}` with a status.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+/// One line of the incident list.
+#[derive(Serialize)]
+struct Summary<'a> {
+    id: &'a str,
+    state: IncidentState,
+    started_at: &'a portent_incidents::pack::At,
+    fired_at: Option<&'a portent_incidents::pack::At>,
+    resolved_at: Option<&'a portent_incidents::pack::At>,
+    last_anomaly_at: &'a portent_incidents::pack::At,
+    series: usize,
+    scope: &'a portent_incidents::pack::Scope,
+    /// The top root-cause candidate's series, reason and evidence ID.
+    top_cause: Option<TopCause<'a>>,
+}
+
+#[derive(Serialize)]
+struct TopCause<'a> {
+    evidence_id: &'a str,
+    series: &'a str,
+    reason: Option<portent_core::Reason>,
+}
+
+fn summary(p: &EvidencePack) -> Summary<'_> {
+    let top_cause = p.candidates.first().and_then(|c| {
+        p.series
+            .iter()
+            .find(|s| s.id == c.evidence_id)
+            .map(|s| TopCause {
+                evidence_id: &s.id,
+                series: &s.series,
+                reason: s.reason,
+            })
+    });
+    Summary {
+        id: &p.incident.id,
+        state: p.incident.state,
+        started_at: &p.incident.started_at,
+        fired_at: p.incident.fired_at.as_ref(),
+        resolved_at: p.incident.resolved_at.as_ref(),
+        last_anomaly_at: &p.incident.last_anomaly_at,
+        series: p.incident.series_total,
+        scope: &p.scope,
+        top_cause,
+    }
+}
+
+async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    let filter: Option<fn(IncidentState) -> bool> = match q.state.as_deref() {
+        None | Some("") => None,
+        Some("pending") => Some(|s| s == IncidentState::Pending),
+        Some("firing") => Some(|s| s == IncidentState::Firing),
+        Some("resolved") => Some(|s| s == IncidentState::Resolved),
+        Some("open") => Some(|s| s != IncidentState::Resolved),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("state={other:?}: use pending, firing, resolved or open"),
+            );
+        }
+    };
+    let mut packs = api.hub.packs();
+    packs.retain(|p| filter.is_none_or(|f| f(p.incident.state)));
+    // Newest first: what an SRE opening the page wants to see.
+    packs.reverse();
+    let incidents: Vec<Summary<'_>> = packs.iter().map(summary).collect();
+    Json(json!({ "incidents": incidents })).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no incident {id:?}: it may have resolved longer ago than incidents.retention; \
+             GET /api/v1/incidents lists those kept"
+        ),
+    )
+}
+
+async fn one(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Some(pack) = api.hub.pack(&id) else {
+        return not_found(&id);
+    };
+    let explanation = pack.explain();
+    let feedback: Vec<Feedback> = api
+        .hub
+        .feedback()
+        .into_iter()
+        .filter(|f| f.incident.as_ref().is_some_and(|i| i.as_str() == id))
+        .collect();
+    Json(json!({
+        "incident": pack,
+        "explanation": explanation,
+        "feedback": feedback,
+    }))
+    .into_response()
+}
+
+async fn evidence(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.hub.pack(&id) {
+        Some(pack) => ([(CONTENT_TYPE, "application/json")], pack.to_json()).into_response(),
+        None => not_found(&id),
+    }
+}
+
+/// A verdict as posted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictBody {
+    verdict: Verdict,
+    by: Option<String>,
+    note: Option<String>,
+}
+
+/// A verdict on one anomaly as posted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnomalyBody {
+    verdict: Verdict,
+    labels: BTreeMap<String, String>,
+    query: String,
+    model: String,
+    /// Milliseconds since the epoch.
+    from: i64,
+    to: i64,
+    by: Option<String>,
+    note: Option<String>,
+}
+
+/// Parses a JSON body with a clear message (axum's `Json` extractor answers in plain text);
+/// the error is the answer to give.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Response>> {
+    if body.len() > MAX_FEEDBACK_BODY {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_FEEDBACK_BODY} bytes"),
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a valid verdict: {e}"),
+        ))
+    })
+}
+
+fn feedback_error(e: &FeedbackError) -> Response {
+    match e {
+        FeedbackError::UnknownIncident(id) => not_found(id),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn who(by: Option<String>) -> String {
+    by.filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "api".to_owned())
+}
+
+async fn incident_feedback(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = api.control.refusal(&headers) {
+        return refused;
+    }
+    let v: VerdictBody = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    match api
+        .hub
+        .mark_incident(&id, v.verdict, &who(v.by), v.note.as_deref())
+    {
+        Ok(fb) => (StatusCode::CREATED, Json(fb)).into_response(),
+        Err(e) => feedback_error(&e),
+    }
+}
+
+async fn anomaly_feedback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = api.control.refusal(&headers) {
+        return refused;
+    }
+    let v: AnomalyBody = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let labels = match Labels::new(&v.labels) {
+        Ok(l) if !l.is_empty() => l,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "labels: empty"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("labels: {e}")),
+    };
+    if v.to < v.from {
+        return error(StatusCode::BAD_REQUEST, "to is before from");
+    }
+    let window = SeriesWindow {
+        labels,
+        query: v.query,
+        model: v.model,
+        from: Timestamp::from_millis(v.from),
+        to: Timestamp::from_millis(v.to),
+        peak_deviation: None,
+    };
+    match api
+        .hub
+        .mark_anomaly(window, v.verdict, &who(v.by), v.note.as_deref())
+    {
+        Ok(fb) => (StatusCode::CREATED, Json(fb)).into_response(),
+        Err(e) => feedback_error(&e),
+    }
+}
+
+async fn all_feedback(State(api): State<Api>) -> Response {
+    Json(json!({ "feedback": api.hub.feedback() })).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
