@@ -66,6 +66,8 @@ fn duration_histogram() -> Histogram {
 /// | `portent_push_series` | gauge | |
 /// | `portent_push_samples` | gauge | |
 /// | `portent_push_samples_dropped_total` | counter | `reason` (`stale`, `out_of_order`, `unmatched`, `buffer_full`) |
+/// | `portent_incident_anomalies_total` | counter | |
+/// | `portent_incident_anomalies_held_back_total` | counter | |
 /// | `portent_remote_write_samples_sent_total` | counter | `output` |
 /// | `portent_remote_write_samples_failed_total` | counter | `output` |
 /// | `portent_remote_write_samples_dropped_total` | counter | `output` |
@@ -83,6 +85,8 @@ pub struct SelfMetrics {
     last_reload_success_time: Gauge<f64, AtomicU64>,
     push_series: Gauge,
     push_samples: Gauge,
+    incident_anomalies: Counter,
+    held_back: Counter,
     push_dropped: Family<ReasonLabel, Counter>,
     rw_sent: Family<OutputLabel, Counter>,
     rw_failed: Family<OutputLabel, Counter>,
@@ -109,6 +113,8 @@ impl SelfMetrics {
             last_reload_success_time: Gauge::default(),
             push_series: Gauge::default(),
             push_samples: Gauge::default(),
+            incident_anomalies: Counter::default(),
+            held_back: Counter::default(),
             push_dropped: Family::default(),
             rw_sent: Family::default(),
             rw_failed: Family::default(),
@@ -190,6 +196,17 @@ impl SelfMetrics {
             m.push_samples.clone(),
         );
         registry.register(
+            "portent_incident_anomalies",
+            "Scored samples at or above their threshold taken into incidents",
+            m.incident_anomalies.clone(),
+        );
+        registry.register(
+            "portent_incident_anomalies_held_back",
+            "Scored samples at or above their model's threshold held back by feedback: below \
+             the series' raised threshold, or a pattern marked a false positive",
+            m.held_back.clone(),
+        );
+        registry.register(
             "portent_push_samples_dropped",
             "Pushed samples not kept, by reason: stale markers, out of order or duplicate, of \
              a series no push query selects, or the buffer full (source.push.max_samples)",
@@ -219,6 +236,12 @@ impl SelfMetrics {
             .set(i64::try_from(series).unwrap_or(i64::MAX));
         self.push_samples
             .set(i64::try_from(samples).unwrap_or(i64::MAX));
+    }
+
+    /// Counts what one step gave the incidents: samples taken in, samples held back.
+    pub fn add_incident_anomalies(&self, taken: u64, held_back: u64) {
+        self.incident_anomalies.inc_by(taken);
+        self.held_back.inc_by(held_back);
     }
 
     /// Counts `n` pushed samples dropped for `reason` (one of [`PUSH_DROP_REASONS`]).

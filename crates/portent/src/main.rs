@@ -8,6 +8,7 @@ mod backtest;
 mod check;
 mod detect;
 mod eval;
+mod incidents;
 mod intervals;
 mod outputs;
 mod plot;

@@ -24,6 +24,11 @@
 //!   that stop arriving leave the buffer after `storage.series_retention`.
 //! * **remote_write outputs**: each tick's new verdicts of a model with a `remote_write`
 //!   output are sent there, off the scoring path ([`crate::outputs`]).
+//! * **Incidents** (`incidents.enabled`, on by default; [`crate::incidents`]): each step's
+//!   verdicts at or above their model's threshold are grouped into incidents, served at
+//!   `/api/v1/incidents` (OpenAPI at `/api/v1/openapi.json`) and sent to the configured
+//!   Alertmanagers, Slack and webhooks. Feedback (`POST /api/v1/incidents/{id}/feedback`,
+//!   bearer token) is kept in `storage.dir/feedback.json`.
 //! * `server.listen` serves `/-/healthy`, `/-/ready` (200 after the first step without a
 //!   source error), `POST /-/reload` (needs `server.bearer_token`) and `/metrics` (unless
 //!   `server.metrics_listen` is set: then `/metrics` is served there only).
@@ -49,6 +54,7 @@ use portent_core::Timestamp;
 use portent_engine::{Plan, PushBuffer, Scheduler, StepReport};
 use portent_prom::Client;
 
+use crate::incidents::{Excluding, Incidents};
 use crate::outputs::RemoteWriteOutputs;
 use crate::pull::{PullSource, pull_client};
 use crate::push::{PushSink, Routed, push_limits, push_queries, receiver};
@@ -77,6 +83,8 @@ struct Engine {
     client: Option<Arc<Client>>,
     /// Aliases of the push queries.
     push_queries: HashSet<String>,
+    /// Anomalies grouped into incidents, unless `incidents.enabled` is false.
+    incidents: Option<Incidents>,
 }
 
 /// The aliases of `config`'s push queries.
@@ -184,7 +192,9 @@ async fn serve(
     let registry = Arc::new(registry);
     let (stop_tx, stop_rx) = watch::channel(false);
     let outputs = Arc::new(RemoteWriteOutputs::start(&config, &metrics, &stop_rx)?);
-    scheduler.record_scores(outputs.any());
+    let incidents = Incidents::new(&config)?;
+    let hub = incidents.as_ref().map(|i| i.hub.clone());
+    scheduler.record_scores(outputs.any() || incidents.is_some());
     let push = Arc::new(Mutex::new(PushBuffer::new(
         push_queries(&config)?,
         push_limits(&config),
@@ -193,6 +203,7 @@ async fn serve(
         scheduler,
         client: client.map(Arc::new),
         push_queries: push_aliases(&config),
+        incidents,
     }));
     metrics.set_series_tracked(lock(&engine).scheduler.store().len());
 
@@ -243,10 +254,16 @@ async fn serve(
         };
         receiver(sink, p.max_body_size)
     });
+    let api = hub
+        .clone()
+        .map(|h| portent_server::api_router(h, control.clone()));
     let app = portent_server::router(
         control.clone(),
         (!split).then(|| Arc::clone(&registry)),
-        write,
+        [write, api]
+            .into_iter()
+            .flatten()
+            .reduce(axum::Router::merge),
     );
     let mut servers = vec![listen(config.server.listen, app, stop_rx.clone()).await?];
     if let Some(addr) = config.server.metrics_listen {
@@ -254,6 +271,13 @@ async fn serve(
         servers.push(listen(addr, app, stop_rx.clone()).await?);
     }
 
+    let notifying = hub.map(|h| {
+        tokio::spawn(crate::incidents::notify(
+            Arc::new(config.clone()),
+            h,
+            stop_rx.clone(),
+        ))
+    });
     let looping = tokio::spawn(run_loop(
         Loop {
             engine: Arc::clone(&engine),
@@ -277,6 +301,9 @@ async fn serve(
     }
     for s in servers {
         let _ = s.await;
+    }
+    if let Some(n) = notifying {
+        let _ = n.await;
     }
     let dir = config.storage.dir.clone();
     let engine2 = Arc::clone(&engine);
@@ -330,6 +357,15 @@ fn reload(
         .context("applying the new plan")?;
     e.client = client.map(Arc::new);
     e.push_queries = push_aliases(&config);
+    if let Some(i) = e.incidents.as_mut() {
+        i.reload(&config);
+    }
+    if config.incidents != running.incidents {
+        eprintln!(
+            "portent: warning: incidents changed: restart to apply (model thresholds are \
+             reloaded)"
+        );
+    }
     let gone = lock(push).set_queries(queries, push_limits(&config));
     if dropped > 0 {
         eprintln!("portent: reload dropped {dropped} series no longer in the config");
@@ -446,7 +482,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
         let stepped = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&eng);
             let e = &mut *guard;
-            let mut source = Routed {
+            let source = Routed {
                 pull: e.client.as_ref().map(|client| PullSource {
                     client: Arc::clone(client),
                     handle,
@@ -454,8 +490,22 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 push: &push,
                 push_queries: &e.push_queries,
             };
+            let windows = e
+                .incidents
+                .as_ref()
+                .map(|i| i.hub.exclusions())
+                .unwrap_or_default();
+            let mut source = Excluding {
+                inner: source,
+                windows: &windows,
+            };
             let t = now();
             let report = e.scheduler.step(t, &mut source);
+            let observed = e
+                .incidents
+                .as_ref()
+                .map(|i| i.observe(&report.scores, t))
+                .unwrap_or_default();
             publish(e.scheduler.store(), &sc);
             let pushed = {
                 let mut b = lock(&push);
@@ -470,10 +520,18 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 .map(|j| e.push_queries.contains(&j.query))
                 .collect();
             let tracked = e.scheduler.store().len();
-            (report, tracked, pushed, by_source, e.push_queries.clone())
+            let observed = (observed.anomalies, observed.held_back_by_feedback);
+            (
+                report,
+                tracked,
+                pushed,
+                by_source,
+                e.push_queries.clone(),
+                observed,
+            )
         })
         .await;
-        let (mut report, tracked, pushed, is_push, push_queries) = match stepped {
+        let (mut report, tracked, pushed, is_push, push_queries, observed) = match stepped {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("portent: a step panicked: {e}");
@@ -482,6 +540,10 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
         };
         l.outputs.enqueue(&std::mem::take(&mut report.scores));
         l.metrics.set_push_buffer(pushed.0, pushed.1);
+        l.metrics.add_incident_anomalies(
+            u64::try_from(observed.0).unwrap_or(0),
+            u64::try_from(observed.1).unwrap_or(0),
+        );
         account(&report, &is_push, &push_queries, tracked, &l.metrics);
         if report.errors.is_empty() && report.score_ticks > 0 && !l.control.is_ready() {
             l.control.set_ready(true);

@@ -11,103 +11,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Proc, free_port, get, require, serve_target, start_portent, start_prometheus, until};
-
-/// A webhook receiver: every POST body it gets, in order.
-fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&got);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Headers, then Content-Length bytes of body.
-            let body = loop {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break Some(buf[end + 4..end + 4 + len].to_vec());
-                }
-            };
-            if let Some(json) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
-                sink.lock().unwrap().push(json);
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, got)
-}
-
-fn start_alertmanager(bin: &Path, port: u16, hook: u16, dir: &Path) -> Proc {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "route:
-  receiver: test
-  group_by: [alertname, query, model]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: test
-    webhook_configs:
-      - url: http://127.0.0.1:{hook}/hook
-        send_resolved: true
-"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        // No gossip: a lone instance, and nothing listening beyond loopback.
-        .arg("--cluster.listen-address=")
-        .arg("--log.level=warn");
-    let p = Proc::spawn(cmd, &dir.join("log"));
-    until(
-        Duration::from_secs(30),
-        "alertmanager ready",
-        &|| p.log(),
-        || get(port, "/-/ready").filter(|(s, _)| *s == 200),
-    );
-    p
-}
-
-/// The alerts of the webhook posts so far whose status is `status`, as (alertname, labels).
-fn alerts(got: &Mutex<Vec<serde_json::Value>>, status: &str) -> Vec<serde_json::Value> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .flat_map(|post| post["alerts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["status"] == status)
-        .collect()
-}
+use common::{
+    alerts, free_port, get, require, serve_target, start_alertmanager, start_portent,
+    start_prometheus, until, webhook,
+};
 
 #[test]
 fn a_jump_pages_through_prometheus_rules_and_alertmanager_then_resolves() {

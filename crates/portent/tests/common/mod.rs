@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn require(binary: &str) -> Option<PathBuf> {
@@ -101,6 +101,28 @@ pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// `POST path` with a JSON `body` and a bearer `token` on 127.0.0.1:port: (status, body).
+pub fn post(port: u16, path: &str, body: &str, token: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut text = String::new();
@@ -275,4 +297,93 @@ pub fn start_portent(config: &Path, log: &Path) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portent"));
     cmd.arg("serve").arg(config);
     Proc::spawn(cmd, log)
+}
+
+/// A webhook receiver: every POST body it gets, in order.
+pub fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Headers, then Content-Length bytes of body.
+            let body = loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break Some(buf[end + 4..end + 4 + len].to_vec());
+                }
+            };
+            if let Some(json) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
+                sink.lock().unwrap().push(json);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+pub fn start_alertmanager(bin: &Path, port: u16, hook: u16, dir: &Path) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:
+  receiver: test
+  group_by: [alertname, query, model, incident]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: test
+    webhook_configs:
+      - url: http://127.0.0.1:{hook}/hook
+        send_resolved: true
+"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // No gossip: a lone instance, and nothing listening beyond loopback.
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=warn");
+    let p = Proc::spawn(cmd, &dir.join("log"));
+    until(
+        Duration::from_secs(30),
+        "alertmanager ready",
+        &|| p.log(),
+        || get(port, "/-/ready").filter(|(s, _)| *s == 200),
+    );
+    p
+}
+
+/// The alerts of the webhook posts so far whose status is `status`, as (alertname, labels).
+pub fn alerts(got: &Mutex<Vec<serde_json::Value>>, status: &str) -> Vec<serde_json::Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|post| post["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == status)
+        .collect()
 }

@@ -1,0 +1,311 @@
+//! Incidents in `portent serve`: the config's `incidents` section turned into a
+//! [`Hub`](portent_server::Hub) the scoring loop feeds, a notifier task that delivers each
+//! state change to Alertmanager, Slack and webhooks, and Alertmanager silences read back as
+//! feedback.
+//!
+//! Per step the loop hands every verdict to [`Incidents::observe`]; the hub keeps those at or
+//! above their model's threshold (plus feedback). Every [`NOTIFY_EVERY`] the notifier builds
+//! the evidence packs and ticks [`Notifier`], which sends each state change once per sink and
+//! retries failures with backoff. False positives' windows are kept out of every read the
+//! scheduler makes ([`Excluding`]), so fits and warm-ups never learn from them.
+//!
+//! Incidents live in memory: after a restart they open again from the anomalies that follow.
+//! Feedback is in `storage.dir/feedback.json` and survives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use portent_config::{Config, ModelKind};
+use portent_core::{Score, Series};
+use portent_engine::{HistorySource, RangeQuery, StepScore};
+use portent_incidents::feedback::{FeedbackStore, SeriesWindow, ThresholdRule};
+use portent_incidents::notify::{
+    AlertmanagerConfig, Notifier, NotifierConfig, Sink, SlackConfig, WebhookConfig,
+};
+use portent_incidents::{Anomaly, CorrelatorConfig, PackConfig, TopologyConfig};
+use portent_server::Hub;
+use portent_server::incidents::Candidate;
+use tokio::sync::watch;
+
+/// How often packs are built and the notifier ticked.
+pub(crate) const NOTIFY_EVERY: Duration = Duration::from_secs(2);
+
+/// The feedback file in `storage.dir`.
+pub(crate) const FEEDBACK_FILE: &str = "feedback.json";
+
+/// Incidents as the daemon runs them.
+pub(crate) struct Incidents {
+    pub(crate) hub: Hub,
+    /// Each model's alerting threshold, by alias.
+    thresholds: HashMap<String, Score>,
+}
+
+fn correlator_config(config: &Config) -> CorrelatorConfig {
+    let i = &config.incidents;
+    CorrelatorConfig {
+        topology: TopologyConfig {
+            namespace: i.labels.namespace.clone(),
+            service: i.labels.service.clone(),
+            deployment: i.labels.deployment.clone(),
+            pod: i.labels.pod.clone(),
+            node: i.labels.node.clone(),
+            group_by_namespace: i.group_by_namespace,
+            ..TopologyConfig::default()
+        },
+        // The hub applies each model's own threshold before the correlator sees a sample.
+        min_score: Score::ZERO,
+        gap: i.gap,
+        hold: i.hold,
+        resolve_after: i.resolve_after,
+        retention: i.retention,
+        max_open: i.max_open,
+        max_members: i.max_series,
+        ..CorrelatorConfig::default()
+    }
+}
+
+/// Where links in notifications point: `incidents.external_url`, else `server.listen`.
+fn base_url(config: &Config) -> String {
+    match &config.incidents.external_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!("http://{}", config.server.listen),
+    }
+}
+
+/// The sinks of `config.incidents.notify`, Alertmanagers first.
+fn sinks(config: &Config) -> Vec<Sink> {
+    let base = base_url(config);
+    let mut sinks = Vec::new();
+    for a in &config.incidents.alertmanager {
+        let mut c = AlertmanagerConfig::new(a.url.as_str().trim_end_matches('/'));
+        c.labels = a.labels.clone();
+        c.runbook_url = a.runbook_url.clone();
+        c.generator_url = Some(format!("{base}/api/v1/incidents/{{incident}}"));
+        c.resend_every = a.resend_every;
+        c.headers = a
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        c.bearer = a.bearer_token.as_ref().map(|s| s.expose().to_owned());
+        sinks.push(Sink::Alertmanager(c));
+    }
+    for s in &config.incidents.slack {
+        sinks.push(Sink::Slack(SlackConfig {
+            url: s.webhook_url.expose().to_owned(),
+            chart_base_url: None,
+        }));
+    }
+    for w in &config.incidents.webhook {
+        let mut c = WebhookConfig::new(w.url.as_str());
+        c.headers = w
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        c.bearer = w.bearer_token.as_ref().map(|s| s.expose().to_owned());
+        sinks.push(Sink::Webhook(c));
+    }
+    sinks
+}
+
+fn thresholds(config: &Config) -> HashMap<String, Score> {
+    config
+        .models
+        .iter()
+        .map(|(alias, m)| {
+            let ModelKind::Auto(auto) = &m.kind;
+            (alias.to_string(), auto.threshold)
+        })
+        .collect()
+}
+
+impl Incidents {
+    /// The hub for `config`, or `None` when `incidents.enabled` is false. Opens the feedback
+    /// file (a corrupt one stops portent rather than being replaced).
+    pub(crate) fn new(config: &Config) -> Result<Option<Self>> {
+        if !config.incidents.enabled {
+            return Ok(None);
+        }
+        let dir = &config.storage.dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating storage.dir {}", dir.display()))?;
+        let store = FeedbackStore::open(dir.join(FEEDBACK_FILE), ThresholdRule::default())?;
+        let hub = Hub::new(correlator_config(config), store, PackConfig::default());
+        Ok(Some(Self {
+            hub,
+            thresholds: thresholds(config),
+        }))
+    }
+
+    /// Takes a reloaded config's model thresholds (the rest of `incidents` needs a restart).
+    pub(crate) fn reload(&mut self, config: &Config) {
+        self.thresholds = thresholds(config);
+    }
+
+    /// Offers one step's verdicts to the hub.
+    pub(crate) fn observe(
+        &self,
+        scores: &[StepScore],
+        now: portent_core::Timestamp,
+    ) -> portent_server::incidents::Observed {
+        let candidates = scores.iter().filter_map(|s| {
+            let threshold = *self.thresholds.get(&*s.model)?;
+            (s.scored.score >= threshold).then(|| Candidate {
+                anomaly: Anomaly {
+                    labels: s.labels.clone(),
+                    query: s.query.to_string(),
+                    model: s.model.to_string(),
+                    scored: s.scored,
+                },
+                threshold,
+            })
+        });
+        self.hub.observe(candidates, now)
+    }
+}
+
+/// Runs the notifier until `stop`: every [`NOTIFY_EVERY`] the packs are sent, and every
+/// `incidents.silences_every` the Alertmanagers' silences are read as feedback. Nothing to do
+/// without sinks.
+pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Receiver<bool>) {
+    let sinks = sinks(&config);
+    if sinks.is_empty() {
+        return;
+    }
+    let mut notifier = match Notifier::new(sinks, NotifierConfig::default()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("portent: incidents will not be sent: {e}");
+            return;
+        }
+    };
+    let silence_sources: Vec<AlertmanagerConfig> = notifier
+        .sinks()
+        .iter()
+        .zip(&config.incidents.alertmanager)
+        .filter(|(_, a)| a.read_silences)
+        .filter_map(|(s, _)| match s {
+            Sink::Alertmanager(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut last_silences = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(NOTIFY_EVERY) => {}
+        }
+        let packs = hub.packs();
+        let report = notifier.tick(&packs, hub.now()).await;
+        for (_, sink, error) in &report.failed {
+            eprintln!("portent: notifying {sink}: {error} (retried with backoff)");
+        }
+        for (_, id, state) in &report.delivered {
+            eprintln!("portent: incident {id} {state}: sent");
+        }
+        if last_silences.elapsed() >= config.incidents.silences_every {
+            last_silences = tokio::time::Instant::now();
+            let Ok(client) = &client else { continue };
+            for am in &silence_sources {
+                match am.silences(client).await {
+                    Ok(silences) => match hub.apply_silences(&silences) {
+                        Ok(0) => {}
+                        Ok(n) => eprintln!("portent: {n} Alertmanager silences taken as feedback"),
+                        Err(e) => eprintln!("portent: {e}"),
+                    },
+                    Err(e) => eprintln!("portent: reading silences: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A source that leaves out the samples of false positives' windows: what the operator called
+/// a false positive is not learnt from.
+pub(crate) struct Excluding<'a, S> {
+    pub(crate) inner: S,
+    pub(crate) windows: &'a [SeriesWindow],
+}
+
+impl<S: HistorySource> HistorySource for Excluding<'_, S> {
+    type Error = S::Error;
+
+    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, S::Error> {
+        let mut series = self.inner.query_range(q)?;
+        if self.windows.is_empty() {
+            return Ok(series);
+        }
+        for s in &mut series {
+            let windows: Vec<&SeriesWindow> = self
+                .windows
+                .iter()
+                .filter(|w| w.query == q.query && w.labels == s.labels)
+                .collect();
+            if !windows.is_empty() {
+                s.samples
+                    .retain(|p| !windows.iter().any(|w| w.from <= p.t && p.t <= w.to));
+            }
+        }
+        Ok(series)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portent_core::{Labels, Sample, Timestamp};
+    use portent_engine::MemorySource;
+
+    #[test]
+    fn excluded_windows_are_left_out_of_reads_of_that_series_only() {
+        let a = Labels::new([("pod", "a")]).unwrap();
+        let b = Labels::new([("pod", "b")]).unwrap();
+        let series = |labels: &Labels| Series {
+            labels: labels.clone(),
+            samples: (0..10)
+                .map(|i| Sample {
+                    t: Timestamp::from_secs(i),
+                    v: 1.0,
+                })
+                .collect(),
+        };
+        let mut mem = MemorySource::new();
+        mem.insert("q", series(&a));
+        mem.insert("q", series(&b));
+        let windows = [SeriesWindow {
+            labels: a.clone(),
+            query: "q".into(),
+            model: "m".into(),
+            from: Timestamp::from_secs(3),
+            to: Timestamp::from_secs(5),
+            peak_deviation: None,
+        }];
+        let mut src = Excluding {
+            inner: &mut mem,
+            windows: &windows,
+        };
+        let q = RangeQuery {
+            query: "q",
+            expr: "x",
+            start: Timestamp::from_secs(0),
+            end: Timestamp::from_secs(9),
+            step_ms: 1000,
+        };
+        let got = src.query_range(&q).unwrap();
+        let len = |l: &Labels| got.iter().find(|s| &s.labels == l).unwrap().samples.len();
+        assert_eq!((len(&a), len(&b)), (7, 10));
+        let other = RangeQuery { query: "r", ..q };
+        mem.insert("r", series(&a));
+        let mut src = Excluding {
+            inner: &mut mem,
+            windows: &windows,
+        };
+        assert_eq!(src.query_range(&other).unwrap()[0].samples.len(), 10);
+    }
+}

@@ -1,0 +1,180 @@
+//! Incidents end to end: a real Prometheus scrapes a gauge this test serves; `portent serve`
+//! reads it, groups the anomaly into an incident and posts it to a real Alertmanager, which
+//! delivers it to a webhook receiver inside this test, firing with its annotations and then
+//! resolved, once. An operator marks the incident a false positive through the API (refused
+//! without the token) and the verdict is on disk. That a false positive then holds the same
+//! pattern back is shown on the hub (`portent-server/tests/incidents_api.rs`): here the
+//! detector has taken the jump's level in by then and would not score it again. 127.0.0.1
+//! only; every wait has a deadline.
+//!
+//! Skipped (with a loud message) when `prometheus` or `prometheus-alertmanager` is not
+//! installed, unless `PORTENT_REQUIRE_SERVERS` is set.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    alerts, free_port, get, post, require, serve_target, start_alertmanager, start_portent,
+    start_prometheus, until, webhook,
+};
+
+const TOKEN: &str = "feedback-token";
+
+fn incidents(port: u16, state: &str) -> Vec<serde_json::Value> {
+    get(port, &format!("/api/v1/incidents?state={state}"))
+        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["incidents"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_incident_pages_through_alertmanager_resolves_and_a_false_positive_stops_its_pattern() {
+    let (Some(prometheus), Some(alertmanager)) =
+        (require("prometheus"), require("prometheus-alertmanager"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = serve_target();
+    let (hook, got) = webhook();
+    let am_port = free_port();
+    let _am = start_alertmanager(&alertmanager, am_port, hook, &dir.path().join("am"));
+
+    let (prom_port, portent_port) = (free_port(), free_port());
+    let config = common::pull_config(dir.path(), prom_port, portent_port);
+    // The detector flags a jump that stays with one high score and then takes the new level
+    // in, so the incident fires at once (`hold: 0s`) rather than after a hold.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("server:\n", &format!("server:\n  bearer_token: {TOKEN}\n"))
+        + &format!(
+            "incidents:
+  hold: 0s
+  gap: 5s
+  resolve_after: 6s
+  notify:
+    alertmanager:
+      - url: http://127.0.0.1:{am_port}
+        resend_every: 2s
+        runbook_url: https://runbooks.example.com/{{incident}}
+"
+        );
+    std::fs::write(&config, text).unwrap();
+
+    let prom_config = format!(
+        "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: target
+    static_configs:
+      - targets: ['127.0.0.1:{}']
+",
+        target.port
+    );
+    let prom = start_prometheus(
+        &prometheus,
+        prom_port,
+        &dir.path().join("prom"),
+        &prom_config,
+        &[],
+    );
+    let portent = start_portent(&config, &dir.path().join("portent.log"));
+    let logs = || {
+        format!(
+            "--- portent ---\n{}\n--- prometheus ---\n{}\n--- webhook ---\n{:?}",
+            portent.log(),
+            prom.log(),
+            got.lock().unwrap()
+        )
+    };
+    until(
+        Duration::from_secs(120),
+        "a finite portent_yhat",
+        &logs,
+        || {
+            let (_, body) = get(portent_port, "/metrics")?;
+            body.lines()
+                .find(|l| l.starts_with("portent_yhat{") && l.contains("query=\"gauge\""))
+                .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+                .filter(|y| y.is_finite())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        alerts(&got, "firing").is_empty(),
+        "paged before the anomaly\n{}",
+        logs()
+    );
+
+    // One incident, firing at Alertmanager with portent's labels and annotations.
+    target.jump_to(10_000.0);
+    let firing = until(
+        Duration::from_secs(60),
+        "the incident's alert at the webhook",
+        &logs,
+        || alerts(&got, "firing").into_iter().next(),
+    );
+    let labels = &firing["labels"];
+    assert_eq!(labels["alertname"], "PortentIncident", "{firing}");
+    assert_eq!(labels["severity"], "warning", "{firing}");
+    let id = labels["incident"].as_str().unwrap().to_owned();
+    let annotations = &firing["annotations"];
+    assert!(
+        annotations["summary"]
+            .as_str()
+            .unwrap()
+            .contains("test_gauge"),
+        "{firing}"
+    );
+    assert!(
+        annotations["description"]
+            .as_str()
+            .unwrap()
+            .contains("Most likely cause"),
+        "{firing}"
+    );
+    assert_eq!(
+        annotations["runbook_url"],
+        format!("https://runbooks.example.com/{id}").as_str()
+    );
+    let open = incidents(portent_port, "open");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["id"], id.as_str());
+
+    // Calm: the incident resolves, and Alertmanager says so once.
+    target.calm();
+    until(
+        Duration::from_secs(90),
+        "the resolved notification",
+        &logs,
+        || alerts(&got, "resolved").into_iter().next(),
+    );
+    let ids = |status: &str| {
+        let mut ids: Vec<String> = alerts(&got, status)
+            .iter()
+            .filter_map(|a| a["labels"]["incident"].as_str().map(str::to_owned))
+            .collect();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(ids("firing"), std::slice::from_ref(&id), "{}", logs());
+
+    // Not a problem, says the operator; refused without the token, taken with it.
+    let path = format!("/api/v1/incidents/{id}/feedback");
+    let body = r#"{"verdict": "false_positive", "by": "e2e", "note": "load test"}"#;
+    let (status, _) = post(portent_port, &path, body, "wrong").unwrap();
+    assert_eq!(status, 401);
+    let (status, answer) = post(portent_port, &path, body, TOKEN).unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let saved = std::fs::read_to_string(dir.path().join("state/feedback.json")).unwrap();
+    assert!(saved.contains("false_positive"), "{saved}");
+
+    let (_, listed) = get(portent_port, "/api/v1/feedback").unwrap();
+    assert!(listed.contains(&id), "{listed}");
+    assert_eq!(ids("firing"), [id], "{}", logs());
+    drop(portent);
+}
