@@ -1,5 +1,5 @@
 //! Incidents in `portent serve`: the config's `incidents` section turned into a
-//! [`Hub`](portent_server::Hub) the scoring loop feeds, a notifier task that delivers each
+//! [`Hub`] the scoring loop feeds, a notifier task that delivers each
 //! state change to Alertmanager, Slack and webhooks, and Alertmanager silences read back as
 //! feedback.
 //!
