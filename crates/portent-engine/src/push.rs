@@ -426,6 +426,7 @@ mod tests {
                 start: Timestamp::from_millis(start),
                 end: Timestamp::from_millis(end),
                 step_ms: MIN,
+                request: crate::Request::Score,
             })
             .unwrap();
         got.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -512,6 +513,7 @@ mod tests {
                 start: Timestamp::from_millis(0),
                 end: Timestamp::from_millis(1),
                 step_ms: 1,
+                request: crate::Request::Score,
             })
             .unwrap_err()
             .to_string(),

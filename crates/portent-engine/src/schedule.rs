@@ -455,6 +455,7 @@ impl Scheduler {
             start: from,
             end: now,
             step_ms: job.step_ms,
+            request: Request::Score,
         };
         let answer = match source.query_range(&q) {
             Ok(a) => a,
@@ -522,6 +523,7 @@ impl Scheduler {
             start: from.add_millis(-job.cadence.fit_window_ms),
             end: from,
             step_ms: job.step_ms,
+            request: Request::WarmUp,
         };
         let history = match source.query_range(&q) {
             // Not tracked yet: the next score tick finds them new again and retries.
@@ -586,6 +588,7 @@ impl Scheduler {
             start: now.add_millis(-job.cadence.fit_window_ms),
             end: now,
             step_ms: job.step_ms,
+            request: Request::Fit,
         };
         let history = match source.query_range(&q) {
             Ok(h) => h,

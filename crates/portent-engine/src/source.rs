@@ -15,6 +15,8 @@ use std::fmt;
 
 use portent_core::{Series, Timestamp};
 
+use crate::Request;
+
 /// One `query_range` request: a query's samples over `[start, end]`, both ends included.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct RangeQuery<'a> {
@@ -28,6 +30,8 @@ pub struct RangeQuery<'a> {
     pub end: Timestamp,
     /// The resolution, in ms.
     pub step_ms: i64,
+    /// What the samples are for: scoring, or history to warm up or refit on.
+    pub request: Request,
 }
 
 /// A source of samples for the scheduler.
@@ -123,6 +127,7 @@ mod tests {
             start: Timestamp::from_secs(120),
             end: Timestamp::from_secs(300),
             step_ms: 60_000,
+            request: crate::Request::Score,
         };
         let got = m.query_range(&q).unwrap();
         assert_eq!(got.len(), 1);

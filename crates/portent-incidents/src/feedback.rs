@@ -94,9 +94,11 @@ pub struct SeriesWindow {
     pub from: Timestamp,
     /// The window's end (inclusive).
     pub to: Timestamp,
-    /// The largest deviation (in half band widths) the series showed in the window, when
-    /// known (a verdict on an incident knows it): anomalies of the series no larger than this
-    /// are the same pattern, and a false positive keeps them from paging again.
+    /// The largest departure from the expected value, `|actual − expected|` in the series'
+    /// units, the series showed in the window, when known (a verdict on an incident knows
+    /// it): anomalies of the series departing no further are the same pattern, and a false
+    /// positive keeps them from paging again. In the series' units rather than band widths,
+    /// so that the same data replayed is the same pattern however the band has moved since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_deviation: Option<f64>,
 }
@@ -272,8 +274,8 @@ impl FeedbackStore {
         Ok(&self.entries[self.entries.len() - 1])
     }
 
-    /// Records a verdict on a whole incident: one window per series, from its first to its
-    /// latest anomaly.
+    /// Records a verdict on a whole incident: one window per series, from its first anomaly to
+    /// the incident's end (its resolution, or the series' latest anomaly while it is open).
     pub fn mark_incident(
         &mut self,
         incident: &Incident,
@@ -302,8 +304,10 @@ impl FeedbackStore {
                 query: m.query.clone(),
                 model: m.model.clone(),
                 from: m.onset,
-                to: m.last,
-                peak_deviation: Some(m.deviation()).filter(|d| d.is_finite()),
+                // To the incident's end: samples of the same episode that scored under the
+                // threshold (the tail of a spike) are kept out of training too.
+                to: incident.resolved_at.unwrap_or(m.last).max(m.last),
+                peak_deviation: Some((m.peak.value - m.peak.yhat).abs()).filter(|d| d.is_finite()),
             })
             .collect();
         self.push(Feedback {
@@ -375,17 +379,17 @@ impl FeedbackStore {
         total.min(self.rule.cap)
     }
 
-    /// Whether an anomaly of this series deviating `deviation` half band widths at `now`
-    /// repeats a pattern an operator called a false positive: a false positive on the same
-    /// series (labels, query and model) whose peak deviated at least `deviation /`
-    /// [`ThresholdRule::pattern_tolerance`], given within [`ThresholdRule::pattern_memory`].
-    /// Anything larger is a new pattern and pages as usual.
+    /// Whether an anomaly of this series departing `departure` (`|actual − expected|`, in the
+    /// series' units) from its expected value at `now` repeats a pattern an operator called a
+    /// false positive: a false positive on the same series (labels, query and model) whose
+    /// peak departed at least `departure /` [`ThresholdRule::pattern_tolerance`], given within
+    /// [`ThresholdRule::pattern_memory`]. Anything larger is a new pattern and pages as usual.
     pub fn is_known_pattern(
         &self,
         labels: &Labels,
         query: &str,
         model: &str,
-        deviation: f64,
+        departure: f64,
         now: Timestamp,
     ) -> bool {
         let memory = i64::try_from(self.rule.pattern_memory.as_millis()).unwrap_or(i64::MAX);
@@ -395,7 +399,7 @@ impl FeedbackStore {
             .flat_map(|f| f.windows.iter())
             .filter(|w| &w.labels == labels && w.query == query && w.model == model)
             .filter_map(|w| w.peak_deviation)
-            .any(|peak| deviation <= peak * self.rule.pattern_tolerance)
+            .any(|peak| departure <= peak * self.rule.pattern_tolerance)
     }
 
     /// Takes active portent silences as false positives on their incidents; `lookup` finds an

@@ -45,7 +45,8 @@ fn a_false_positive_excludes_its_windows_and_raises_thresholds() {
     // The same pattern on the same series is known; a larger one, another series, or a
     // pattern forgotten after 30 days is not.
     let member = inc.members.iter().find(|m| m.labels == node()).unwrap();
-    let (q, m, peak) = (&member.query, &member.model, member.deviation());
+    let (q, m) = (&member.query, &member.model);
+    let peak = (member.peak.value - member.peak.yhat).abs();
     assert!(store.is_known_pattern(&node(), q, m, peak, at(30)));
     assert!(store.is_known_pattern(&node(), q, m, peak * 1.2, at(30)));
     assert!(!store.is_known_pattern(&node(), q, m, peak * 1.3, at(30)));

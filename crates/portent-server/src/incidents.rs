@@ -120,7 +120,7 @@ impl Hub {
                     &a.labels,
                     &a.query,
                     &a.model,
-                    a.deviation(),
+                    (a.scored.value - a.scored.yhat).abs(),
                     a.scored.t,
                 )
             {

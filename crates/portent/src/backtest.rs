@@ -16,7 +16,12 @@
 //! memory: 16 bytes a sample, so about 0.8 MB per series for five weeks at one-minute steps.
 //! Backtest a narrower query (or a shorter range) when that is too much.
 //!
-//! The state of `storage.dir` is neither read nor written: a backtest starts fresh.
+//! The model state in `storage.dir` is neither read nor written: a backtest starts fresh. The
+//! feedback there (`feedback.json`, what operators marked through serve's API) is read: the
+//! replay groups anomalies into incidents as serve would, holds back what feedback holds back
+//! and leaves false positives' windows out of its fits, so it shows what would page today. It
+//! prints the incidents after the intervals (`--json`: lines with `"kind": "incident"`, the
+//! intervals having `"kind": "interval"`).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -30,7 +35,9 @@ use portent_core::{Score, Timestamp};
 use portent_engine::{Interval, IntervalTracker, MemorySource, Plan, Scheduler, StepScore};
 
 use crate::detect::human_time;
+use crate::incidents::{Excluding, Incidents};
 use crate::pull::pull_client;
+use portent_incidents::EvidencePack;
 
 /// Arguments of `portent backtest`.
 #[derive(Debug, clap::Args)]
@@ -116,6 +123,18 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 
     let mut scheduler = Scheduler::new(plan)?;
     scheduler.record_scores(true);
+    // Incidents as serve would have opened them, with the feedback given so far: a replay
+    // shows what would page today. False positives' windows are left out of the fits.
+    let incidents = Incidents::new(&config)?;
+    let windows = incidents
+        .as_ref()
+        .map(|i| i.hub.exclusions())
+        .unwrap_or_default();
+    let mut source = Excluding {
+        inner: &mut source,
+        windows: &windows,
+    };
+    let mut held_back = 0usize;
     let mut tracker = IntervalTracker::new(Score::ALERT);
     for (alias, model) in &config.models {
         let ModelKind::Auto(auto) = &model.kind;
@@ -154,6 +173,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 );
             });
         }
+        if let Some(i) = &incidents {
+            held_back += i.observe(&report.scores, report.now).held_back_by_feedback;
+        }
         for s in &report.scores {
             tracker.push(s);
             if let Some(w) = csv.as_mut()
@@ -172,22 +194,35 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         w.finish()?;
     }
     let intervals = tracker.finish();
+    let packs = incidents
+        .as_ref()
+        .map(|i| i.hub.packs())
+        .unwrap_or_default();
     let out = io::stdout();
     let mut out = out.lock();
     if args.json {
         for i in &intervals {
             writeln!(out, "{}", interval_json(i))?;
         }
+        for p in &packs {
+            writeln!(out, "{}", incident_json(p))?;
+        }
     } else {
         print_intervals(&mut out, &intervals)?;
+        if incidents.is_some() {
+            print_incidents(&mut out, &packs)?;
+        }
     }
     eprintln!(
         "portent: replayed {} to {} UTC: {ticks} ticks, {samples} samples scored, {} anomalous \
-         interval{}, {errors} source error{} ({:.1?})",
+         interval{}, {} incident{} ({held_back} anomalous samples held back by feedback), \
+         {errors} source error{} ({:.1?})",
         human_time(from),
         human_time(to),
         intervals.len(),
         if intervals.len() == 1 { "" } else { "s" },
+        packs.len(),
+        if packs.len() == 1 { "" } else { "s" },
         if errors == 1 { "" } else { "s" },
         started.elapsed()
     );
@@ -289,10 +324,48 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The incidents of the replay, one line each.
+fn print_incidents(w: &mut dyn Write, packs: &[EvidencePack]) -> io::Result<()> {
+    if packs.is_empty() {
+        return writeln!(w, "no incidents");
+    }
+    writeln!(w, "incidents:")?;
+    for p in packs {
+        let i = &p.incident;
+        let cause = p
+            .candidates
+            .first()
+            .and_then(|c| p.series.iter().find(|s| s.id == c.evidence_id))
+            .map_or("-", |s| s.series.as_str());
+        writeln!(
+            w,
+            "  {}  {}  from {}  {} series  most likely cause: {cause}",
+            i.id, i.state, i.started_at.iso, i.series_total
+        )?;
+    }
+    Ok(())
+}
+
+/// An incident as a JSON line: `kind` tells it from the intervals.
+fn incident_json(p: &EvidencePack) -> serde_json::Value {
+    let i = &p.incident;
+    serde_json::json!({
+        "kind": "incident",
+        "id": i.id,
+        "state": i.state,
+        "started_at_ms": i.started_at.ms,
+        "fired_at_ms": i.fired_at.as_ref().map(|a| a.ms),
+        "resolved_at_ms": i.resolved_at.as_ref().map(|a| a.ms),
+        "series": i.series_total,
+        "candidates": p.candidates.iter().map(|c| &c.evidence_id).collect::<Vec<_>>(),
+    })
+}
+
 fn interval_json(i: &Interval) -> serde_json::Value {
     let p = &i.peak;
     let finite = |v: f64| v.is_finite().then_some(v);
     serde_json::json!({
+        "kind": "interval",
         "model": &*i.model,
         "query": &*i.query,
         "series": i.labels.to_string(),

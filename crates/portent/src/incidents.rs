@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use portent_config::{Config, ModelKind};
 use portent_core::{Score, Series};
-use portent_engine::{HistorySource, RangeQuery, StepScore};
+use portent_engine::{HistorySource, RangeQuery, Request, StepScore};
 use portent_incidents::feedback::{FeedbackStore, SeriesWindow, ThresholdRule};
 use portent_incidents::notify::{
     AlertmanagerConfig, Notifier, NotifierConfig, Sink, SlackConfig, WebhookConfig,
@@ -124,14 +124,12 @@ fn thresholds(config: &Config) -> HashMap<String, Score> {
 
 impl Incidents {
     /// The hub for `config`, or `None` when `incidents.enabled` is false. Opens the feedback
-    /// file (a corrupt one stops portent rather than being replaced).
+    /// file in `storage.dir` (missing: no feedback yet; corrupt: an error, never replaced).
     pub(crate) fn new(config: &Config) -> Result<Option<Self>> {
         if !config.incidents.enabled {
             return Ok(None);
         }
         let dir = &config.storage.dir;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating storage.dir {}", dir.display()))?;
         let store = FeedbackStore::open(dir.join(FEEDBACK_FILE), ThresholdRule::default())?;
         let hub = Hub::new(correlator_config(config), store, PackConfig::default());
         Ok(Some(Self {
@@ -226,8 +224,9 @@ pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Recei
     }
 }
 
-/// A source that leaves out the samples of false positives' windows: what the operator called
-/// a false positive is not learnt from.
+/// A source that leaves out the samples of false positives' windows from history (warm-ups and
+/// fits): what the operator called a false positive is not learnt from. Score reads are left
+/// whole, so that the exclusion never shows up as missing data.
 pub(crate) struct Excluding<'a, S> {
     pub(crate) inner: S,
     pub(crate) windows: &'a [SeriesWindow],
@@ -238,7 +237,7 @@ impl<S: HistorySource> HistorySource for Excluding<'_, S> {
 
     fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, S::Error> {
         let mut series = self.inner.query_range(q)?;
-        if self.windows.is_empty() {
+        if self.windows.is_empty() || q.request == Request::Score {
             return Ok(series);
         }
         for s in &mut series {
@@ -296,10 +295,17 @@ mod tests {
             start: Timestamp::from_secs(0),
             end: Timestamp::from_secs(9),
             step_ms: 1000,
+            request: portent_engine::Request::Fit,
         };
         let got = src.query_range(&q).unwrap();
         let len = |l: &Labels| got.iter().find(|s| &s.labels == l).unwrap().samples.len();
         assert_eq!((len(&a), len(&b)), (7, 10));
+        // Samples to score are never left out: that would read as missing data.
+        let score = RangeQuery {
+            request: Request::Score,
+            ..q
+        };
+        assert_eq!(src.query_range(&score).unwrap()[0].samples.len(), 10);
         let other = RangeQuery { query: "r", ..q };
         mem.insert("r", series(&a));
         let mut src = Excluding {

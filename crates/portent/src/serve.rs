@@ -192,6 +192,9 @@ async fn serve(
     let registry = Arc::new(registry);
     let (stop_tx, stop_rx) = watch::channel(false);
     let outputs = Arc::new(RemoteWriteOutputs::start(&config, &metrics, &stop_rx)?);
+    let dir = &config.storage.dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating storage.dir {}", dir.display()))?;
     let incidents = Incidents::new(&config)?;
     let hub = incidents.as_ref().map(|i| i.hub.clone());
     scheduler.record_scores(outputs.any() || incidents.is_some());

@@ -157,7 +157,8 @@ fn backtest_over_prometheus_finds_the_injected_incidents_and_little_else() {
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     let intervals: Vec<serde_json::Value> = stdout
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "interval")
         .collect();
     eprintln!("{}", text(&out));
 

@@ -1,11 +1,10 @@
 //! Incidents end to end: a real Prometheus scrapes a gauge this test serves; `portent serve`
 //! reads it, groups the anomaly into an incident and posts it to a real Alertmanager, which
 //! delivers it to a webhook receiver inside this test, firing with its annotations and then
-//! resolved, once. An operator marks the incident a false positive through the API (refused
-//! without the token) and the verdict is on disk. That a false positive then holds the same
-//! pattern back is shown on the hub (`portent-server/tests/incidents_api.rs`): here the
-//! detector has taken the jump's level in by then and would not score it again. 127.0.0.1
-//! only; every wait has a deadline.
+//! resolved, once. A replay of the same data (`portent backtest`) finds the same incident. An
+//! operator marks it a false positive through the API (refused without the token; the verdict
+//! is on disk), and a replay of the same data then opens no incident: the spike is held back.
+//! 127.0.0.1 only; every wait has a deadline.
 //!
 //! Skipped (with a loud message) when `prometheus` or `prometheus-alertmanager` is not
 //! installed, unless `PORTENT_REQUIRE_SERVERS` is set.
@@ -103,15 +102,23 @@ scrape_configs:
                 .filter(|y| y.is_finite())
         },
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Calm for a while, so that the replays below have history to fit on before the spike.
+    std::thread::sleep(Duration::from_secs(15));
     assert!(
         alerts(&got, "firing").is_empty(),
         "paged before the anomaly\n{}",
         logs()
     );
 
-    // One incident, firing at Alertmanager with portent's labels and annotations.
-    target.jump_to(10_000.0);
+    // A spike of a second or two: one incident, firing at Alertmanager with portent's labels
+    // and annotations.
+    let spike = || {
+        target.jump_to(10_000.0);
+        std::thread::sleep(Duration::from_millis(3500));
+        target.calm();
+    };
+    let spiked_at = std::time::SystemTime::now();
+    spike();
     let firing = until(
         Duration::from_secs(60),
         "the incident's alert at the webhook",
@@ -145,8 +152,7 @@ scrape_configs:
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["id"], id.as_str());
 
-    // Calm: the incident resolves, and Alertmanager says so once.
-    target.calm();
+    // Calm again: the incident resolves, and Alertmanager says so once.
     until(
         Duration::from_secs(90),
         "the resolved notification",
@@ -163,6 +169,42 @@ scrape_configs:
     };
     assert_eq!(ids("firing"), std::slice::from_ref(&id), "{}", logs());
 
+    // A replay of the data so far (`portent backtest`, the daemon's steps over Prometheus'
+    // history) finds the same incident.
+    let spiked_at = spiked_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let replay = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portent"))
+            .arg("backtest")
+            .arg(&config)
+            .args([
+                "--from",
+                &(spiked_at - 5_000).to_string(),
+                "--to",
+                "now",
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let incidents: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "incident")
+            .collect();
+        (incidents, stderr)
+    };
+    let (replayed, summary) = replay();
+    assert_eq!(replayed.len(), 1, "{replayed:?}\n{summary}");
+    assert!(
+        summary.contains("(0 anomalous samples held back"),
+        "{summary}"
+    );
+
     // Not a problem, says the operator; refused without the token, taken with it.
     let path = format!("/api/v1/incidents/{id}/feedback");
     let body = r#"{"verdict": "false_positive", "by": "e2e", "note": "load test"}"#;
@@ -175,6 +217,14 @@ scrape_configs:
 
     let (_, listed) = get(portent_port, "/api/v1/feedback").unwrap();
     assert!(listed.contains(&id), "{listed}");
-    assert_eq!(ids("firing"), [id], "{}", logs());
+
+    // A replay of the same data now pages no more: the spike is held back as the pattern the
+    // operator called a false positive.
+    let (incidents, summary) = replay();
+    assert!(incidents.is_empty(), "{incidents:?}\n{summary}");
+    assert!(
+        !summary.contains("(0 anomalous samples held back"),
+        "{summary}"
+    );
     drop(portent);
 }
