@@ -98,6 +98,42 @@ pub fn attached(pack: &EvidencePack) -> (Vec<KubeEvent>, Vec<LogLine>) {
     (events, logs)
 }
 
+/// Fetches events and logs for `pack` at the same time and [`attach`]es what arrived. A
+/// failing or absent source only means less evidence: its error is returned for logging and
+/// the other source's items are still attached.
+pub async fn enrich(
+    pack: &mut EvidencePack,
+    events: Option<&EventSource>,
+    logs: Option<&LokiSource>,
+) -> Vec<Error> {
+    let snapshot: &EvidencePack = pack;
+    let (ev, lg) = tokio::join!(
+        async {
+            match events {
+                Some(s) => s.fetch(snapshot).await,
+                None => Ok(Vec::new()),
+            }
+        },
+        async {
+            match logs {
+                Some(s) => s.fetch(snapshot).await,
+                None => Ok(Vec::new()),
+            }
+        }
+    );
+    let mut errors = Vec::new();
+    let ev = ev.unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let lg = lg.unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    attach(pack, &ev, &lg);
+    errors
+}
+
 /// An object whose events are wanted.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectRef {
@@ -502,10 +538,21 @@ impl LokiSource {
             i128::from(pack.incident.last_anomaly_at.ms.saturating_add(60_000)) * 1_000_000;
         let work = async {
             let mut lines = Vec::new();
+            let mut last_err = None;
             for q in &queries {
-                lines.extend(self.query(q, start_ns, end_ns).await?);
+                match self.query(q, start_ns, end_ns).await {
+                    Ok(l) => lines.extend(l),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "loki: query failed");
+                        last_err = Some(e);
+                    }
+                }
             }
-            Ok::<_, Error>(lines)
+            // One namespace's failure costs its lines only; all failing is an error.
+            match last_err {
+                Some(e) if lines.is_empty() => Err(e),
+                _ => Ok(lines),
+            }
         };
         let mut lines = tokio::time::timeout(c.timeout, work)
             .await

@@ -362,3 +362,51 @@ async fn loki_errors_are_reported_not_panicked() {
         .unwrap_or_default();
     assert!(e2.contains("resultType \"matrix\""), "{e2}");
 }
+
+#[tokio::test]
+async fn enrich_attaches_what_arrived_and_reports_what_failed() {
+    let k8s = serve(|r, _| {
+        let sel = r
+            .query_pairs()
+            .get("fieldSelector")
+            .cloned()
+            .unwrap_or_default();
+        let items = if sel == format!("involvedObject.name={POD}") {
+            vec![event(
+                "a.1",
+                "Pod",
+                POD,
+                NS,
+                "Warning",
+                "OOMKilled",
+                "Container app was OOM-killed",
+                "2027-01-15T08:02:00Z",
+                2,
+            )]
+        } else {
+            vec![]
+        };
+        (200, event_list(&items))
+    })
+    .await;
+    let loki = serve(|_, _| (502, "bad gateway".into())).await;
+    let client = kube::Client::try_from(kube::Config::new(
+        k8s.url.parse().unwrap_or_else(|e| panic!("{e}")),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let events = EventSource::new(client, EventsConfig::default());
+    let logs = LokiSource::new(LokiConfig::new(loki.url.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = pack();
+    let errors = evidence::enrich(&mut p, Some(&events), Some(&logs)).await;
+    assert_eq!(
+        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        vec!["loki: status 502"]
+    );
+    assert_eq!(p.kubernetes_events.len(), 1);
+    assert_eq!(p.kubernetes_events[0]["reason"], "OOMKilled");
+    assert!(p.logs.is_empty());
+
+    let mut q = pack();
+    assert!(evidence::enrich(&mut q, None, None).await.is_empty());
+    assert_eq!(q, pack());
+}
