@@ -253,8 +253,11 @@ impl Explainer {
             // already says that all is quiet.
             return base;
         }
+        // Budgeted per question and state: one shared pot would, once spent, turn every
+        // later question deterministic for good.
+        let budget_key = format!("ask-{}", &fingerprint[..16.min(fingerprint.len())]);
         let req = Request {
-            budget_key: "ask",
+            budget_key: &budget_key,
             fingerprint,
             system: prompt::ASK_SYSTEM,
             user,

@@ -156,11 +156,7 @@ pub fn objects(pack: &EvidencePack) -> Vec<ObjectRef> {
             out.push(o);
         }
     };
-    let series = pack
-        .series
-        .iter()
-        .map(|s| s.series.as_str())
-        .chain(pack.correlated.iter().map(|s| s.series.as_str()));
+    let series = labels::all_series(pack);
     for s in series {
         let l = labels::parse(s);
         let get = |k: &str| l.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -489,11 +485,7 @@ impl LokiSource {
     /// The LogQL queries for `pack`: one per namespace, over its pods.
     pub fn queries(&self, pack: &EvidencePack) -> Vec<String> {
         let mut by_ns: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
-        let series = pack
-            .series
-            .iter()
-            .map(|s| s.series.as_str())
-            .chain(pack.correlated.iter().map(|s| s.series.as_str()));
+        let series = labels::all_series(pack);
         for s in series {
             if let (Some(ns), Some(pod)) = (labels::get(s, "namespace"), labels::get(s, "pod")) {
                 by_ns.entry(ns).or_default().insert(pod);

@@ -46,6 +46,15 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Every series of `pack` in Prometheus notation: the detailed ones, then the brief ones, in
+/// rank order.
+pub fn all_series(pack: &portent_incidents::EvidencePack) -> impl Iterator<Item = &str> {
+    pack.series
+        .iter()
+        .map(|s| s.series.as_str())
+        .chain(pack.correlated.iter().map(|s| s.series.as_str()))
+}
+
 /// The value of label `name` in `text` (Prometheus notation).
 pub fn get(text: &str, name: &str) -> Option<String> {
     parse(text)

@@ -117,11 +117,7 @@ impl Pseudonymiser {
                 self.add(kind, n);
             }
         }
-        let series = pack
-            .series
-            .iter()
-            .map(|s| s.series.as_str())
-            .chain(pack.correlated.iter().map(|s| s.series.as_str()));
+        let series = crate::labels::all_series(pack);
         for text in series {
             for (k, v) in crate::labels::parse(text) {
                 self.learn_label(&k, &v);

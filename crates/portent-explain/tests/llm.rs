@@ -311,18 +311,8 @@ async fn retries_429_and_5xx_but_not_401() {
 
 #[tokio::test]
 async fn unreachable_endpoint_times_out_into_fallback() {
-    // A listener that accepts and never answers.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    let mut c = LlmConfig::new(ProviderKind::OpenAi, format!("http://{addr}"), "m");
+    let silent = common::silent().await;
+    let mut c = LlmConfig::new(ProviderKind::OpenAi, silent.clone(), "m");
     c.timeout = Duration::from_millis(200);
     c.max_retries = 1;
     c.backoff = Duration::from_millis(5);

@@ -194,20 +194,9 @@ async fn kubernetes_events_bounded_by_count_and_time() {
     assert_eq!(fake.requests().len(), 2);
 
     // A server that never answers costs the timeout, then an error.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
+    let silent = common::silent().await;
     let client = kube::Client::try_from(kube::Config::new(
-        format!("http://{addr}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
+        silent.clone().parse().unwrap_or_else(|e| panic!("{e}")),
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     let src = EventSource::new(

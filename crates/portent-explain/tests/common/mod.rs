@@ -236,3 +236,18 @@ pub fn openai_reply(text: &str) -> String {
     })
     .to_string()
 }
+
+/// A server on 127.0.0.1 that accepts connections and never answers: for timeouts.
+pub async fn silent() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}")
+}
