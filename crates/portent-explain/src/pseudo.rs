@@ -8,7 +8,8 @@
 //! Replacement is a single left-to-right pass that, at each word boundary, takes the longest
 //! known name: a pod `api-7d9f8-xk2p` is replaced whole before its workload `api` could match
 //! inside it, and an alias just written is never rewritten. Words are runs of ASCII letters,
-//! digits and `_`, so `api` in `rapid` is left alone while `api` in `api-7d9f8` is not.
+//! digits and `_`, so `api` in `rapid` is left alone while `api` in `api-7d9f8` is not. Names
+//! shaped like evidence IDs (`e1`, `k2`) are left as they are so citations stay intact.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,14 @@ fn ipv4_at(s: &str, i: usize) -> Option<usize> {
         Some('.') if s[j + 1..].starts_with(|c: char| c.is_ascii_digit()) => None,
         _ => Some(j - i),
     }
+}
+
+/// Whether `name` could be an evidence ID (`e1`, `k2`, `l3`, `s4`): such a name is left as it
+/// is, because replacing it would rewrite the IDs the answer must cite, and a letter and a
+/// number identify nothing.
+fn looks_like_id(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|f| "ekls".contains(f)) && name.len() > 1 && c.all(|d| d.is_ascii_digit())
 }
 
 impl Pseudonymiser {
@@ -178,7 +187,7 @@ impl Pseudonymiser {
     /// Adds `name` of `kind`; its alias is the next free one. Empty names and names already
     /// known keep what they have.
     pub fn add(&mut self, kind: Kind, name: &str) {
-        if name.is_empty() || self.forward.contains_key(name) {
+        if name.is_empty() || self.forward.contains_key(name) || looks_like_id(name) {
             return;
         }
         let n = self.counts.entry(kind).or_insert(0);
@@ -303,6 +312,14 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p.alias("10.0.0.7"), Some("192.0.2.1"));
         assert_eq!(p.apply("from 10.0.0.7."), "from 192.0.2.1.");
+    }
+
+    #[test]
+    fn evidence_ids_are_never_rewritten() {
+        let mut p = Pseudonymiser::new();
+        p.add(Kind::Node, "e1");
+        p.add(Kind::Node, "e1a");
+        assert_eq!(p.apply("[e1] on e1a"), "[e1] on node1");
     }
 
     #[test]
