@@ -10,6 +10,7 @@
 //! | `POST /api/v1/incidents/{id}/feedback` | `{"verdict": "false_positive" \| "confirmed", "by": …, "note": …}`; bearer token |
 //! | `POST /api/v1/feedback` | a verdict on one anomaly: a series (`labels`, `query`, `model`) over `from`..`to`; bearer token |
 //! | `GET /api/v1/feedback` | every verdict, oldest first |
+//! | `GET /api/v1/ask?q=…` | a question answered from the open incidents and the top scores (deterministically; `portent ask` calls it) |
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 |
 //!
 //! A false positive excludes its window from the series' training and raises the series'
@@ -36,7 +37,10 @@ use portent_incidents::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::Control;
+use crate::{Control, Scores};
+
+/// The most top scores an answer considers.
+const ASK_TOP_SCORES: usize = 20;
 
 /// The OpenAPI document of [`api_router`].
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -244,22 +248,28 @@ impl Hub {
     }
 }
 
-/// The incidents API on `hub`; the POST routes need `control`'s bearer token.
-pub fn api_router(hub: Hub, control: Control) -> Router {
+/// The incidents API on `hub` and `scores`; the POST routes need `control`'s bearer token.
+pub fn api_router(hub: Hub, control: Control, scores: Scores) -> Router {
     Router::new()
         .route("/api/v1/incidents", get(list))
         .route("/api/v1/incidents/{id}", get(one))
         .route("/api/v1/incidents/{id}/evidence", get(evidence))
         .route("/api/v1/incidents/{id}/feedback", post(incident_feedback))
         .route("/api/v1/feedback", get(all_feedback).post(anomaly_feedback))
+        .route("/api/v1/ask", get(ask))
         .route("/api/v1/openapi.json", get(openapi))
-        .with_state(Api { hub, control })
+        .with_state(Api {
+            hub,
+            control,
+            scores,
+        })
 }
 
 #[derive(Clone)]
 struct Api {
     hub: Hub,
     control: Control,
+    scores: Scores,
 }
 
 /// An error answer: `{"error": "…"}` with a status.
@@ -490,6 +500,36 @@ async fn anomaly_feedback(
 
 async fn all_feedback(State(api): State<Api>) -> Response {
     Json(json!({ "feedback": api.hub.feedback() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct AskQuery {
+    q: Option<String>,
+}
+
+/// Answers from what portent sees now: open incidents worst first (those the question names,
+/// when it names any), and the top scores.
+async fn ask(State(api): State<Api>, Query(q): Query<AskQuery>) -> Response {
+    let question = q.q.unwrap_or_default();
+    if question.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ask a question: /api/v1/ask?q=what's+happening+in+production",
+        );
+    }
+    let packs = api.hub.packs();
+    let top: Vec<portent_explain::TopScore> = api
+        .scores
+        .top(ASK_TOP_SCORES)
+        .into_iter()
+        .map(|(k, s)| portent_explain::TopScore {
+            series: format!("{} (query {}, model {})", k.labels, k.query, k.model),
+            score: s.score.get(),
+            reason: s.reason,
+        })
+        .collect();
+    let answer = portent_explain::answer_deterministic(&question, &packs, &top);
+    Json(json!({ "question": question, "answer": answer })).into_response()
 }
 
 async fn openapi() -> Response {

@@ -241,6 +241,24 @@ impl Scores {
         before - map.len()
     }
 
+    /// The `n` highest scores (highest first; ties by series), for "what is unusual now".
+    pub fn top(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
+        let mut all: Vec<(ScoreKey, Scored)> = self
+            .read()
+            .iter()
+            .filter(|(_, s)| s.score.get() > 0.0)
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
+        all.sort_by(|a, b| {
+            b.1.score
+                .get()
+                .total_cmp(&a.1.score.get())
+                .then(a.0.cmp(&b.0))
+        });
+        all.truncate(n);
+        all
+    }
+
     /// How many series are held.
     pub fn len(&self) -> usize {
         self.read().len()

@@ -11,7 +11,7 @@ use portent_core::{Labels, Score, Scored, Timestamp};
 use portent_incidents::feedback::{FeedbackStore, ThresholdRule};
 use portent_incidents::{Anomaly, CorrelatorConfig, PackConfig};
 use portent_server::incidents::{Candidate, OPENAPI};
-use portent_server::{Control, Hub, Reloader, SelfMetrics, api_router};
+use portent_server::{Control, Hub, Reloader, ScoreKey, Scores, SelfMetrics, api_router};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -30,7 +30,12 @@ fn app(dir: &std::path::Path, token: Option<&str>) -> (Hub, Router) {
         token.map(|t| Secret::new(t.to_owned())),
         Reloader::new(metrics, || async { Ok(()) }),
     );
-    let router = api_router(hub.clone(), control);
+    let scores = Scores::new();
+    let key = ScoreKey::new("latency".into(), "m".into(), pod());
+    let mut high = Scored::unknown(at(0), 500.0);
+    high.score = Score::new(0.97).unwrap();
+    scores.set(key, high);
+    let router = api_router(hub.clone(), control, scores);
     (hub, router)
 }
 
@@ -139,6 +144,22 @@ async fn incidents_are_listed_shown_and_explained() {
         (s, &v["series"][0]["id"]),
         (StatusCode::OK, &Value::from("e1"))
     );
+
+    // Asked, it says what is open and what scores high.
+    let (s, v) = send(
+        &app,
+        "GET",
+        "/api/v1/ask?q=what%27s+happening+in+shop%3F",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let answer = v["answer"].as_str().unwrap();
+    assert!(answer.contains(&id), "{answer}");
+    assert!(answer.contains("0.97"), "{answer}");
+    let (s, _) = send(&app, "GET", "/api/v1/ask", None, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let (s, v) = send(&app, "GET", "/api/v1/incidents/nope", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);

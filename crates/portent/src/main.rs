@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ask;
 mod backtest;
 mod check;
 mod detect;
@@ -45,6 +46,8 @@ enum Command {
     Backtest(backtest::Args),
     /// Simulate a Kubernetes cluster with known incidents: CSV and ground truth, or /metrics.
     Sim(sim::Args),
+    /// Ask a running daemon what is happening: open incidents, their likely causes, top scores.
+    Ask(ask::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Backtest(args) => backtest::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Ask(args) => ask::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

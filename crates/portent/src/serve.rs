@@ -259,7 +259,7 @@ async fn serve(
     });
     let api = hub
         .clone()
-        .map(|h| portent_server::api_router(h, control.clone()));
+        .map(|h| portent_server::api_router(h, control.clone(), scores.clone()));
     let app = portent_server::router(
         control.clone(),
         (!split).then(|| Arc::clone(&registry)),

@@ -950,3 +950,26 @@ fn rows_out_of_time_order_stop_detect_unless_skipped() {
     );
     assert!(run.stdout.contains(": 300 samples, "), "{}", run.stdout);
 }
+
+#[test]
+fn ask_without_a_daemon_says_where_it_looked() {
+    let dir = tmp();
+    // Port 1 on loopback: nothing listens there.
+    let run = portent(
+        dir.path(),
+        &["ask", "what's up?", "--url", "http://127.0.0.1:1"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("asking portent at http://127.0.0.1:1: is `portent serve` running there?"),
+        "{}",
+        run.stderr
+    );
+    let run = portent(dir.path(), &["ask", "x", "--url", "not a url"]);
+    assert!(
+        run.stderr.contains("--url \"not a url\": not a URL"),
+        "{}",
+        run.stderr
+    );
+}

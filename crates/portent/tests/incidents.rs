@@ -151,6 +151,18 @@ scrape_configs:
     let open = incidents(portent_port, "open");
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["id"], id.as_str());
+    // `portent ask` answers from the daemon: the open incident and its likely cause.
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_portent"))
+        .args(["ask", "what's happening?", "--url"])
+        .arg(format!("http://127.0.0.1:{portent_port}"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&asked.stdout);
+    assert!(asked.status.success(), "{asked:?}");
+    assert!(
+        answer.contains(&id) && answer.contains("test_gauge"),
+        "{answer}"
+    );
 
     // Calm again: the incident resolves, and Alertmanager says so once.
     until(
