@@ -14,11 +14,15 @@
 //! onset, so a replay of the same data yields the same IDs.
 //!
 //! **Lifecycle** (Prometheus' alert states): an incident is *pending* from its first anomaly;
-//! *firing* once an anomaly arrives at least [`CorrelatorConfig::hold`] after the onset (the
-//! trouble persisted); *resolved* once no anomaly arrived for
-//! [`CorrelatorConfig::resolve_after`]; dropped [`CorrelatorConfig::retention`] after resolving.
-//! A pending incident that goes quiet is dropped without ever firing, as Prometheus drops a
-//! pending alert ([`Counters::pending_expired`]).
+//! *firing* once it has stayed open for [`CorrelatorConfig::hold`] (an anomaly at least `hold`
+//! after the onset, or the clock reaching `onset + hold` before the incident went quiet);
+//! *resolved* once no anomaly arrived for [`CorrelatorConfig::resolve_after`]; dropped
+//! [`CorrelatorConfig::retention`] after resolving. "Open" is the condition of portent's own
+//! alerting rule, `max_over_time(score[window]) >= threshold` held `for`: true for a window after
+//! any anomaly, so a lone onset score pages after the hold, as the rule's alert does (portent's
+//! detectors give a change one high score at its onset, not one per sample). A pending incident
+//! that goes quiet before its hold is dropped without ever firing, as Prometheus drops a pending
+//! alert ([`Counters::pending_expired`]).
 //!
 //! **Bounds.** At most [`CorrelatorConfig::max_open`] open incidents (an anomaly that would open
 //! one more is refused and counted), at most [`CorrelatorConfig::max_members`] series per
@@ -304,8 +308,7 @@ pub struct CorrelatorConfig {
     pub min_score: Score,
     /// The longest quiet stretch that still counts as overlapping in time (default 10 min).
     pub gap: Duration,
-    /// How long an incident must stay anomalous before it fires (default 2 min; 0 fires at
-    /// once).
+    /// How long an incident must stay open before it fires (default 2 min; 0 fires at once).
     pub hold: Duration,
     /// How long without anomalies before it resolves (default 10 min).
     pub resolve_after: Duration,
@@ -469,8 +472,19 @@ impl Correlator {
         self.now = now;
         let quiet = millis(self.config.resolve_after);
         let retention = millis(self.config.retention);
+        let hold = millis(self.config.hold);
         let mut expired = 0;
         for inc in &mut self.incidents {
+            // Open for the hold (it was still open when the hold ran out): firing, even if it
+            // went quiet since and resolves below.
+            let due = inc.started_at.add_millis(hold);
+            if inc.state == State::Pending
+                && now >= due
+                && due.millis_since(inc.last_anomaly_at) < quiet
+            {
+                inc.state = State::Firing;
+                inc.fired_at = Some(due);
+            }
             if inc.is_open() && now.millis_since(inc.last_anomaly_at) >= quiet {
                 if inc.state == State::Pending {
                     expired += 1;

@@ -105,16 +105,48 @@ fn lifecycle_pending_firing_resolved_dropped() {
     c.observe(&anomaly(&n, 20, 20.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 2);
     assert_ne!(c.incidents()[0].id, c.incidents()[1].id);
-    // The second goes quiet while pending: dropped without ever firing, as Prometheus does.
+    // A lone anomaly keeps it open for `resolve_after`, longer than the hold: it fires when the
+    // hold runs out, as portent's alerting rule does on a lone onset score.
+    c.advance(at(23));
+    assert_eq!(c.incidents()[1].state, State::Firing);
+    assert_eq!(c.incidents()[1].fired_at, Some(at(23)));
     c.advance(at(25));
-    assert_eq!(c.incidents().len(), 1);
-    assert_eq!(c.counters().pending_expired, 1);
+    assert_eq!(c.incidents()[1].state, State::Resolved);
+    assert_eq!(c.counters().pending_expired, 0);
     c.advance(at(67));
-    assert_eq!(c.incidents().len(), 1);
+    assert_eq!(c.incidents().len(), 2);
     // The first is past its retention.
     c.advance(at(68));
-    assert!(c.incidents().is_empty(), "{:#?}", c.incidents());
+    assert_eq!(c.incidents().len(), 1, "{:#?}", c.incidents());
     assert_eq!(c.counters().dropped_resolved, 1);
+}
+
+/// Regression: the simulator's memory leak and bad rollout each gave one anomaly at their onset
+/// (the detector's refractory memory keeps it from scoring every sample of a shift high), and
+/// their incidents were dropped as pending although the alerting rule on the same scores fired.
+#[test]
+fn a_lone_onset_fires_after_the_hold_even_when_the_clock_jumps() {
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&node(), 0, 20.0, 0.95, Reason::LevelShift));
+    // The next call comes long after: it was open (quiet < 10 min) when the 2 min hold ran out.
+    c.advance(at(60));
+    let inc = &c.incidents()[0];
+    assert_eq!(inc.state, State::Resolved);
+    assert_eq!(inc.fired_at, Some(at(2)));
+    assert_eq!(c.counters().pending_expired, 0);
+}
+
+#[test]
+fn a_pending_incident_quiet_before_its_hold_is_dropped() {
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig {
+        hold: Duration::from_secs(600),
+        resolve_after: Duration::from_secs(300),
+        ..CorrelatorConfig::default()
+    });
+    c.observe(&anomaly(&node(), 0, 20.0, 0.9, Reason::Spike));
+    c.advance(at(9));
+    assert!(c.incidents().is_empty(), "{:#?}", c.incidents());
+    assert_eq!(c.counters().pending_expired, 1);
 }
 
 #[test]
