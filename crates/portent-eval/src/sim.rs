@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portent_core::{Labels, Sample, Score, Timestamp};
+use portent_core::{Labels, Sample, Score, Scored, Timestamp};
 use portent_engine::{RefitPolicy, SeriesRunner};
 use portent_models::DetectorConfig;
 use portent_models::multivariate::{
@@ -67,6 +67,9 @@ use portent_sim::{
     histogram_quantile,
 };
 use serde::Serialize;
+
+mod incidents;
+pub use incidents::ScenarioIncidents;
 
 const DAY_MS: i64 = 86_400_000;
 const MINUTE_MS: i64 = 60_000;
@@ -211,6 +214,18 @@ pub struct ScenarioResult {
     pub paths: std::collections::BTreeMap<String, PathResult>,
     /// False alarms per entity per day of each path.
     pub false_alarms_per_day_by: std::collections::BTreeMap<String, f64>,
+    /// Incidents related to the scenario, when portent's univariate verdicts go through the
+    /// incident correlator ([`incidents`](mod@incidents) module docs: the rules).
+    pub incidents: usize,
+    /// Exactly one related incident.
+    pub one_incident: bool,
+    /// The earliest related incident's top root-cause candidate is a series of the injected
+    /// cause.
+    pub top_cause_correct: bool,
+    /// That candidate, e.g. `pod shop/cart-…: memory`.
+    pub top_candidate: Option<String>,
+    /// Series in that incident.
+    pub incident_series: usize,
 }
 
 /// The whole evaluation.
@@ -226,6 +241,10 @@ pub struct SimReport {
     pub entity_days: f64,
     /// False alarms (firings) of each path after the warm-up.
     pub false_alarms: std::collections::BTreeMap<String, usize>,
+    /// Incidents that started after the warm-up and belong to no scenario.
+    pub false_incidents: usize,
+    /// Simulated days after the warm-up.
+    pub days_after_warm_up: f64,
 }
 
 /// The paths compared.
@@ -288,6 +307,9 @@ struct Track {
     values: Vec<f32>,
     /// For multivariate tracks: the top feature per step (`u8::MAX`: none).
     top: Vec<u8>,
+    /// For univariate tracks: every verdict at or above the alerting threshold, with its step,
+    /// as the daemon feeds them to the incident correlator.
+    verdicts: Vec<(usize, Scored)>,
 }
 
 impl Track {
@@ -458,6 +480,7 @@ impl Derived {
             first: step,
             values: Vec::new(),
             top: Vec::new(),
+            verdicts: Vec::new(),
         });
         self.statics.len() - 1
     }
@@ -916,18 +939,25 @@ fn score_univariate(config: &SimEvalConfig, d: &Derived) -> Result<Vec<Track>, S
         let mut runner = SeriesRunner::new(config.detector, config.policy)?;
         let end = d.entities[s.entity].end;
         let mut values = Vec::with_capacity(end.saturating_sub(s.first));
+        let mut verdicts = Vec::new();
         let mut started = false;
         for step in s.first..end {
             let t = d.start.add_millis(step as i64 * d.step_ms);
             let v = s.at(step);
-            let score = if v.is_finite() {
+            let scored = if v.is_finite() {
                 started = true;
-                runner.push(Sample::new(t, v)).score.get()
+                Some(runner.push(Sample::new(t, v)))
             } else if started {
-                runner.tick(t).map_or(0.0, |sc| sc.score.get())
+                runner.tick(t)
             } else {
-                0.0
+                None
             };
+            let score = scored.map_or(0.0, |sc| sc.score.get());
+            if let Some(sc) = scored
+                && sc.score >= config.threshold
+            {
+                verdicts.push((step, sc));
+            }
             values.push(score as f32);
         }
         Ok(Track {
@@ -938,6 +968,7 @@ fn score_univariate(config: &SimEvalConfig, d: &Derived) -> Result<Vec<Track>, S
             first: s.first,
             values,
             top: Vec::new(),
+            verdicts,
         })
     })
 }
@@ -996,6 +1027,7 @@ fn score_multivariate(
                     first: e.first,
                     values: vec![0.0; len],
                     top: vec![u8::MAX; len],
+                    verdicts: Vec::new(),
                 })
             })
             .collect();
@@ -1135,8 +1167,13 @@ pub fn run(config: &SimEvalConfig, progress: &dyn Fn(&str)) -> Result<SimReport,
         first: t.first,
         values: t.values.clone(),
         top: Vec::new(),
+        verdicts: Vec::new(),
     }));
-    Ok(evaluate(config, &d, &tracks))
+    progress("incidents");
+    let incidents = incidents::evaluate(config, &d, &tracks);
+    let mut report = evaluate(config, &d, &tracks);
+    report.apply(incidents);
+    Ok(report)
 }
 
 fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport {
@@ -1310,6 +1347,11 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
             top_feature: if portent.caught { top_feature } else { None },
             paths,
             false_alarms_per_day_by: fa_by.clone(),
+            incidents: 0,
+            one_incident: false,
+            top_cause_correct: false,
+            top_candidate: None,
+            incident_series: 0,
         });
     }
     SimReport {
@@ -1318,6 +1360,8 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
         series: d.series.len(),
         entity_days: round2(entity_days),
         false_alarms,
+        false_incidents: 0,
+        days_after_warm_up: 0.0,
     }
 }
 
@@ -1326,9 +1370,56 @@ fn round2(x: f64) -> f64 {
 }
 
 impl SimReport {
-    /// The JSON line of `portent eval sim --json`: `{"scenarios": [...]}`.
+    fn apply(&mut self, inc: incidents::IncidentEval) {
+        for (s, i) in self.scenarios.iter_mut().zip(inc.scenarios) {
+            s.incidents = i.incidents;
+            s.one_incident = i.one_incident;
+            s.top_cause_correct = i.top_cause_correct;
+            s.top_candidate = i.top_candidate;
+            s.incident_series = i.incident_series;
+        }
+        self.false_incidents = inc.false_incidents;
+        self.days_after_warm_up = round2(inc.days_after_warm_up);
+    }
+
+    /// The share of scenarios whose injected cause is the top root-cause candidate.
+    pub fn top_cause_fraction(&self) -> f64 {
+        self.fraction(|s| s.top_cause_correct)
+    }
+
+    /// The share of scenarios that yielded exactly one incident.
+    pub fn one_incident_fraction(&self) -> f64 {
+        self.fraction(|s| s.one_incident)
+    }
+
+    /// Incidents outside every scenario per simulated day after the warm-up.
+    pub fn false_incidents_per_day(&self) -> f64 {
+        if self.days_after_warm_up > 0.0 {
+            round2(self.false_incidents as f64 / self.days_after_warm_up)
+        } else {
+            0.0
+        }
+    }
+
+    fn fraction(&self, f: impl Fn(&ScenarioResult) -> bool) -> f64 {
+        if self.scenarios.is_empty() {
+            return 0.0;
+        }
+        round2(self.scenarios.iter().filter(|s| f(s)).count() as f64 / self.scenarios.len() as f64)
+    }
+
+    /// The JSON line of `portent eval sim --json`: `{"scenarios": [...], ...}`, each scenario
+    /// with the fields of [`ScenarioResult`], plus the incident summary: `top_cause_fraction`,
+    /// `one_incident_fraction`, `false_incidents`, `false_incidents_per_day`.
     pub fn to_json_line(&self) -> String {
-        serde_json::json!({ "scenarios": self.scenarios }).to_string()
+        serde_json::json!({
+            "scenarios": self.scenarios,
+            "top_cause_fraction": self.top_cause_fraction(),
+            "one_incident_fraction": self.one_incident_fraction(),
+            "false_incidents": self.false_incidents,
+            "false_incidents_per_day": self.false_incidents_per_day(),
+        })
+        .to_string()
     }
 
     /// A plain-text table: per scenario, detected and delay by each path.
@@ -1341,13 +1432,21 @@ impl SimReport {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>6} {:>9} {:>11} {:>12} {:>8} {:>8}  first alert",
-            "scenario", "length", "portent", "univariate", "multivariate", "static", "top",
+            "{:<20} {:>6} {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  first alert",
+            "scenario",
+            "length",
+            "portent",
+            "univariate",
+            "multivariate",
+            "static",
+            "top",
+            "incidents",
+            "cause",
         );
         for s in &self.scenarios {
             let _ = writeln!(
                 out,
-                "{:<20} {:>5.0}m {:>9} {:>11} {:>12} {:>8} {:>8}  {}",
+                "{:<20} {:>5.0}m {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  {}",
                 s.name,
                 s.duration_minutes,
                 delay(s.paths.get("portent")),
@@ -1355,6 +1454,8 @@ impl SimReport {
                 delay(s.paths.get("multivariate")),
                 delay(s.paths.get("static_threshold")),
                 s.top_feature.as_deref().unwrap_or("-"),
+                s.incidents,
+                if s.top_cause_correct { "top" } else { "no" },
                 s.paths
                     .get("portent")
                     .and_then(|p| p.first_alert.as_deref())
@@ -1380,6 +1481,31 @@ impl SimReport {
             fa("multivariate"),
             fa("static_threshold"),
         );
+        let _ = writeln!(
+            out,
+            "incidents: one per scenario in {}/{n}, injected cause the top candidate in {}/{n} \
+             ({:.0}%), false incidents {} ({:.2} per day over {:.1} days)",
+            self.scenarios.iter().filter(|s| s.one_incident).count(),
+            self.scenarios
+                .iter()
+                .filter(|s| s.top_cause_correct)
+                .count(),
+            100.0 * self.top_cause_fraction(),
+            self.false_incidents,
+            self.false_incidents_per_day(),
+            self.days_after_warm_up,
+            n = self.scenarios.len(),
+        );
+        for s in &self.scenarios {
+            let _ = writeln!(
+                out,
+                "  {:<20} incidents {}, series in it {}, top candidate {}",
+                s.name,
+                s.incidents,
+                s.incident_series,
+                s.top_candidate.as_deref().unwrap_or("-"),
+            );
+        }
         out
     }
 }
@@ -1402,6 +1528,7 @@ mod tests {
             first: 0,
             values,
             top: Vec::new(),
+            verdicts: Vec::new(),
         }
     }
 

@@ -61,10 +61,34 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
     }
     assert!(leak.false_alarms_per_day >= 0.0);
 
+    // Through the incident correlator, each scenario is one incident; the leak's top candidate
+    // is a series of the leaking pod. The bad rollout's is the service's error ratio (its new
+    // pods have no history to be scored against), not the bad ReplicaSet: not the cause.
+    for s in &report.scenarios {
+        assert_eq!(s.incidents, 1, "{s:#?}");
+        assert!(s.one_incident);
+    }
+    assert!(leak.top_cause_correct, "{leak:#?}");
+    assert!(!report.scenarios[1].top_cause_correct);
+    assert_eq!(report.top_cause_fraction(), 0.5);
+    assert!(
+        report
+            .table()
+            .contains("injected cause the top candidate in 1/2")
+    );
+
     // The JSON line has the documented shape.
     let v: serde_json::Value = serde_json::from_str(&report.to_json_line()).unwrap();
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.len(), 1);
+    for key in [
+        "scenarios",
+        "top_cause_fraction",
+        "one_incident_fraction",
+        "false_incidents",
+        "false_incidents_per_day",
+    ] {
+        assert!(obj.contains_key(key), "{key} missing in {v}");
+    }
     let scenarios = obj["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 2);
     for s in scenarios {
@@ -76,6 +100,10 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
             "caught_by_univariate",
             "caught_by_multivariate",
             "caught_by_static_threshold",
+            "incidents",
+            "one_incident",
+            "top_cause_correct",
+            "top_candidate",
         ] {
             assert!(s.get(key).is_some(), "{key} missing in {s}");
         }

@@ -1,0 +1,223 @@
+//! The push path of `portent serve` for 100,000 series, as issue 3 measures it: Prometheus
+//! remote_writes one sample per series per minute; each iteration is one minute of it.
+//!
+//! * `push_path/decode_ingest_score`: the minute's remote_write bodies (protobuf + snappy,
+//!   2,000 series each, Prometheus' default `max_samples_per_send`) decoded by portent-prom's
+//!   decoder, appended to the engine's [`PushBuffer`], then one [`Scheduler::step`] that reads
+//!   the buffer as its source (the same glue as the daemon's `Routed`: the buffer behind a
+//!   mutex) and scores every new sample with the default detector;
+//! * `push_path/reference_snappy_protobuf`: the reference measured in the same run, snappy
+//!   decompression and protobuf decoding of the same bodies alone (prost, no label validation):
+//!   the floor any remote_write receiver pays.
+//!
+//! The data: eight Kubernetes-like labels per series (cAdvisor's CPU series), values on a daily
+//! cycle with seeded noise, one sample per series per minute. Every series has a detector fitted
+//! on eight days of such a series (cloned, as fitting 100,000 series would take minutes of
+//! setup); fits are not part of the step (the fit cadence is a week), so this is ingest plus
+//! scoring, the bar of issue 3. Encoding the bodies is setup, outside the timing.
+//!
+//! Throughput is printed as samples per second per core (the step runs on one thread). With
+//! `cargo test --benches` (no `--bench` argument) the same code runs once on 2,000 series.
+
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portent_core::seeded::gauss;
+use portent_core::{Fit, Labels, Sample, Series, Timestamp};
+use portent_engine::{
+    Cadence, Entry, HistorySource, Job, NotAPushQuery, Plan, PushBuffer, PushLimits, PushQuery,
+    RangeQuery, Scheduler, Selector, Store,
+};
+use portent_models::DetectorConfig;
+use prost::Message;
+
+const METRIC: &str = "container_cpu_usage_seconds_total";
+const MIN: i64 = 60_000;
+const DAY: i64 = 1440 * MIN;
+/// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
+const PER_REQUEST: usize = 2_000;
+/// 2026-11-02, a Monday and a multiple of a week since the epoch plus four days: fits (weekly,
+/// aligned to the epoch) stay out of the measured minutes.
+const T0: i64 = 1_793_577_600_000;
+
+fn labels(i: usize) -> Labels {
+    let pairs = [
+        ("__name__", METRIC.to_owned()),
+        ("namespace", format!("team-{}", i % 40)),
+        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
+        ("container", "checkout".to_owned()),
+        (
+            "node",
+            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
+        ),
+        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
+        ("job", "kubelet".to_owned()),
+        ("service", "checkout".to_owned()),
+    ];
+    Labels::new(pairs).unwrap_or_default()
+}
+
+fn value(series: usize, t: i64) -> f64 {
+    let day = std::f64::consts::TAU * (t.rem_euclid(DAY)) as f64 / DAY as f64;
+    let level = 50.0 + (series % 97) as f64;
+    level + 0.3 * level * day.sin() + 2.0 * gauss((t / MIN) as u64 ^ (series as u64) << 24)
+}
+
+/// The remote_write bodies of minute `t` for `labels`.
+fn bodies(labels: &[Labels], t: i64) -> Vec<Vec<u8>> {
+    labels
+        .chunks(PER_REQUEST)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let series: Vec<Series> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, l)| Series {
+                    labels: l.clone(),
+                    samples: vec![Sample::new(
+                        Timestamp::from_millis(t),
+                        value(c * PER_REQUEST + k, t),
+                    )],
+                })
+                .collect();
+            portent_prom::encode_write_request(&series)
+        })
+        .collect()
+}
+
+/// The daemon's `Routed` for a push-only config: the scheduler reads the buffer behind the
+/// mutex the receiver also takes.
+struct Routed<'a>(&'a Mutex<PushBuffer>);
+
+impl HistorySource for Routed<'_> {
+    type Error = NotAPushQuery;
+
+    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
+        match self.0.lock() {
+            Ok(mut b) => b.query_range(q),
+            Err(poisoned) => poisoned.into_inner().query_range(q),
+        }
+    }
+}
+
+/// A scheduler tracking every series of `labels` with a fitted detector, scored up to `t0`, and
+/// an empty push buffer selecting them.
+fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
+    let history: Vec<Sample> = (0..8 * 1440)
+        .map(|i| {
+            let t = T0 - 8 * DAY + i * MIN;
+            Sample::new(Timestamp::from_millis(t), value(0, t))
+        })
+        .collect();
+    let detector = DetectorConfig::default()
+        .fit(&history)
+        .unwrap_or_else(|e| panic!("fit: {e}"));
+    let mut store = Store::new();
+    let g = store.group_id("auto", "cpu");
+    for l in labels {
+        let mut e = Entry::new(detector.clone(), Timestamp::from_millis(T0));
+        e.last_scored = Some(Timestamp::from_millis(T0));
+        store.group_mut(g).series_mut().insert(l.clone(), e);
+    }
+    let plan = Plan {
+        jobs: vec![Job {
+            model: "auto".into(),
+            query: "cpu".into(),
+            expr: METRIC.into(),
+            step_ms: MIN,
+            detector: DetectorConfig::default(),
+            cadence: Cadence {
+                fit_every_ms: 7 * DAY,
+                fit_window_ms: 7 * DAY,
+                score_every_ms: MIN,
+            },
+        }],
+        retention_ms: DAY,
+    };
+    let (scheduler, _) = Scheduler::with_store(plan, store).unwrap_or_else(|e| panic!("plan: {e}"));
+    let buffer = PushBuffer::new(
+        vec![PushQuery {
+            alias: "cpu".into(),
+            selector: Selector::metric(METRIC),
+            step_ms: MIN,
+        }],
+        PushLimits::default(),
+    );
+    (scheduler, Mutex::new(buffer))
+}
+
+/// One minute: decode and ingest every body, then step. Returns samples scored.
+fn minute(
+    scheduler: &mut Scheduler,
+    buffer: &Mutex<PushBuffer>,
+    bodies: &[Vec<u8>],
+    t: i64,
+) -> usize {
+    for body in bodies {
+        let series = portent_prom::decode_write_request(body, 64 << 20)
+            .unwrap_or_else(|e| panic!("decode: {e}"));
+        let stats = match buffer.lock() {
+            Ok(mut b) => b.ingest(series),
+            Err(p) => p.into_inner().ingest(series),
+        };
+        black_box(stats);
+    }
+    let report = scheduler.step(Timestamp::from_millis(t), &mut Routed(buffer));
+    report.samples_scored
+}
+
+fn push_path(c: &mut Criterion) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 100_000 } else { 2_000 };
+    let labels: Vec<Labels> = (0..n).map(labels).collect();
+    let (mut scheduler, buffer) = setup(&labels);
+    // A first step at T0 sets the scheduler's clock; minutes follow it.
+    scheduler.step(Timestamp::from_millis(T0), &mut Routed(&buffer));
+    let mut t = T0;
+    let mut group = c.benchmark_group("push_path");
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if full { 30 } else { 1 }));
+    group.bench_function(format!("decode_ingest_score_{n}_series"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                t += MIN;
+                let minute_bodies = bodies(&labels, t);
+                let started = Instant::now();
+                let scored = minute(&mut scheduler, &buffer, &minute_bodies, t);
+                total += started.elapsed();
+                assert_eq!(scored, n, "every series scored once a minute");
+            }
+            total
+        })
+    });
+    let reference = bodies(&labels, T0 + MIN);
+    group.bench_function(format!("reference_snappy_protobuf_{n}_series"), |b| {
+        b.iter(|| {
+            for body in &reference {
+                let raw = snap::raw::Decoder::new()
+                    .decompress_vec(body)
+                    .unwrap_or_default();
+                let req =
+                    portent_prom::proto::WriteRequest::decode(raw.as_slice()).unwrap_or_default();
+                black_box(req);
+            }
+        })
+    });
+    group.finish();
+    let bytes = scheduler.store().approx_bytes();
+    let samples = buffer.lock().map_or(0, |b| b.sample_count());
+    println!(
+        "state per series: scheduler store {} B (approx_bytes), push buffer {} samples = {} B of \
+         samples",
+        bytes / n,
+        samples / n,
+        16 * samples / n,
+    );
+}
+
+criterion_group!(benches, push_path);
+criterion_main!(benches);

@@ -1,0 +1,175 @@
+//! Resident memory per series of the push path (issue 3's bar: under 4 KiB per series), in a
+//! bounded process: N series (default 100,000) tracked by the scheduler with a fitted detector
+//! each, fed M minutes (default 10) of remote_write bodies through the push buffer and scored.
+//!
+//! ```sh
+//! cargo run --release -p portent-eval --example mem_per_series -- [SERIES] [MINUTES]
+//! ```
+//!
+//! Prints VmRSS (from /proc/self/status) before, after building the scheduler's state, and after
+//! the minutes of ingest and scoring, each delta per series, next to the engine's own estimate
+//! ([`Store::approx_bytes`]) and the push buffer's samples (16 bytes each). The data is that of
+//! `benches/push_path.rs`.
+
+use std::sync::Mutex;
+
+use portent_core::seeded::gauss;
+use portent_core::{Fit, Labels, Sample, Series, Timestamp};
+use portent_engine::{
+    Cadence, Entry, HistorySource, Job, NotAPushQuery, Plan, PushBuffer, PushLimits, PushQuery,
+    RangeQuery, Scheduler, Selector, Store,
+};
+use portent_models::DetectorConfig;
+
+const METRIC: &str = "container_cpu_usage_seconds_total";
+const MIN: i64 = 60_000;
+const DAY: i64 = 1440 * MIN;
+const T0: i64 = 1_793_577_600_000;
+
+fn vm_rss() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn labels(i: usize) -> Labels {
+    let pairs = [
+        ("__name__", METRIC.to_owned()),
+        ("namespace", format!("team-{}", i % 40)),
+        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
+        ("container", "checkout".to_owned()),
+        (
+            "node",
+            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
+        ),
+        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
+        ("job", "kubelet".to_owned()),
+        ("service", "checkout".to_owned()),
+    ];
+    Labels::new(pairs).unwrap_or_default()
+}
+
+fn value(series: usize, t: i64) -> f64 {
+    let day = std::f64::consts::TAU * (t.rem_euclid(DAY)) as f64 / DAY as f64;
+    let level = 50.0 + (series % 97) as f64;
+    level + 0.3 * level * day.sin() + 2.0 * gauss((t / MIN) as u64 ^ ((series as u64) << 24))
+}
+
+struct Routed<'a>(&'a Mutex<PushBuffer>);
+
+impl HistorySource for Routed<'_> {
+    type Error = NotAPushQuery;
+
+    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
+        match self.0.lock() {
+            Ok(mut b) => b.query_range(q),
+            Err(poisoned) => poisoned.into_inner().query_range(q),
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let minutes: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let per = |bytes: usize| bytes / n.max(1);
+
+    let history: Vec<Sample> = (0..8 * 1440)
+        .map(|i| {
+            let t = T0 - 8 * DAY + i * MIN;
+            Sample::new(Timestamp::from_millis(t), value(0, t))
+        })
+        .collect();
+    let detector = DetectorConfig::default()
+        .fit(&history)
+        .unwrap_or_else(|e| panic!("fit: {e}"));
+    drop(history);
+
+    let rss0 = vm_rss();
+    let mut store = Store::new();
+    let g = store.group_id("auto", "cpu");
+    for i in 0..n {
+        let mut e = Entry::new(detector.clone(), Timestamp::from_millis(T0));
+        e.last_scored = Some(Timestamp::from_millis(T0));
+        store.group_mut(g).series_mut().insert(labels(i), e);
+    }
+    let rss1 = vm_rss();
+    let plan = Plan {
+        jobs: vec![Job {
+            model: "auto".into(),
+            query: "cpu".into(),
+            expr: METRIC.into(),
+            step_ms: MIN,
+            detector: DetectorConfig::default(),
+            cadence: Cadence {
+                fit_every_ms: 7 * DAY,
+                fit_window_ms: 7 * DAY,
+                score_every_ms: MIN,
+            },
+        }],
+        retention_ms: DAY,
+    };
+    let (mut scheduler, _) =
+        Scheduler::with_store(plan, store).unwrap_or_else(|e| panic!("plan: {e}"));
+    let buffer = Mutex::new(PushBuffer::new(
+        vec![PushQuery {
+            alias: "cpu".into(),
+            selector: Selector::metric(METRIC),
+            step_ms: MIN,
+        }],
+        PushLimits::default(),
+    ));
+    scheduler.step(Timestamp::from_millis(T0), &mut Routed(&buffer));
+    let names: Vec<Labels> = (0..n).map(labels).collect();
+    let mut scored = 0;
+    for m in 1..=minutes {
+        let t = T0 + m * MIN;
+        for (c, chunk) in names.chunks(2_000).enumerate() {
+            let series: Vec<Series> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, l)| Series {
+                    labels: l.clone(),
+                    samples: vec![Sample::new(
+                        Timestamp::from_millis(t),
+                        value(c * 2_000 + k, t),
+                    )],
+                })
+                .collect();
+            let body = portent_prom::encode_write_request(&series);
+            let decoded = portent_prom::decode_write_request(&body, 64 << 20)
+                .unwrap_or_else(|e| panic!("decode: {e}"));
+            if let Ok(mut b) = buffer.lock() {
+                b.ingest(decoded);
+            }
+        }
+        scored += scheduler
+            .step(Timestamp::from_millis(t), &mut Routed(&buffer))
+            .samples_scored;
+    }
+    drop(names);
+    let rss2 = vm_rss();
+    let samples = buffer.lock().map_or(0, |b| b.sample_count());
+    println!("{n} series, {minutes} minutes, {scored} samples scored");
+    println!(
+        "VmRSS: {} MiB before, {} MiB with the scheduler's state, {} MiB after ingest and scoring",
+        rss0 >> 20,
+        rss1 >> 20,
+        rss2 >> 20
+    );
+    println!(
+        "per series: scheduler state {} B resident ({} B by Store::approx_bytes), push buffer {} \
+         samples ({} B of samples), whole push path {} B resident",
+        per(rss1.saturating_sub(rss0)),
+        per(scheduler.store().approx_bytes()),
+        samples / n.max(1),
+        per(16 * samples),
+        per(rss2.saturating_sub(rss0)),
+    );
+}
