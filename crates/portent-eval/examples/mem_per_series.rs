@@ -12,6 +12,7 @@
 //! `benches/push_path.rs`.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
@@ -128,6 +129,7 @@ fn main() {
     scheduler.step(Timestamp::from_millis(T0), &mut Routed(&buffer));
     let names: Vec<Labels> = (0..n).map(labels).collect();
     let mut scored = 0;
+    let (mut t_decode, mut t_ingest, mut t_step, mut score_time) = (0.0, 0.0, 0.0, 0.0);
     for m in 1..=minutes {
         let t = T0 + m * MIN;
         for (c, chunk) in names.chunks(2_000).enumerate() {
@@ -143,20 +145,36 @@ fn main() {
                 })
                 .collect();
             let body = portent_prom::encode_write_request(&series);
+            let started = Instant::now();
             let decoded = portent_prom::decode_write_request(&body, 64 << 20)
                 .unwrap_or_else(|e| panic!("decode: {e}"));
+            t_decode += started.elapsed().as_secs_f64();
+            let started = Instant::now();
             if let Ok(mut b) = buffer.lock() {
                 b.ingest(decoded);
             }
+            t_ingest += started.elapsed().as_secs_f64();
         }
-        scored += scheduler
-            .step(Timestamp::from_millis(t), &mut Routed(&buffer))
-            .samples_scored;
+        let started = Instant::now();
+        let report = scheduler.step(Timestamp::from_millis(t), &mut Routed(&buffer));
+        t_step += started.elapsed().as_secs_f64();
+        scored += report.samples_scored;
+        score_time += report.score_time.as_secs_f64();
     }
     drop(names);
     let rss2 = vm_rss();
     let samples = buffer.lock().map_or(0, |b| b.sample_count());
     println!("{n} series, {minutes} minutes, {scored} samples scored");
+    let per_sample = |secs: f64| secs * 1e9 / (scored.max(1) as f64);
+    println!(
+        "time per sample: decode {:.0} ns, push buffer ingest {:.0} ns, scheduler step {:.0} ns \
+         (score ticks: read the buffer and score, {:.0} ns); {:.0} samples/s on one core",
+        per_sample(t_decode),
+        per_sample(t_ingest),
+        per_sample(t_step),
+        per_sample(score_time),
+        scored as f64 / (t_decode + t_ingest + t_step),
+    );
     println!(
         "VmRSS: {} MiB before, {} MiB with the scheduler's state, {} MiB after ingest and scoring",
         rss0 >> 20,
