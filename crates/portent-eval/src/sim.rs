@@ -63,8 +63,8 @@ use portent_models::multivariate::{
     AutoencoderConfig, FeatureSet, IsolationForestConfig, RowScore, ScoreRows, combine,
 };
 use portent_sim::{
-    Cluster, DEFAULT_BUCKETS, DEFAULT_START, GroundTruth, SimConfig, default_scenarios,
-    histogram_quantile,
+    Cluster, Counter, DEFAULT_BUCKETS, DEFAULT_START, GroundTruth, SimConfig, bucket_index,
+    default_scenarios, p99,
 };
 use serde::Serialize;
 
@@ -320,45 +320,6 @@ impl Track {
     }
 }
 
-/// A counter's increments over a trailing window, reset-aware, as `rate()` sees them.
-#[derive(Debug, Default)]
-struct Counter {
-    last: Option<f64>,
-    /// `(step, increment)`.
-    incs: std::collections::VecDeque<(usize, f64)>,
-}
-
-impl Counter {
-    fn observe(&mut self, step: usize, v: f64) {
-        if let Some(last) = self.last {
-            // A counter below its last value was reset: it counted `v` since.
-            let inc = if v >= last { v - last } else { v };
-            self.incs.push_back((step, inc));
-        }
-        self.last = Some(v);
-    }
-
-    /// Per-second rate over the last `window` steps; NaN without an increment in it.
-    fn rate(&mut self, step: usize, window: usize, step_s: f64) -> f64 {
-        while self.incs.front().is_some_and(|(s, _)| s + window <= step) {
-            self.incs.pop_front();
-        }
-        if self.incs.is_empty() {
-            return f64::NAN;
-        }
-        let sum: f64 = self.incs.iter().map(|(_, i)| i).sum();
-        sum / (self.incs.len() as f64 * step_s)
-    }
-
-    /// Increase over the last `window` steps (0 without increments).
-    fn increase(&mut self, step: usize, window: usize) -> f64 {
-        while self.incs.front().is_some_and(|(s, _)| s + window <= step) {
-            self.incs.pop_front();
-        }
-        self.incs.iter().map(|(_, i)| i).sum()
-    }
-}
-
 const N_BUCKETS: usize = DEFAULT_BUCKETS.len() + 1;
 
 /// Pod series in [`PodState::series`] order.
@@ -511,33 +472,13 @@ impl Derived {
     }
 }
 
-fn bucket_index(le: &str) -> Option<usize> {
-    if le == "+Inf" {
-        return Some(DEFAULT_BUCKETS.len());
-    }
-    let v: f64 = le.parse().ok()?;
-    DEFAULT_BUCKETS
-        .iter()
-        .position(|b| (b - v).abs() <= 1e-9 * b.max(1e-9))
-}
-
-fn p99(buckets: &[f64; N_BUCKETS]) -> f64 {
-    let pairs: Vec<(f64, f64)> = DEFAULT_BUCKETS
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .zip(buckets.iter().copied())
-        .collect();
-    histogram_quantile(0.99, &pairs).unwrap_or(f64::NAN)
-}
-
 /// Runs the cluster and evaluates the queries at every step.
 fn simulate(config: &SimEvalConfig) -> Result<Derived, SimEvalError> {
     let mut cluster = Cluster::new(config.sim.clone())?;
     let step_ms = cluster.step_millis();
     let step_s = step_ms as f64 / 1000.0;
-    let rate_w = (config.rate_window_ms / step_ms).max(1) as usize;
-    let restart_w = (15 * MINUTE_MS / step_ms).max(1) as usize;
+    let rate_w = (config.rate_window_ms / step_ms).max(1) as u64;
+    let restart_w = (15 * MINUTE_MS / step_ms).max(1) as u64;
     let start = cluster.now();
     let until = config.sim.start.add_millis(i64::from(config.days) * DAY_MS);
     let mut d = Derived {
@@ -550,6 +491,7 @@ fn simulate(config: &SimEvalConfig) -> Result<Derived, SimEvalError> {
     let mut nodes: HashMap<String, NodeState> = HashMap::new();
     let mut step = 0usize;
     while cluster.now() < until {
+        let s64 = step as u64;
         for p in pods.values_mut() {
             p.raw = Raw::default();
         }
@@ -742,18 +684,18 @@ fn simulate(config: &SimEvalConfig) -> Result<Derived, SimEvalError> {
             let raw = std::mem::take(&mut p.raw);
             let mut vals = [f64::NAN; 6];
             if let Some(c) = raw.cpu {
-                p.cpu.observe(step, c);
-                vals[0] = p.cpu.rate(step, rate_w, step_s);
+                p.cpu.observe(s64, c);
+                vals[0] = p.cpu.rate(s64, rate_w, step_s);
             }
             if let Some(m) = raw.memory {
                 vals[1] = m;
             }
             let mut err_rate = f64::NAN;
             if let Some(r) = raw.requests {
-                p.requests.observe(step, r);
-                p.errors.observe(step, raw.errors);
-                vals[2] = p.requests.rate(step, rate_w, step_s);
-                err_rate = p.errors.rate(step, rate_w, step_s);
+                p.requests.observe(s64, r);
+                p.errors.observe(s64, raw.errors);
+                vals[2] = p.requests.rate(s64, rate_w, step_s);
+                err_rate = p.errors.rate(s64, rate_w, step_s);
                 if vals[2] > 0.0 {
                     vals[3] = err_rate / vals[2];
                 }
@@ -761,14 +703,14 @@ fn simulate(config: &SimEvalConfig) -> Result<Derived, SimEvalError> {
             let mut bucket_rates = [f64::NAN; N_BUCKETS];
             if raw.has_buckets {
                 for (i, c) in p.buckets.iter_mut().enumerate() {
-                    c.observe(step, raw.buckets[i]);
-                    bucket_rates[i] = c.rate(step, rate_w, step_s);
+                    c.observe(s64, raw.buckets[i]);
+                    bucket_rates[i] = c.rate(s64, rate_w, step_s);
                 }
                 vals[4] = p99(&bucket_rates);
             }
             if let Some(r) = raw.restarts {
-                p.restarts.observe(step, r);
-                vals[5] = p.restarts.increase(step, restart_w);
+                p.restarts.observe(s64, r);
+                vals[5] = p.restarts.increase(s64, restart_w);
             }
             for (i, v) in vals.iter().enumerate() {
                 if v.is_finite() {
@@ -852,10 +794,10 @@ fn simulate(config: &SimEvalConfig) -> Result<Derived, SimEvalError> {
                 continue;
             }
             d.entities[n.entity].end = step + 1;
-            n.busy.observe(step, n.raw_busy);
-            n.idle.observe(step, n.raw_idle);
-            let busy = n.busy.rate(step, rate_w, step_s);
-            let idle = n.idle.rate(step, rate_w, step_s);
+            n.busy.observe(s64, n.raw_busy);
+            n.idle.observe(s64, n.raw_idle);
+            let busy = n.busy.rate(s64, rate_w, step_s);
+            let idle = n.idle.rate(s64, rate_w, step_s);
             let frac = busy / (busy + idle);
             let mem = 1.0 - n.available / n.total;
             if frac.is_finite() {

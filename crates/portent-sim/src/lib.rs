@@ -5,6 +5,7 @@ mod config;
 mod exposition;
 mod histogram;
 mod output;
+mod record;
 mod rng;
 mod scenario;
 
@@ -15,4 +16,5 @@ pub use config::{
 pub use exposition::FAMILIES;
 pub use histogram::{DEFAULT_BUCKETS, histogram_quantile};
 pub use output::{CsvWriter, write_truth_csv, write_truth_json};
+pub use record::{Counter, Recorder, bucket_index, p99};
 pub use scenario::{GroundTruth, Scenario, ScenarioKind, TruthRecord, default_scenarios, matches};
