@@ -46,7 +46,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use portent_config::{Config, QuerySource};
@@ -97,11 +97,98 @@ fn push_aliases(config: &Config) -> HashSet<String> {
         .collect()
 }
 
-fn now() -> Timestamp {
+fn wall_now() -> Timestamp {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     Timestamp::from_millis(ms)
+}
+
+/// The time the daemon runs on: the wall clock for `portent serve`, a simulated clock running
+/// faster than it for `portent demo`. Schedules, incidents' hold and resolve times and the
+/// push buffer's expiry all run on it; only the state saving interval and HTTP timeouts stay
+/// on the wall clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Clock {
+    /// The wall clock.
+    Wall,
+    /// `speed` times the wall clock, reading `sim` at the instant `wall`.
+    Accelerated {
+        /// The wall-clock instant the simulated clock read `sim`.
+        wall: Instant,
+        /// The simulated time at `wall`.
+        sim: Timestamp,
+        /// How many simulated milliseconds pass per wall-clock millisecond.
+        speed: f64,
+    },
+}
+
+impl Clock {
+    /// The clock's time now.
+    pub(crate) fn now(&self) -> Timestamp {
+        match *self {
+            Clock::Wall => wall_now(),
+            Clock::Accelerated { wall, sim, speed } => {
+                let ms = wall.elapsed().as_secs_f64() * 1000.0 * speed;
+                sim.add_millis(ms as i64)
+            }
+        }
+    }
+
+    /// How long a wait of `ms` on this clock takes on the wall clock.
+    pub(crate) fn wall_wait(&self, ms: i64) -> Duration {
+        let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+        match *self {
+            Clock::Wall => Duration::from_millis(ms),
+            Clock::Accelerated { speed, .. } => Duration::from_secs_f64(ms as f64 / 1000.0 / speed),
+        }
+    }
+}
+
+/// What `portent serve` and `portent demo` run differently; everything else is shared.
+pub(crate) struct Daemon {
+    /// The config file to reload on SIGHUP or `POST /-/reload`; without one (the demo's
+    /// built-in config) a reload is refused.
+    pub(crate) config_path: Option<PathBuf>,
+    /// The time the daemon runs on.
+    pub(crate) clock: Clock,
+    /// Each step runs this far (clock time) behind the clock, so that samples that arrive a
+    /// little after their timestamp are still read: a step reads each series from where the
+    /// last one stopped, and a sample older than that is never read.
+    pub(crate) lag: Duration,
+    /// Samples put in the push buffer before the first step: history to warm up on.
+    pub(crate) prefill: Vec<portent_core::Series>,
+    /// Called once the servers listen and before the first step, to start tasks beside the
+    /// daemon (the demo's cluster and its incident printer).
+    pub(crate) on_start: Option<Box<dyn FnOnce(Started) + Send>>,
+    /// Stop after this long (wall clock) as if sent SIGTERM.
+    pub(crate) run_for: Option<Duration>,
+}
+
+/// What tasks started beside the daemon get.
+pub(crate) struct Started {
+    /// The address `server.listen` bound.
+    pub(crate) addr: SocketAddr,
+    /// The push buffer, filled as the remote_write receiver fills it.
+    pub(crate) push: PushSink,
+    /// The incidents, unless turned off.
+    pub(crate) hub: Option<portent_server::Hub>,
+    /// Turns true when the daemon stops.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl Daemon {
+    /// `portent serve CONFIG`.
+    fn serve(path: PathBuf) -> Self {
+        Self {
+            config_path: Some(path),
+            clock: Clock::Wall,
+            lag: Duration::ZERO,
+            prefill: Vec::new(),
+            on_start: None,
+            run_for: None,
+        }
+    }
 }
 
 fn load_config(path: &Path) -> Result<(Config, Plan, Option<Client>)> {
@@ -148,6 +235,16 @@ fn load_state(dir: &Path) -> Result<Option<portent_engine::Store>> {
 /// Runs `portent serve`.
 pub(crate) fn run(args: &Args) -> Result<()> {
     let (config, plan, client) = load_config(&args.config)?;
+    run_daemon(Daemon::serve(args.config.clone()), config, plan, client)
+}
+
+/// Runs the daemon on a loaded config until SIGTERM, SIGINT or `daemon.run_for`.
+pub(crate) fn run_daemon(
+    daemon: Daemon,
+    config: Config,
+    plan: Plan,
+    client: Option<Client>,
+) -> Result<()> {
     for w in &config.warnings {
         eprintln!("portent: warning: {w}");
     }
@@ -175,11 +272,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args.config.clone(), config, scheduler, client))
+    runtime.block_on(serve(daemon, config, scheduler, client))
 }
 
 async fn serve(
-    path: PathBuf,
+    mut daemon: Daemon,
     config: Config,
     mut scheduler: Scheduler,
     client: Option<Client>,
@@ -202,6 +299,13 @@ async fn serve(
         push_queries(&config)?,
         push_limits(&config),
     )));
+    let sink = PushSink {
+        buffer: Arc::clone(&push),
+        metrics: metrics.clone(),
+    };
+    if !daemon.prefill.is_empty() {
+        sink.ingest(std::mem::take(&mut daemon.prefill));
+    }
     let engine = Arc::new(Mutex::new(Engine {
         scheduler,
         client: client.map(Arc::new),
@@ -218,6 +322,7 @@ async fn serve(
         let slot = Arc::clone(&control_slot);
         let push = Arc::clone(&push);
         let running = config.clone();
+        let path = daemon.config_path.clone();
         Reloader::new(metrics.clone(), move || {
             let engine = Arc::clone(&engine);
             let slot = Arc::clone(&slot);
@@ -225,6 +330,13 @@ async fn serve(
             let path = path.clone();
             let running = running.clone();
             async move {
+                let Some(path) = path else {
+                    return Err(
+                        "this daemon runs a built-in config, which cannot be reloaded"
+                            .to_owned()
+                            .into(),
+                    );
+                };
                 let result =
                     tokio::task::spawn_blocking(move || reload(&path, &engine, &push, &running))
                         .await;
@@ -250,13 +362,11 @@ async fn serve(
     *lock(&control_slot) = Some(control.clone());
 
     let split = config.server.metrics_listen.is_some();
-    let write = config.source.push.as_ref().map(|p| {
-        let sink = PushSink {
-            buffer: Arc::clone(&push),
-            metrics: metrics.clone(),
-        };
-        receiver(sink, p.max_body_size)
-    });
+    let write = config
+        .source
+        .push
+        .as_ref()
+        .map(|p| receiver(sink.clone(), p.max_body_size));
     let api = hub
         .clone()
         .map(|h| portent_server::api_router(h, control.clone(), scores.clone()));
@@ -268,10 +378,19 @@ async fn serve(
             .flatten()
             .reduce(axum::Router::merge),
     );
-    let mut servers = vec![listen(config.server.listen, app, stop_rx.clone()).await?];
+    let (addr, server) = listen(config.server.listen, app, stop_rx.clone()).await?;
+    let mut servers = vec![server];
     if let Some(addr) = config.server.metrics_listen {
         let app = portent_server::metrics_router(Arc::clone(&registry));
-        servers.push(listen(addr, app, stop_rx.clone()).await?);
+        servers.push(listen(addr, app, stop_rx.clone()).await?.1);
+    }
+    if let Some(start) = daemon.on_start.take() {
+        start(Started {
+            addr,
+            push: sink,
+            hub: hub.clone(),
+            stop: stop_rx.clone(),
+        });
     }
 
     let notifying = hub.map(|h| {
@@ -291,11 +410,21 @@ async fn serve(
             metrics: metrics.clone(),
             dir: config.storage.dir.clone(),
             retention: config.storage.series_retention,
+            clock: daemon.clock,
+            lag_ms: i64::try_from(daemon.lag.as_millis()).unwrap_or(i64::MAX),
         },
         stop_rx.clone(),
     ));
 
-    wait_for_shutdown(&control).await;
+    match daemon.run_for {
+        Some(d) => {
+            tokio::select! {
+                () = wait_for_shutdown(&control) => {}
+                () = tokio::time::sleep(d) => {}
+            }
+        }
+        None => wait_for_shutdown(&control).await,
+    }
     eprintln!("portent: shutting down");
     let _ = stop_tx.send(true);
     match looping.await {
@@ -394,26 +523,32 @@ fn save(engine: &Mutex<Engine>, dir: &Path, metrics: &SelfMetrics) -> Result<()>
     Ok(())
 }
 
+/// Serves `app` on `addr` until `stop`; returns the address bound (`addr` may ask for any
+/// port) and the server's task.
 async fn listen(
     addr: SocketAddr,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    eprintln!("portent: listening on {}", listener.local_addr()?);
-    Ok(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            eprintln!("portent: server on {addr}: {e}");
-        }
-    }))
+    let bound = listener.local_addr()?;
+    eprintln!("portent: listening on {bound}");
+    Ok((
+        bound,
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                eprintln!("portent: server on {addr}: {e}");
+            }
+        }),
+    ))
 }
 
 /// Waits for SIGTERM or SIGINT, reloading on SIGHUP meanwhile.
@@ -458,6 +593,9 @@ struct Loop {
     metrics: SelfMetrics,
     dir: PathBuf,
     retention: Duration,
+    clock: Clock,
+    /// [`Daemon::lag`] in milliseconds.
+    lag_ms: i64,
 }
 
 /// Steps the scheduler when due, until told to stop.
@@ -465,12 +603,14 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
     let mut last_save = tokio::time::Instant::now();
     let retention_ms = i64::try_from(l.retention.as_millis()).unwrap_or(i64::MAX);
     loop {
+        let (clock, lag_ms) = (l.clock, l.lag_ms);
+        let now = move || clock.now().add_millis(-lag_ms);
         let due = lock(&l.engine).scheduler.next_due();
         let wait = match due {
-            Some(t) => {
-                let ms = t.millis().saturating_sub(now().millis()).max(0);
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(MAX_SLEEP)
-            }
+            Some(t) => l
+                .clock
+                .wall_wait(t.millis().saturating_sub(now().millis()))
+                .min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
         tokio::select! {
