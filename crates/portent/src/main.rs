@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod ask;
 mod backtest;
 mod check;
+mod demo;
 mod detect;
 mod eval;
 mod incidents;
@@ -31,6 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Watch portent catch incidents in a simulated cluster, live, in the browser: no setup.
+    Demo(demo::Args),
     /// Score a file of samples (CSV or Prometheus query_range JSON), summarise and plot it.
     Detect(detect::Args),
     /// Measure detection quality on a benchmark corpus.
@@ -53,6 +56,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Detect(args) => detect::run(&args),
         Command::Eval(cmd) => eval::run(&cmd),
         Command::Check(args) => check::run(&args),
