@@ -23,14 +23,16 @@
 //! defaults (4,320 samples per series: three days at a 1 m step), a series full to its bound
 //! holds 67.5 KiB.
 //!
-//! Stale markers (Prometheus' special NaN, sent when a series disappears) are dropped and
-//! counted; ordinary NaN and infinities are kept for the detector to judge. A sample not newer
+//! Stale markers (Prometheus' special NaN, sent when a series disappears) are not kept as
+//! samples but counted, and one newer than every sample of its series marks the series ended:
+//! reads then end it with a stale marker, and the scheduler forgets it rather than report it
+//! missing (a pod deleted by a rollout is not an anomaly). Ordinary NaN and infinities are kept for the detector to judge. A sample not newer
 //! than the last one kept for its series (out of order, or a duplicate) is dropped and counted.
 //! Nothing a sender pushes makes the buffer panic or grow past its bounds.
 
 use std::collections::{HashMap, VecDeque};
 
-use portent_core::{Labels, Sample, Series, Timestamp, is_stale_marker};
+use portent_core::{Labels, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr};
 
@@ -166,6 +168,10 @@ struct Ring {
     queries: Vec<usize>,
     /// The smallest step of those queries, in ms.
     step_ms: i64,
+    /// When a stale marker newer than every sample said the series ended: read back as a
+    /// trailing stale marker, so the scheduler forgets the series instead of reporting it
+    /// missing. A later sample clears it.
+    ended: Option<Timestamp>,
 }
 
 /// A push query alias the buffer does not have.
@@ -287,6 +293,7 @@ impl PushBuffer {
                     samples: VecDeque::new(),
                     queries,
                     step_ms,
+                    ended: None,
                 },
             );
             stats.new_series += 1;
@@ -298,8 +305,16 @@ impl PushBuffer {
         for x in samples {
             if is_stale_marker(x.v) {
                 stats.stale += 1;
+                if ring.samples.back().is_some_and(|last| x.t > last.t) {
+                    ring.ended = Some(x.t);
+                }
                 continue;
             }
+            if ring.ended.is_some_and(|e| x.t <= e) {
+                stats.out_of_order += 1;
+                continue;
+            }
+            ring.ended = None;
             if let Some(last) = ring.samples.back() {
                 if x.t <= last.t {
                     stats.out_of_order += 1;
@@ -379,9 +394,13 @@ impl HistorySource for PushBuffer {
             .filter_map(|(labels, r)| {
                 let from = r.samples.partition_point(|x| x.t < start);
                 let to = r.samples.partition_point(|x| x.t <= q.end);
-                (from < to).then(|| Series {
+                let mut samples: Vec<Sample> = r.samples.range(from..to).copied().collect();
+                if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
+                    samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
+                }
+                (!samples.is_empty()).then(|| Series {
                     labels: labels.clone(),
-                    samples: r.samples.range(from..to).copied().collect(),
+                    samples,
                 })
             })
             .collect())
@@ -392,7 +411,6 @@ impl HistorySource for PushBuffer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use portent_core::STALE_NAN_BITS;
 
     const MIN: i64 = 60_000;
 

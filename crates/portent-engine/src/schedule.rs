@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portent_core::{Detect, Fit, FitError, Labels, Sample, Scored, Series, Timestamp};
+use portent_core::{
+    Detect, Fit, FitError, Labels, Sample, Scored, Series, Timestamp, is_stale_marker,
+};
 use portent_models::{Detector, DetectorConfig};
 
 use crate::source::{HistorySource, RangeQuery};
@@ -218,6 +220,8 @@ pub struct StepReport {
     pub series_scored: usize,
     /// Missing-data verdicts given to series absent from the answer.
     pub missing: usize,
+    /// Series forgotten because the source marked them ended (a Prometheus stale marker).
+    pub ended: usize,
     /// Series refitted (fit ticks) or fitted on their history (new series).
     pub fitted: usize,
     /// Fits that failed (too little usable history): the detector kept its previous model.
@@ -478,7 +482,18 @@ impl Scheduler {
             }
         };
         let mut new = Vec::new();
-        for series in answer {
+        // Series the source says ended (a trailing stale marker): scored up to the marker,
+        // then forgotten, so a pod deleted by a rollout is not reported missing for the
+        // retention. One that comes back is new again and warms up on its history.
+        let mut ended = Vec::new();
+        for mut series in answer {
+            if series.samples.last().is_some_and(|s| is_stale_marker(s.v)) {
+                series.samples.retain(|s| !is_stale_marker(s.v));
+                ended.push(series.labels.clone());
+            } else {
+                series.samples.retain(|s| !is_stale_marker(s.v));
+            }
+            let is_ended = ended.last() == Some(&series.labels);
             match group.series_mut().get_mut(&series.labels) {
                 Some(entry) => {
                     observe_new(entry, &series.samples, |s| {
@@ -486,8 +501,13 @@ impl Scheduler {
                     })
                     .count_into(report);
                 }
-                None if series.samples.is_empty() => {}
+                None if series.samples.is_empty() || is_ended => {}
                 None => new.push(series),
+            }
+        }
+        for labels in &ended {
+            if group.series_mut().remove(labels).is_some() {
+                report.ended += 1;
             }
         }
         // Series absent from the answer: overdue ones report missing data.

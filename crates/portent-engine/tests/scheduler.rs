@@ -316,3 +316,58 @@ fn the_verdict_on_show_is_the_ticks_peak_not_its_last_sample() {
     assert!(after.t > Timestamp::from_millis(ANOMALY), "{after:?}");
     assert!(after.score < Score::ALERT, "{after:?}");
 }
+
+/// A pod deleted by a rollout: Prometheus remote_writes a stale marker for each of its series
+/// (it does when a target or a recorded series disappears). The scheduler scores the pod up to
+/// the marker and forgets it, instead of reporting missing data for the retention; the pod's
+/// name coming back later is a new series that warms up on its history.
+#[test]
+fn a_stale_marker_ends_a_pushed_series_without_missing_data() {
+    use portent_core::STALE_NAN_BITS;
+    use portent_engine::{PushBuffer, PushLimits, PushQuery, Selector};
+
+    let mut buffer = PushBuffer::new(
+        vec![PushQuery {
+            alias: "cpu".into(),
+            selector: Selector::metric("cpu"),
+            step_ms: MIN,
+        }],
+        PushLimits::default(),
+    );
+    let gone = T0 + DAY + 3 * HOUR;
+    let back = gone + 2 * HOUR;
+    buffer.ingest(vec![cpu("a", 0, T0, END), cpu("d", 3 << 32, T0, gone)]);
+    let mut s = Scheduler::new(plan()).unwrap();
+    s.record_scores(true);
+    let mut reports = Vec::new();
+    let mut now = T0 + DAY;
+    while now <= gone + HOUR {
+        if now == gone + 10 * MIN {
+            let stale = Sample::new(Timestamp::from_millis(gone), f64::from_bits(STALE_NAN_BITS));
+            let stats = buffer.ingest(vec![Series {
+                labels: pod("d"),
+                samples: vec![stale],
+            }]);
+            assert_eq!(stats.stale, 1);
+        }
+        reports.push(s.step(Timestamp::from_millis(now), &mut buffer));
+        now += 5 * MIN;
+    }
+    let scores: Vec<StepScore> = reports.iter().flat_map(|r| r.scores.clone()).collect();
+    // Before the marker arrived, d was overdue and reported missing (nothing told portent it
+    // ended); once it arrived, d was forgotten and nothing more was said about it.
+    assert_eq!(reports.iter().map(|r| r.ended).sum::<usize>(), 1);
+    let ended_at = reports.iter().find(|r| r.ended == 1).unwrap().now.millis();
+    assert!(ended_at >= gone + 10 * MIN && ended_at < gone + 15 * MIN);
+    assert!(of(&scores, "d").all(|x| x.scored.t.millis() <= ended_at));
+    assert!(s.store().get("auto", "cpu", &pod("d")).is_none());
+    assert!(s.store().get("auto", "cpu", &pod("a")).is_some());
+    assert_eq!(s.store().len(), 1);
+
+    // The same series again: new, warmed up, scored; a sample clears the end.
+    buffer.ingest(vec![cpu("d", 3 << 32, back, back + HOUR)]);
+    let r = s.step(Timestamp::from_millis(back + HOUR), &mut buffer);
+    assert!(of(&r.scores, "d").count() > 0, "{:?}", r.scores.len());
+    assert_eq!(r.ended, 0);
+    assert!(s.store().get("auto", "cpu", &pod("d")).is_some());
+}
