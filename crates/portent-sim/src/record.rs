@@ -12,6 +12,7 @@
 //! | `pod:http_requests:rate`            | namespace, pod, deployment, node     | `sum(rate(http_requests_total))`                   |
 //! | `pod:http_errors:ratio`             | namespace, pod, deployment, node     | 5xx rate over all                                  |
 //! | `pod:http_latency_p99:seconds`      | namespace, pod, deployment, node     | `histogram_quantile(0.99, rate(…_bucket))`         |
+//! | `pod:container_restarts:increase15m`| namespace, pod, deployment, node     | `increase(…_restarts_total[15m])`                  |
 //! | `service:http_requests:rate`        | namespace, service                   | the pods' sum                                      |
 //! | `service:http_errors:ratio`         | namespace, service                   | the pods' 5xx over all                             |
 //! | `service:http_latency_p99:seconds`  | namespace, service                   | p99 of the pods' summed bucket rates               |
@@ -20,11 +21,12 @@
 //!
 //! Rates are over a trailing window and reset-aware, as Prometheus' `rate` is. A series is
 //! absent at a step where its rule has no value (no increment yet, no requests, a pod in
-//! crash back-off), exactly as Prometheus would leave a gap.
+//! crash back-off), and gets a stale marker at the first such step, as Prometheus' rule
+//! evaluation writes one when a recorded series disappears.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use portent_core::Labels;
+use portent_core::{Labels, STALE_NAN_BITS};
 
 use crate::histogram::{DEFAULT_BUCKETS, histogram_quantile};
 
@@ -101,6 +103,7 @@ struct PodRaw {
     cpu: Option<f64>,
     memory: Option<f64>,
     requests: Option<f64>,
+    restarts: Option<f64>,
     errors: f64,
     buckets: [f64; N_BUCKETS],
     has_buckets: bool,
@@ -115,6 +118,7 @@ struct Pod {
     cpu: Counter,
     requests: Counter,
     errors: Counter,
+    restarts: Counter,
     buckets: Vec<Counter>,
     raw: PodRaw,
     /// The last step the pod had a sample at.
@@ -158,8 +162,13 @@ struct ServiceSum {
 /// ```
 #[derive(Debug)]
 pub struct Recorder {
+    /// The series recorded at the last step: those missing at the next one get a stale
+    /// marker, as Prometheus writes for a recorded series that disappears.
+    last: HashSet<Labels>,
     step_s: f64,
     window: u64,
+    /// 15 minutes in steps, for `increase(restarts[15m])`.
+    restart_window: u64,
     step: u64,
     /// By `namespace/pod`.
     pods: BTreeMap<String, Pod>,
@@ -174,21 +183,39 @@ impl Recorder {
     pub fn new(step_ms: i64, rate_window_ms: i64) -> Self {
         let step_ms = step_ms.max(1);
         Self {
+            last: HashSet::new(),
             step_s: step_ms as f64 / 1000.0,
             window: u64::try_from((rate_window_ms / step_ms).max(1)).unwrap_or(1),
+            restart_window: u64::try_from((15 * 60_000 / step_ms).max(1)).unwrap_or(1),
             step: 0,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
         }
     }
 
-    /// Takes the raw samples of one step and returns the recorded series' values at it.
+    /// Takes the raw samples of one step and returns the recorded series' values at it,
+    /// with a stale marker ([`STALE_NAN_BITS`]) for each series recorded at the step before
+    /// and not at this one (a deleted pod, a container in crash back-off).
     pub fn record(&mut self, snapshot: &crate::Snapshot) -> Vec<(Labels, f64)> {
         self.record_samples(snapshot.samples.iter().map(|(l, v)| (l, *v)))
     }
 
     /// [`Recorder::record`] for samples from anywhere: each `(labels, value)` of one step.
     pub fn record_samples<'a>(
+        &mut self,
+        samples: impl IntoIterator<Item = (&'a Labels, f64)>,
+    ) -> Vec<(Labels, f64)> {
+        let mut out = self.evaluate(samples);
+        let now: HashSet<Labels> = out.iter().map(|(l, _)| l.clone()).collect();
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut gone: Vec<Labels> = self.last.difference(&now).cloned().collect();
+        gone.sort();
+        out.extend(gone.into_iter().map(|l| (l, stale)));
+        self.last = now;
+        out
+    }
+
+    fn evaluate<'a>(
         &mut self,
         samples: impl IntoIterator<Item = (&'a Labels, f64)>,
     ) -> Vec<(Labels, f64)> {
@@ -205,6 +232,7 @@ impl Recorder {
         let mut out = Vec::new();
         let mut services: BTreeMap<(String, String), ServiceSum> = BTreeMap::new();
         let (window, step_s) = (self.window, self.step_s);
+        let restart_window = self.restart_window;
         self.pods.retain(|_, p| p.seen + FORGET_AFTER_STEPS > step);
         for (key, p) in &mut self.pods {
             if p.seen != step {
@@ -233,6 +261,13 @@ impl Recorder {
             }
             if let Some(m) = raw.memory {
                 vals.push(("pod:memory_working_set:bytes", m));
+            }
+            if let Some(r) = raw.restarts {
+                p.restarts.observe(step, r);
+                vals.push((
+                    "pod:container_restarts:increase15m",
+                    p.restarts.increase(step, restart_window),
+                ));
             }
             let (mut requests, mut errors) = (f64::NAN, f64::NAN);
             if let Some(r) = raw.requests {
@@ -371,6 +406,7 @@ impl Recorder {
         match name {
             "container_cpu_usage_seconds_total" => p.raw.cpu = Some(v),
             "container_memory_working_set_bytes" => p.raw.memory = Some(v),
+            "kube_pod_container_status_restarts_total" => p.raw.restarts = Some(v),
             "http_requests_total" => {
                 *p.raw.requests.get_or_insert(0.0) += v;
                 if labels.get("code").is_some_and(|c| c.starts_with('5')) {
@@ -422,10 +458,15 @@ mod tests {
         let mut recorder = Recorder::new(cluster.step_millis(), 5 * 60_000);
         let mut names = BTreeSet::new();
         let (mut before, mut during) = (Vec::new(), Vec::new());
+        let mut stale = BTreeSet::new();
         for s in cluster.snapshots(truth_start.add_millis(30 * 60_000)) {
             let t = s.t;
             for (l, v) in recorder.record(&s) {
                 names.insert(l.metric_name().unwrap().to_owned());
+                if portent_core::is_stale_marker(v) {
+                    stale.insert(l.get("pod").unwrap_or_default().to_owned());
+                    continue;
+                }
                 assert!(v.is_finite(), "{l:?}");
                 if l.metric_name() == Some("service:http_errors:ratio")
                     && l.get("service") == Some("frontend")
@@ -444,7 +485,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(names.len(), 10, "{names:?}");
+        assert_eq!(names.len(), 11, "{names:?}");
+        // The rollout replaced frontend's pods: the old ones' series ended with a marker.
+        assert!(
+            stale.iter().any(|p| p.starts_with("frontend-")),
+            "{stale:?}"
+        );
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         assert!(
             mean(&during) > 5.0 * mean(&before),
