@@ -1,6 +1,7 @@
 //! Series identity: a sorted, validated, hashable set of labels (Prometheus' data model).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,11 +28,15 @@ pub struct Label {
 /// The identity of a series: labels sorted by name, names valid and unique, empty values dropped.
 ///
 /// Two label sets with the same pairs compare, order and hash equal whatever order they were
-/// given in, so `Labels` can key maps directly. [`Labels::fingerprint`] is a hash that is stable
-/// across processes and versions, for state files and sharding.
+/// given in, so `Labels` can key maps directly. [`Labels::fingerprint`] is a hash that is
+/// stable across processes and versions, for state files and sharding.
+///
+/// The pairs are shared: a clone is a reference count, not a copy, so the push buffer, the
+/// series store and every verdict of a series hold one label set between them (the push path
+/// clones a series' labels several times per sample).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<Label>", into = "Vec<Label>")]
-pub struct Labels(Box<[Label]>);
+pub struct Labels(Arc<[Label]>);
 
 impl Labels {
     /// The reserved label that carries the metric name.
@@ -142,13 +147,13 @@ impl TryFrom<Vec<Label>> for Labels {
         if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(LabelsError::Duplicate(w[0].name.to_string()));
         }
-        Ok(Self(labels.into_boxed_slice()))
+        Ok(Self(labels.into()))
     }
 }
 
 impl From<Labels> for Vec<Label> {
     fn from(labels: Labels) -> Self {
-        labels.0.into_vec()
+        labels.0.to_vec()
     }
 }
 
