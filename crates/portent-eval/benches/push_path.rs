@@ -24,6 +24,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+// The allocator the portent binary runs with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{

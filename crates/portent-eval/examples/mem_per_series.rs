@@ -14,6 +14,10 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+// The allocator the portent binary uses: what the daemon's push path runs with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{

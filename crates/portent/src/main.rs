@@ -21,6 +21,13 @@ mod sample;
 mod serve;
 mod sim;
 
+// The push path allocates a label set per sample received (remote_write 1.0 repeats every
+// series' labels in every request): with glibc's allocator (and musl's, in the static image)
+// malloc and free were half its cycles. mimalloc made it about twice as fast and smaller
+// (BENCHMARKS.md, "The push path").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Prometheus-native anomaly detection: learns what normal looks like for every series,
 /// scores each new sample, and explains what is unusual.
 #[derive(Debug, Parser)]
