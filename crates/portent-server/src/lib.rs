@@ -8,7 +8,8 @@
 //! * [`SelfMetrics`]: `portent_*` metrics about portent itself;
 //! * [`Control`] and [`Reloader`]: readiness, the API token and config reloads shared between
 //!   the daemon and the routes;
-//! * [`router`], [`control_router`], [`metrics_router`]: axum routers to serve.
+//! * [`router`], [`control_router`], [`metrics_router`]: axum routers to serve;
+//! * [`History`]: the recent verdicts per series, bounded, for the web UI's charts.
 //!
 //! Nothing here is global: the daemon builds one [`Registry`](prometheus_client::registry::Registry),
 //! registers the scores and self-metrics in it and hands it to the router.
@@ -47,11 +48,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod history;
 pub mod incidents;
 mod routes;
 mod scores;
 mod telemetry;
 
+pub use history::History;
 pub use incidents::{Hub, api_router};
 pub use routes::{
     Control, OPENMETRICS_CONTENT_TYPE, ReloadError, Reloader, control_router, metrics_router,

@@ -259,6 +259,34 @@ impl Scores {
         all
     }
 
+    /// The `n` highest scores, calm series (score 0) included, highest first (ties by
+    /// series): the web UI's overview, which lists series even when nothing is unusual.
+    pub fn ranked(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
+        let map = self.read();
+        let mut all: Vec<(&ScoreKey, &Scored)> = map.iter().collect();
+        let order = |a: &(&ScoreKey, &Scored), b: &(&ScoreKey, &Scored)| {
+            b.1.score
+                .get()
+                .total_cmp(&a.1.score.get())
+                .then(a.0.cmp(b.0))
+        };
+        // A partial selection first, so a million series are not all sorted for a page of 50.
+        if n > 0 && all.len() > n {
+            all.select_nth_unstable_by(n - 1, order);
+        }
+        all.truncate(n);
+        all.sort_by(order);
+        all.into_iter().map(|(k, s)| (k.clone(), *s)).collect()
+    }
+
+    /// The first held series (in [`ScoreKey`] order) for which `f` is true, with its score.
+    pub fn find(&self, mut f: impl FnMut(&ScoreKey) -> bool) -> Option<(ScoreKey, Scored)> {
+        self.read()
+            .iter()
+            .find(|(k, _)| f(k))
+            .map(|(k, s)| (k.clone(), *s))
+    }
+
     /// How many series are held.
     pub fn len(&self) -> usize {
         self.read().len()
