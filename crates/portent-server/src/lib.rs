@@ -9,7 +9,8 @@
 //! * [`Control`] and [`Reloader`]: readiness, the API token and config reloads shared between
 //!   the daemon and the routes;
 //! * [`router`], [`control_router`], [`metrics_router`]: axum routers to serve;
-//! * [`History`]: the recent verdicts per series, bounded, for the web UI's charts.
+//! * [`History`] and [`ui_router`]: the recent verdicts per series (bounded) and the web UI
+//!   that draws them, its assets compiled in ([`ui`] lists its pages and JSON).
 //!
 //! Nothing here is global: the daemon builds one [`Registry`](prometheus_client::registry::Registry),
 //! registers the scores and self-metrics in it and hands it to the router.
@@ -53,6 +54,7 @@ pub mod incidents;
 mod routes;
 mod scores;
 mod telemetry;
+pub mod ui;
 
 pub use history::History;
 pub use incidents::{Hub, api_router};
@@ -64,3 +66,4 @@ pub use scores::{
     METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
 };
 pub use telemetry::{PUSH_DROP_REASONS, SelfMetrics};
+pub use ui::ui_router;
