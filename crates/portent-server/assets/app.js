@@ -307,6 +307,8 @@ function drawChart(container, p) {
     height: 360,
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true } },
+    // Room for values like 10,000 or 1.5e+9 on the y axis.
+    axes: [{}, { size: 80 }],
     series: [
       {},
       { label: "lower", stroke: "rgba(11,92,173,0.35)", width: 1 },
