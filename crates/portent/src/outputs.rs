@@ -98,12 +98,6 @@ impl RemoteWriteOutputs {
         })
     }
 
-    /// Whether any model writes to a remote_write output (else verdicts need not be
-    /// recorded).
-    pub(crate) fn any(&self) -> bool {
-        !self.by_model.is_empty()
-    }
-
     /// Queues the output series of `scores` for their models' outputs.
     pub(crate) fn enqueue(&self, scores: &[StepScore]) {
         let mut per_queue: Vec<Vec<Series>> = vec![Vec::new(); self.queues.len()];

@@ -286,6 +286,7 @@ async fn serve(
     metrics.record_initial_load(SystemTime::now());
     let scores = Scores::new();
     scores.register(&mut registry);
+    let history = portent_server::History::default();
     let registry = Arc::new(registry);
     let (stop_tx, stop_rx) = watch::channel(false);
     let outputs = Arc::new(RemoteWriteOutputs::start(&config, &metrics, &stop_rx)?);
@@ -294,7 +295,8 @@ async fn serve(
         .with_context(|| format!("creating storage.dir {}", dir.display()))?;
     let incidents = Incidents::new(&config)?;
     let hub = incidents.as_ref().map(|i| i.hub.clone());
-    scheduler.record_scores(outputs.any() || incidents.is_some());
+    // Every step's verdicts: the web UI's history needs them even without other consumers.
+    scheduler.record_scores(true);
     let push = Arc::new(Mutex::new(PushBuffer::new(
         push_queries(&config)?,
         push_limits(&config),
@@ -370,10 +372,11 @@ async fn serve(
     let api = hub
         .clone()
         .map(|h| portent_server::api_router(h, control.clone(), scores.clone()));
+    let ui = Some(portent_server::ui_router(scores.clone(), history.clone()));
     let app = portent_server::router(
         control.clone(),
         (!split).then(|| Arc::clone(&registry)),
-        [write, api]
+        [write, api, ui]
             .into_iter()
             .flatten()
             .reduce(axum::Router::merge),
@@ -407,6 +410,7 @@ async fn serve(
             outputs,
             control: control.clone(),
             scores,
+            history,
             metrics: metrics.clone(),
             dir: config.storage.dir.clone(),
             retention: config.storage.series_retention,
@@ -590,6 +594,7 @@ struct Loop {
     outputs: Arc<RemoteWriteOutputs>,
     control: Control,
     scores: Scores,
+    history: portent_server::History,
     metrics: SelfMetrics,
     dir: PathBuf,
     retention: Duration,
@@ -681,6 +686,9 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
+        let verdicts = report.scores.iter();
+        l.history
+            .record(verdicts.map(|s| (&s.query, &s.model, &s.labels, &s.scored)));
         l.outputs.enqueue(&std::mem::take(&mut report.scores));
         l.metrics.set_push_buffer(pushed.0, pushed.1);
         l.metrics.add_incident_anomalies(
