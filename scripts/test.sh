@@ -20,6 +20,9 @@ command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 command -v openssl >/dev/null || need+=(openssl)
+# The web UI's test (crates/portent/tests/ui.rs) drives a headless Chromium through chromedriver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if ((${#need[@]})); then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
