@@ -324,6 +324,16 @@ function drawChart(container, p) {
       },
     ],
     bands: [{ series: [2, 1], fill: "rgba(11,92,173,0.12)" }],
+    hooks: {
+      // The visible time range, on the element: what a zoom changed, for tests and tools.
+      setScale: [
+        (u, key) => {
+          if (key !== "x") return;
+          container.dataset.xMin = String(u.scales.x.min);
+          container.dataset.xMax = String(u.scales.x.max);
+        },
+      ],
+    },
   };
   const plot = new uPlot(opts, [xs, lower, upper, yhat, value, marked], container);
   window.addEventListener("resize", () =>

@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "ui-token";
 
+/// The key of a WebDriver element reference (W3C WebDriver, "web element identifier").
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
 fn write_config(dir: &Path, listen: u16) -> PathBuf {
     let path = dir.join("portent.yml");
     std::fs::write(
@@ -206,8 +209,7 @@ impl Browser {
             "/element",
             Some(&json!({ "using": "css selector", "value": css })),
         );
-        // The W3C element reference key.
-        v["element-6066-11e4-a52e-4f735466cecf"]
+        v[ELEMENT]
             .as_str()
             .unwrap_or_else(|| panic!("{css}: {v}"))
             .to_owned()
@@ -216,6 +218,24 @@ impl Browser {
     fn click(&self, css: &str) {
         let id = self.element(css);
         self.call("POST", &format!("/element/{id}/click"), Some(&json!({})));
+    }
+
+    /// Drags the mouse across `css` horizontally, from `from` to `to` pixels off its centre.
+    fn drag(&self, css: &str, from: i64, to: i64) {
+        let id = self.element(css);
+        let origin = json!({ ELEMENT: id });
+        let actions = json!({"actions": [{
+            "type": "pointer",
+            "id": "mouse",
+            "parameters": { "pointerType": "mouse" },
+            "actions": [
+                { "type": "pointerMove", "duration": 0, "origin": origin, "x": from, "y": 0 },
+                { "type": "pointerDown", "button": 0 },
+                { "type": "pointerMove", "duration": 300, "origin": origin, "x": to, "y": 0 },
+                { "type": "pointerUp", "button": 0 },
+            ],
+        }]});
+        self.call("POST", "/actions", Some(&actions));
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -407,6 +427,20 @@ fn the_ui_shows_series_and_incidents_and_feedback_reaches_the_server() {
     );
     assert!(chart[0].as_u64().unwrap() > 10, "points drawn: {chart}");
     assert!(chart[1].as_u64().unwrap() > 100, "canvas width: {chart}");
+    // Dragging across the chart zooms into the dragged span.
+    let span = |v: &Value| v[1].as_f64().unwrap() - v[0].as_f64().unwrap();
+    let range = "const c = document.getElementById('chart'); \
+                 return c.dataset.xMin && [Number(c.dataset.xMin), Number(c.dataset.xMax)]";
+    let before = span(&browser.wait(Duration::from_secs(5), "the x range", range));
+    browser.drag("#chart .u-over", -200, 100);
+    browser.wait(
+        Duration::from_secs(5),
+        "a narrower x range after the drag",
+        &format!(
+            "const c = document.getElementById('chart'); \
+             return Number(c.dataset.xMax) - Number(c.dataset.xMin) < {before} * 0.9"
+        ),
+    );
     let anomalies = browser.eval("return document.querySelectorAll('#anomalies tbody tr').length");
     assert!(anomalies.as_u64().unwrap() >= 1, "no anomaly listed");
     browser.screenshot("series.png");
