@@ -1,13 +1,15 @@
 //! `portent demo`, as a newcomer runs it: the simulated cluster through the real daemon, an
-//! incident served by the API within two minutes, the scenario that caused it announced, and
-//! a clean stop on SIGINT (Ctrl-C).
+//! incident served by the API and shown in the web UI (a real headless Chromium) within two
+//! minutes, the scenario that caused it announced, and a clean stop on SIGINT (Ctrl-C).
+//! Screenshots of the UI on the demo are kept in `$CARGO_TARGET_DIR/ui-screenshots/demo-*`.
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, get, until};
+use common::browser::Browser;
+use common::{Proc, free_port, get, require, until};
 
 #[test]
 fn the_demo_shows_an_incident_within_two_minutes_and_stops_cleanly_on_ctrl_c() {
@@ -47,6 +49,70 @@ fn the_demo_shows_an_incident_within_two_minutes_and_stops_cleanly_on_ctrl_c() {
             .any(|l| l.starts_with("portent_anomaly_score{") && l.contains("service=\"frontend\"")),
         "{metrics}"
     );
+    // The same incident in the UI, in a real browser (skipped without Chromium unless the
+    // servers are required), with screenshots for the README's tour.
+    if let (Some(chromium), Some(chromedriver)) = (require("chromium"), require("chromedriver")) {
+        let browser = Browser::start(&chromium, &chromedriver, dir.path());
+        let base = format!("http://127.0.0.1:{port}");
+        browser.goto(&format!("{base}/"));
+        browser.wait_ready("overview");
+        browser.wait(
+            Duration::from_secs(20),
+            "the incident on the overview",
+            &format!("return !!document.querySelector('tr[data-incident-id=\"{id}\"]')"),
+        );
+        // The bad rollout's incident (errors on shop/frontend) for the screenshots, once
+        // open; else the first. A few more minutes of the cluster give the sparklines a shape.
+        let shot = until(
+            Duration::from_secs(60),
+            "the bad rollout's incident",
+            &log,
+            || {
+                let (_, body) = get(port, "/api/v1/incidents")?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                v["incidents"]
+                    .as_array()?
+                    .iter()
+                    .find(|i| i.to_string().contains("frontend"))
+                    .and_then(|i| i["id"].as_str().map(str::to_owned))
+            },
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        browser.goto(&format!("{base}/"));
+        browser.wait_ready("overview");
+        browser.screenshot("demo-overview.png");
+        browser.goto(&format!("{base}/ui/incidents/{shot}"));
+        browser.wait_ready("incident");
+        let shown = browser.eval(
+            "return [document.querySelector('pre.explanation').innerText, \
+             document.querySelectorAll('#candidates tbody tr').length]",
+        );
+        assert!(shown[0].as_str().unwrap().contains(&shot), "{shown}");
+        assert!(shown[1].as_u64().unwrap() >= 1, "{shown}");
+        browser.screenshot("demo-incident.png");
+        // The rollout's error ratio, charted.
+        let (_, body) = get(port, "/api/v1/series?limit=500").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let series = v["series"].as_array().and_then(|all| {
+            all.iter()
+                .find(|s| {
+                    let t = s.to_string();
+                    t.contains("service:http_errors:ratio") && t.contains("frontend")
+                })
+                .and_then(|s| s["id"].as_str())
+        });
+        if let Some(series) = series {
+            browser.goto(&format!("{base}/ui/series/{series}"));
+            browser.wait_ready("series");
+            browser.wait(
+                Duration::from_secs(10),
+                "the chart drawn",
+                "const c = document.getElementById('chart'); \
+                 return c && Number(c.dataset.points) > 10",
+            );
+            browser.screenshot("demo-series.png");
+        }
+    }
     // What happened is said on the terminal: the scenario, then the incident it caused.
     until(
         Duration::from_secs(10),
