@@ -82,6 +82,8 @@ pub struct Config {
     pub storage: Storage,
     /// Grouping anomalies into incidents, and where incidents are sent.
     pub incidents: Incidents,
+    /// How incidents are explained: runbooks, more evidence, an LLM.
+    pub explain: Explain,
     /// Things that are allowed but probably not meant (an unused query, TLS verification
     /// off), each starting with its key path.
     pub warnings: Vec<String>,
@@ -325,6 +327,72 @@ pub struct Incidents {
     pub slack: Vec<SlackNotify>,
     /// Generic JSON webhooks.
     pub webhook: Vec<WebhookNotify>,
+}
+
+/// How incidents are explained. Without an `llm`, explanations are deterministic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explain {
+    /// A runbook catalogue (YAML) matched against every incident; the file existed at load.
+    pub runbooks: Option<PathBuf>,
+    /// Replace namespaces, pods, nodes, hosts and IP addresses with aliases before anything
+    /// leaves for the LLM, and restore them in the answer.
+    pub pseudonymize: bool,
+    /// Read Kubernetes events about the objects of an incident (in-cluster config or
+    /// kubeconfig).
+    pub kubernetes_events: bool,
+    /// The model that writes explanations.
+    pub llm: Option<Llm>,
+    /// Loki, for recent log lines of the pods involved.
+    pub loki: Option<Loki>,
+    /// Slack's signing secret: with it, `POST /api/v1/slack/command` answers slash commands.
+    pub slack_signing_secret: Option<Secret>,
+}
+
+/// Which API an LLM speaks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LlmProvider {
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, llama.cpp server).
+    OpenAi,
+}
+
+/// An LLM endpoint and its limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llm {
+    /// Its API.
+    pub provider: LlmProvider,
+    /// Its base URL.
+    pub url: Url,
+    /// The model name.
+    pub model: String,
+    /// The key; optional for local OpenAI-compatible servers.
+    pub api_key: Option<Secret>,
+    /// The most output tokens per call.
+    pub max_tokens: u32,
+    /// Time limit per HTTP attempt.
+    pub timeout: Duration,
+    /// Ask OpenAI-compatible servers for a JSON object answer.
+    pub json_mode: bool,
+    /// Input plus output tokens over every call for one incident.
+    pub max_tokens_per_incident: u64,
+    /// US dollars per incident, enforced when prices are set.
+    pub max_cost_per_incident: f64,
+    /// US dollars per million input tokens (0: unknown).
+    pub input_price_per_mtok: f64,
+    /// US dollars per million output tokens (0: unknown).
+    pub output_price_per_mtok: f64,
+}
+
+/// A Loki to read log lines from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loki {
+    /// Its base URL (`http://loki:3100`).
+    pub url: Url,
+    /// `X-Scope-OrgID`, for multi-tenant Loki.
+    pub tenant: Option<String>,
+    /// A bearer token.
+    pub bearer_token: Option<Secret>,
 }
 
 /// The label keys that carry topology.

@@ -111,3 +111,22 @@ pub const SILENCES_EVERY: Duration = Duration::from_secs(60);
 /// `incidents.notify.alertmanager[].resend_every`: how often a firing alert is re-posted, as
 /// Prometheus does (`endsAt` is 4 times this ahead).
 pub const ALERTMANAGER_RESEND_EVERY: Duration = Duration::from_secs(60);
+
+/// `explain.pseudonymize`: names leave portent as they are unless turned on.
+pub const PSEUDONYMIZE: bool = false;
+/// `explain.kubernetes_events`: off unless portent runs with a service account that may list
+/// events.
+pub const KUBERNETES_EVENTS: bool = false;
+/// `explain.llm.url` for `provider: anthropic`.
+pub const ANTHROPIC_URL: &str = "https://api.anthropic.com";
+/// `explain.llm.url` for `provider: openai`.
+pub const OPENAI_URL: &str = "https://api.openai.com";
+/// `explain.llm.max_tokens`: the most output tokens per call.
+pub const LLM_MAX_TOKENS: u32 = 1024;
+/// `explain.llm.timeout`: per HTTP attempt.
+pub const LLM_TIMEOUT: Duration = Duration::from_secs(60);
+/// `explain.llm.max_tokens_per_incident`: input plus output tokens over every call for one
+/// incident.
+pub const LLM_MAX_TOKENS_PER_INCIDENT: u64 = 40_000;
+/// `explain.llm.max_cost_per_incident`: US dollars, enforced when prices are set.
+pub const LLM_MAX_COST_PER_INCIDENT: f64 = 0.25;

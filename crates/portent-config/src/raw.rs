@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub(crate) server: Option<RawServer>,
     pub(crate) storage: Option<RawStorage>,
     pub(crate) incidents: Option<RawIncidents>,
+    pub(crate) explain: Option<RawExplain>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +239,54 @@ pub(crate) struct RawSlack {
 pub(crate) struct RawWebhook {
     pub(crate) url: String,
     pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExplain {
+    pub(crate) runbooks: Option<String>,
+    pub(crate) pseudonymize: Option<bool>,
+    pub(crate) kubernetes_events: Option<bool>,
+    pub(crate) llm: Option<RawLlm>,
+    pub(crate) loki: Option<RawLoki>,
+    pub(crate) slack_signing_secret: Option<String>,
+    pub(crate) slack_signing_secret_file: Option<String>,
+    pub(crate) slack_signing_secret_env: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawLlmProvider {
+    Anthropic,
+    Openai,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLlm {
+    pub(crate) provider: RawLlmProvider,
+    pub(crate) url: Option<String>,
+    pub(crate) model: String,
+    pub(crate) api_key: Option<String>,
+    pub(crate) api_key_file: Option<String>,
+    pub(crate) api_key_env: Option<String>,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) timeout: Option<RawDuration>,
+    pub(crate) json_mode: Option<bool>,
+    pub(crate) max_tokens_per_incident: Option<u64>,
+    pub(crate) max_cost_per_incident: Option<f64>,
+    pub(crate) input_price_per_mtok: Option<f64>,
+    pub(crate) output_price_per_mtok: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLoki {
+    pub(crate) url: String,
+    pub(crate) tenant: Option<String>,
     pub(crate) bearer_token: Option<String>,
     pub(crate) bearer_token_file: Option<String>,
     pub(crate) bearer_token_env: Option<String>,

@@ -19,6 +19,7 @@ use crate::raw::{
 use crate::units::{RawDuration, format_duration};
 use crate::{ConfigError, Secret, defaults, promql};
 
+mod explain;
 mod incidents;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -61,6 +62,7 @@ pub(crate) fn validate(
     let server = v.server(raw.server.unwrap_or_default())?;
     let storage = v.storage(raw.storage.unwrap_or_default())?;
     let incidents = v.incidents(raw.incidents.unwrap_or_default())?;
+    let explain = v.explain(raw.explain.unwrap_or_default())?;
     Ok(Config {
         source,
         queries,
@@ -70,6 +72,7 @@ pub(crate) fn validate(
         server,
         storage,
         incidents,
+        explain,
         warnings: v.warnings,
     })
 }

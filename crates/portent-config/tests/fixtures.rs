@@ -120,6 +120,8 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.incidents.hold, defaults::INCIDENT_HOLD);
     assert_eq!(c.incidents.labels.pod, "pod");
     assert!(c.incidents.alertmanager.is_empty() && c.incidents.slack.is_empty());
+    assert_eq!(c.explain.llm, None);
+    assert!(!c.explain.pseudonymize && c.explain.runbooks.is_none());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -132,6 +134,23 @@ fn full_config_keeps_every_value() {
     };
     assert_eq!(token.expose(), "prom-token", "file secrets are trimmed");
     assert_eq!(pull.endpoint.headers["X-Scope-OrgID"], "team-a");
+    let ex = &c.explain;
+    assert!(ex.pseudonymize && ex.kubernetes_events);
+    assert_eq!(
+        ex.runbooks.as_deref(),
+        Some(Path::new("testdata/runbooks.yml"))
+    );
+    let llm = ex.llm.as_ref().unwrap();
+    assert_eq!(llm.provider, portent_config::LlmProvider::Anthropic);
+    assert_eq!(llm.url.as_str(), "https://api.anthropic.com/");
+    assert_eq!(llm.api_key.as_ref().unwrap().expose(), "sk-ant-hunter2");
+    assert_eq!((llm.max_tokens, llm.max_tokens_per_incident), (800, 20_000));
+    assert_eq!(llm.output_price_per_mtok, 15.0);
+    assert_eq!(ex.loki.as_ref().unwrap().tenant.as_deref(), Some("team-a"));
+    assert_eq!(
+        ex.slack_signing_secret.as_ref().unwrap().expose(),
+        "api-token-from-env"
+    );
     let inc = &c.incidents;
     assert_eq!(
         (inc.hold, inc.gap, inc.max_open, inc.group_by_namespace),
@@ -363,6 +382,24 @@ fn readme_quotes_the_defaults() {
         (
             "incidents.notify.alertmanager[].resend_every",
             fmt(defaults::ALERTMANAGER_RESEND_EVERY),
+        ),
+        ("explain.pseudonymize", defaults::PSEUDONYMIZE.to_string()),
+        (
+            "explain.kubernetes_events",
+            defaults::KUBERNETES_EVENTS.to_string(),
+        ),
+        (
+            "explain.llm.max_tokens",
+            defaults::LLM_MAX_TOKENS.to_string(),
+        ),
+        ("explain.llm.timeout", fmt(defaults::LLM_TIMEOUT)),
+        (
+            "explain.llm.max_tokens_per_incident",
+            defaults::LLM_MAX_TOKENS_PER_INCIDENT.to_string(),
+        ),
+        (
+            "explain.llm.max_cost_per_incident",
+            defaults::LLM_MAX_COST_PER_INCIDENT.to_string(),
         ),
     ] {
         let row = row(key);
