@@ -5,12 +5,13 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /api/v1/incidents` | incidents kept, newest first; `?state=firing` (or `pending`, `resolved`, `open`) filters |
-//! | `GET /api/v1/incidents/{id}` | one incident: its evidence pack, the deterministic explanation, its feedback |
+//! | `GET /api/v1/incidents/{id}` | one incident: its evidence pack, its explanation (`explanation`, the text; `explanation_detail`, its parts and source: `llm`, `deterministic` or `fallback`), its feedback |
 //! | `GET /api/v1/incidents/{id}/evidence` | the evidence pack alone, as explainers read it |
 //! | `POST /api/v1/incidents/{id}/feedback` | `{"verdict": "false_positive" \| "confirmed", "by": …, "note": …}`; bearer token |
 //! | `POST /api/v1/feedback` | a verdict on one anomaly: a series (`labels`, `query`, `model`) over `from`..`to`; bearer token |
 //! | `GET /api/v1/feedback` | every verdict, oldest first |
-//! | `GET /api/v1/ask?q=…` | a question answered from the open incidents and the top scores (deterministically; `portent ask` calls it) |
+//! | `GET /api/v1/ask?q=…` | a question answered from the open incidents and the top scores, by the LLM when one is configured, deterministically otherwise (`portent ask` calls it) |
+//! | `POST /api/v1/slack/command` | a Slack slash command, answered in the channel; only with `explain.slack_signing_secret` and a valid, fresh signature |
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 |
 //!
 //! A false positive excludes its window from the series' training and raises the series'
@@ -19,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -37,6 +39,7 @@ use portent_incidents::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::explain::{self, Explanations};
 use crate::{Control, Scores};
 
 /// The most top scores an answer considers.
@@ -48,10 +51,21 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// The most bytes of a feedback request body.
 const MAX_FEEDBACK_BODY: usize = 64 * 1024;
 
-/// The correlator, the feedback store and the clock they share; cloning shares them.
+/// How long `GET /api/v1/ask` waits for the model before answering deterministically.
+const ASK_WAIT: Duration = Duration::from_secs(25);
+
+/// How long a slash command waits for the model: Slack gives up on an answer after 3 s.
+const SLACK_WAIT: Duration = Duration::from_millis(2500);
+
+/// The most bytes of a slash command's body (Slack's are a few hundred).
+const MAX_SLACK_BODY: usize = 16 * 1024;
+
+/// The correlator, the feedback store and the clock they share, and the incidents'
+/// explanations; cloning shares them.
 #[derive(Clone, Debug)]
 pub struct Hub {
     inner: Arc<Mutex<Inner>>,
+    explanations: Explanations,
 }
 
 #[derive(Debug)]
@@ -91,7 +105,20 @@ impl Hub {
                 pack,
                 now: Timestamp::from_millis(i64::MIN),
             })),
+            explanations: Explanations::default(),
         }
+    }
+
+    /// The hub with `explanations` (by default: deterministic, no runbooks, no Slack).
+    #[must_use]
+    pub fn with_explanations(mut self, explanations: Explanations) -> Self {
+        self.explanations = explanations;
+        self
+    }
+
+    /// The incidents' explanations.
+    pub fn explanations(&self) -> &Explanations {
+        &self.explanations
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -257,6 +284,7 @@ pub fn api_router(hub: Hub, control: Control, scores: Scores) -> Router {
         .route("/api/v1/incidents/{id}/feedback", post(incident_feedback))
         .route("/api/v1/feedback", get(all_feedback).post(anomaly_feedback))
         .route("/api/v1/ask", get(ask))
+        .route("/api/v1/slack/command", post(slack_command))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(Api {
             hub,
@@ -364,7 +392,8 @@ async fn one(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Some(pack) = api.hub.pack(&id) else {
         return not_found(&id);
     };
-    let explanation = pack.explain();
+    let stored = api.hub.explanations().current(&pack).await;
+    let detail = explain::detail(&stored, Some(&pack));
     let feedback: Vec<Feedback> = api
         .hub
         .feedback()
@@ -373,7 +402,8 @@ async fn one(State(api): State<Api>, Path(id): Path<String>) -> Response {
         .collect();
     Json(json!({
         "incident": pack,
-        "explanation": explanation,
+        "explanation": stored.explanation.text,
+        "explanation_detail": detail,
         "feedback": feedback,
     }))
     .into_response()
@@ -507,16 +537,10 @@ struct AskQuery {
     q: Option<String>,
 }
 
-/// Answers from what portent sees now: open incidents worst first (those the question names,
-/// when it names any), and the top scores.
-async fn ask(State(api): State<Api>, Query(q): Query<AskQuery>) -> Response {
-    let question = q.q.unwrap_or_default();
-    if question.trim().is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ask a question: /api/v1/ask?q=what's+happening+in+production",
-        );
-    }
+/// The answer to `question` from what portent sees now: open incidents worst first (those the
+/// question names, when it names any) and the top scores; through the model when one is
+/// configured and it answers within `wait`, deterministically otherwise.
+async fn answer(api: &Api, question: &str, wait: Duration) -> portent_explain::Explanation {
     let packs = api.hub.packs();
     let top: Vec<portent_explain::TopScore> = api
         .scores
@@ -528,8 +552,88 @@ async fn ask(State(api): State<Api>, Query(q): Query<AskQuery>) -> Response {
             reason: s.reason,
         })
         .collect();
-    let answer = portent_explain::answer_deterministic(&question, &packs, &top);
-    Json(json!({ "question": question, "answer": answer })).into_response()
+    let explainer = api.hub.explanations().explainer();
+    match tokio::time::timeout(wait, explainer.ask(question, &packs, &top)).await {
+        Ok(e) => e,
+        Err(_) => portent_explain::Explanation {
+            incident_id: "ask".into(),
+            fingerprint: String::new(),
+            text: portent_explain::answer_deterministic(question, &packs, &top),
+            outcome: portent_explain::Outcome::Fallback {
+                reason: format!("llm: no answer within {wait:?}"),
+            },
+            answer: None,
+            runbooks: Vec::new(),
+            usage: portent_explain::Usage::default(),
+            cached: false,
+        },
+    }
+}
+
+/// `GET /api/v1/ask?q=`: `{"question", "answer", "source"}`.
+async fn ask(State(api): State<Api>, Query(q): Query<AskQuery>) -> Response {
+    let question = q.q.unwrap_or_default();
+    if question.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ask a question: /api/v1/ask?q=what's+happening+in+production",
+        );
+    }
+    let e = answer(&api, &question, ASK_WAIT).await;
+    Json(json!({
+        "question": question,
+        "answer": e.text,
+        "source": explain::source(&e),
+    }))
+    .into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// `POST /api/v1/slack/command`: a slash command, verified against the signing secret on the
+/// raw body before anything else is read, answered in the channel.
+async fn slack_command(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(secret) = api.hub.explanations().slack_secret() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Slack slash commands are off: set explain.slack_signing_secret (or its _file or \
+             _env form) to Slack's signing secret",
+        );
+    };
+    if body.len() > MAX_SLACK_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_SLACK_BODY} bytes"),
+        );
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if let Err(e) = portent_explain::verify_slack(
+        secret,
+        header(&headers, "x-slack-request-timestamp"),
+        header(&headers, "x-slack-signature"),
+        &body,
+        now,
+    ) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            format!("{e}: not signed by Slack with the configured signing secret, or too old"),
+        );
+    }
+    let command = portent_explain::SlashCommand::parse(&String::from_utf8_lossy(&body));
+    let question = command.question();
+    let e = answer(&api, &question, SLACK_WAIT).await;
+    Json(portent_explain::channel_response(&question, &e.text)).into_response()
 }
 
 async fn openapi() -> Response {

@@ -49,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod explain;
 pub mod history;
 pub mod incidents;
 mod routes;
@@ -56,6 +57,7 @@ mod scores;
 mod telemetry;
 pub mod ui;
 
+pub use explain::Explanations;
 pub use history::History;
 pub use incidents::{Hub, api_router};
 pub use routes::{
