@@ -344,8 +344,29 @@ pub struct Explain {
     pub llm: Option<Llm>,
     /// Loki, for recent log lines of the pods involved.
     pub loki: Option<Loki>,
+    /// The webhooks runbook actions may call, and whether they are called for real.
+    pub actions: Actions,
     /// Slack's signing secret: with it, `POST /api/v1/slack/command` answers slash commands.
     pub slack_signing_secret: Option<Secret>,
+}
+
+/// Runbook actions: an entry's action runs only when the entry is `automatic: true` and names
+/// one of these webhooks, and is sent only when `live`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Actions {
+    /// Send for real; otherwise (the default) record what would have been sent.
+    pub live: bool,
+    /// Webhooks by the name runbook entries use.
+    pub webhooks: BTreeMap<String, ActionWebhook>,
+}
+
+/// A webhook runbook actions may call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionWebhook {
+    /// Where to POST.
+    pub url: Url,
+    /// A bearer token.
+    pub bearer_token: Option<Secret>,
 }
 
 /// Which API an LLM speaks.

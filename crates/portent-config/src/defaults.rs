@@ -117,6 +117,8 @@ pub const PSEUDONYMIZE: bool = false;
 /// `explain.kubernetes_events`: off unless portent runs with a service account that may list
 /// events.
 pub const KUBERNETES_EVENTS: bool = false;
+/// `explain.actions.live`: runbook actions are dry-run (recorded, not sent) unless turned on.
+pub const ACTIONS_LIVE: bool = false;
 /// `explain.llm.url` for `provider: anthropic`.
 pub const ANTHROPIC_URL: &str = "https://api.anthropic.com";
 /// `explain.llm.url` for `provider: openai`.

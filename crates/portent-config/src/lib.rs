@@ -12,9 +12,10 @@ mod validate;
 use std::path::Path;
 
 pub use config::{
-    AlertmanagerNotify, Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Explain, Incidents,
-    Llm, LlmProvider, Loki, Model, ModelKind, Output, Pull, Push, Query, QuerySource, Retries,
-    Schedule, Server, SlackNotify, Source, Storage, Tls, TopologyLabels, WebhookNotify,
+    ActionWebhook, Actions, AlertmanagerNotify, Alias, Auth, AutoModel, ClientCert, Config,
+    Endpoint, Explain, Incidents, Llm, LlmProvider, Loki, Model, ModelKind, Output, Pull, Push,
+    Query, QuerySource, Retries, Schedule, Server, SlackNotify, Source, Storage, Tls,
+    TopologyLabels, WebhookNotify,
 };
 pub use error::{ConfigError, Location};
 pub use secret::Secret;

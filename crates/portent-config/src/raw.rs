@@ -252,6 +252,7 @@ pub(crate) struct RawExplain {
     pub(crate) kubernetes_events: Option<bool>,
     pub(crate) llm: Option<RawLlm>,
     pub(crate) loki: Option<RawLoki>,
+    pub(crate) actions: Option<RawActions>,
     pub(crate) slack_signing_secret: Option<String>,
     pub(crate) slack_signing_secret_file: Option<String>,
     pub(crate) slack_signing_secret_env: Option<String>,
@@ -287,6 +288,23 @@ pub(crate) struct RawLlm {
 pub(crate) struct RawLoki {
     pub(crate) url: String,
     pub(crate) tenant: Option<String>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
+    pub(crate) bearer_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawActions {
+    pub(crate) live: Option<bool>,
+    #[serde(default)]
+    pub(crate) webhooks: BTreeMap<String, RawActionWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawActionWebhook {
+    pub(crate) url: String,
     pub(crate) bearer_token: Option<String>,
     pub(crate) bearer_token_file: Option<String>,
     pub(crate) bearer_token_env: Option<String>,

@@ -122,6 +122,7 @@ fn minimal_config_gets_every_default() {
     assert!(c.incidents.alertmanager.is_empty() && c.incidents.slack.is_empty());
     assert_eq!(c.explain.llm, None);
     assert!(!c.explain.pseudonymize && c.explain.runbooks.is_none());
+    assert_eq!(c.explain.actions, portent_config::Actions::default());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -147,6 +148,13 @@ fn full_config_keeps_every_value() {
     assert_eq!((llm.max_tokens, llm.max_tokens_per_incident), (800, 20_000));
     assert_eq!(llm.output_price_per_mtok, 15.0);
     assert_eq!(ex.loki.as_ref().unwrap().tenant.as_deref(), Some("team-a"));
+    assert!(!ex.actions.live);
+    let hook = &ex.actions.webhooks["rollback"];
+    assert_eq!(hook.url.as_str(), "https://deploy.example.com/rollback");
+    assert_eq!(
+        hook.bearer_token.as_ref().unwrap().expose(),
+        "api-token-from-env"
+    );
     assert_eq!(
         ex.slack_signing_secret.as_ref().unwrap().expose(),
         "api-token-from-env"
@@ -384,6 +392,7 @@ fn readme_quotes_the_defaults() {
             fmt(defaults::ALERTMANAGER_RESEND_EVERY),
         ),
         ("explain.pseudonymize", defaults::PSEUDONYMIZE.to_string()),
+        ("explain.actions.live", defaults::ACTIONS_LIVE.to_string()),
         (
             "explain.kubernetes_events",
             defaults::KUBERNETES_EVENTS.to_string(),

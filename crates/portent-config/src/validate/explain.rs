@@ -1,8 +1,8 @@
 //! `explain`: runbooks, more evidence (Kubernetes events, Loki) and the LLM.
 
 use super::{Validator, err, parse_url, positive};
-use crate::config::{Explain, Llm, LlmProvider, Loki};
-use crate::raw::{RawExplain, RawLlm, RawLlmProvider, RawLoki};
+use crate::config::{ActionWebhook, Actions, Explain, Llm, LlmProvider, Loki};
+use crate::raw::{RawActions, RawExplain, RawLlm, RawLlmProvider, RawLoki};
 use crate::{ConfigError, defaults};
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -30,6 +30,7 @@ impl Validator<'_> {
             Some(l) => Some(self.loki(l)?),
             None => None,
         };
+        let actions = self.actions(raw.actions.unwrap_or_default())?;
         let pseudonymize = raw.pseudonymize.unwrap_or(defaults::PSEUDONYMIZE);
         if let Some(l) = &llm
             && !pseudonymize
@@ -47,6 +48,7 @@ impl Validator<'_> {
             kubernetes_events: raw.kubernetes_events.unwrap_or(defaults::KUBERNETES_EVENTS),
             llm,
             loki,
+            actions,
             slack_signing_secret: self.secret(
                 "explain",
                 "slack_signing_secret",
@@ -120,6 +122,35 @@ impl Validator<'_> {
                 0.0,
             )?,
         })
+    }
+
+    fn actions(&mut self, raw: RawActions) -> Result<Actions> {
+        let mut webhooks = std::collections::BTreeMap::new();
+        for (name, w) in raw.webhooks {
+            let key = format!("explain.actions.webhooks.{name}");
+            if name.trim().is_empty() {
+                return err("explain.actions.webhooks", "a webhook needs a name");
+            }
+            let hook = ActionWebhook {
+                url: parse_url(&format!("{key}.url"), &w.url)?,
+                bearer_token: self.secret(
+                    &key,
+                    "bearer_token",
+                    w.bearer_token,
+                    w.bearer_token_file,
+                    w.bearer_token_env,
+                )?,
+            };
+            webhooks.insert(name, hook);
+        }
+        let live = raw.live.unwrap_or(defaults::ACTIONS_LIVE);
+        if live && webhooks.is_empty() {
+            self.warnings.push(
+                "explain.actions.live: on, but no webhooks are configured, so no action can run"
+                    .into(),
+            );
+        }
+        Ok(Actions { live, webhooks })
     }
 
     fn loki(&mut self, raw: RawLoki) -> Result<Loki> {
