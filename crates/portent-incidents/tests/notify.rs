@@ -13,7 +13,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use common::{at, run, scenario};
 use portent_incidents::notify::{
-    AlertmanagerConfig, Notifier, NotifierConfig, Sink, SlackConfig, WebhookConfig,
+    AlertmanagerConfig, Explained, Explanations, Notifier, NotifierConfig, Sink, SlackConfig,
+    WebhookConfig,
 };
 use portent_incidents::{CorrelatorConfig, EvidencePack, PackConfig, State};
 
@@ -208,6 +209,69 @@ async fn each_sink_gets_its_wire_format() {
         .unwrap();
     assert_eq!(r.body[0]["endsAt"], "2027-01-15T08:23:00Z");
     assert_eq!(n.delivered(0, &id), Some(State::Resolved));
+}
+
+#[tokio::test]
+async fn explanations_made_elsewhere_are_sent_and_held_changes_wait() {
+    let (am_url, am) = serve(0).await;
+    let (slack_url, slack) = serve(0).await;
+    let (hook_url, hook) = serve(0).await;
+    let sinks = vec![
+        Sink::Alertmanager(AlertmanagerConfig::new(&am_url)),
+        Sink::Slack(SlackConfig {
+            url: slack_url,
+            chart_base_url: None,
+        }),
+        Sink::Webhook(WebhookConfig::new(hook_url)),
+    ];
+    let mut n = Notifier::new(sinks, quick()).unwrap();
+    let c = run(CorrelatorConfig::default(), &scenario());
+    let p = packs(&c);
+    let ids: Vec<String> = p.iter().map(|p| p.incident.id.clone()).collect();
+
+    // Every incident's explanation is on its way: no state change goes out.
+    let mut ex = Explanations {
+        hold: ids.iter().cloned().collect(),
+        ..Explanations::default()
+    };
+    let report = n.tick_explained(&p, at(12), &ex).await;
+    assert_eq!(report, Default::default());
+
+    // The first one's arrives: it goes out with it; the other is still held.
+    ex.hold.remove(&ids[0]);
+    ex.by_incident.insert(
+        ids[0].clone(),
+        Explained {
+            text: "MODEL: the node ran out of CPU".into(),
+            annotations: [
+                ("summary".to_owned(), "MODEL-SUMMARY".to_owned()),
+                ("likely_cause".to_owned(), "MODEL-CAUSE".to_owned()),
+            ]
+            .into(),
+            detail: Some(serde_json::json!({"source": "llm"})),
+        },
+    );
+    let report = n.tick_explained(&p, at(12), &ex).await;
+    assert_eq!(report.delivered.len(), 3, "{report:?}");
+    assert!(report.delivered.iter().all(|(_, id, _)| *id == ids[0]));
+    let alert = &am.requests()[0].body[0];
+    assert_eq!(alert["annotations"]["summary"], "MODEL-SUMMARY");
+    assert_eq!(alert["annotations"]["likely_cause"], "MODEL-CAUSE");
+    assert_eq!(
+        alert["annotations"]["description"],
+        "MODEL: the node ran out of CPU"
+    );
+    let blocks = &slack.requests()[0].body["blocks"];
+    assert_eq!(blocks[1]["text"]["text"], "MODEL: the node ran out of CPU");
+    let body = &hook.requests()[0].body;
+    assert_eq!(body["explanation"], "MODEL: the node ran out of CPU");
+    assert_eq!(body["explained"]["source"], "llm");
+
+    // A held incident's refreshes still go: its alert must not expire at Alertmanager.
+    ex.hold.insert(ids[0].clone());
+    let report = n.tick_explained(&p, at(13), &ex).await;
+    assert_eq!(report.refreshed.len(), 1, "{report:?}");
+    assert!(report.delivered.is_empty());
 }
 
 #[tokio::test]

@@ -179,6 +179,11 @@ pub fn alert_payload(config: &AlertmanagerConfig, n: &Notification<'_>) -> Value
         ("summary".to_owned(), summary),
         ("description".to_owned(), n.explanation.to_owned()),
     ]);
+    if let Some(e) = n.explained {
+        annotations.extend(e.annotations.clone());
+    }
+    // The configured runbook URL wins over a runbook entry's first link: the operator set it
+    // for every alert on purpose.
     if let Some(r) = &config.runbook_url {
         annotations.insert("runbook_url".into(), fill(r, pack));
     }

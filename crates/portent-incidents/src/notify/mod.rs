@@ -16,6 +16,14 @@
 //!
 //! The notifier's memory is per process: after a restart, firing incidents are announced again
 //! (harmless for Alertmanager, a repeat for Slack and webhooks).
+//!
+//! **Explanations written elsewhere.** This crate only knows the deterministic text
+//! ([`EvidencePack::explain`]). [`Notifier::tick_explained`] takes [`Explanations`] made
+//! outside it (an LLM's answer, runbooks, events and logs, by `portent-explain`): their text
+//! replaces the deterministic one, their annotations are added to the Alertmanager alert, and
+//! incidents listed in [`Explanations::hold`] have their state changes held back for this
+//! tick (refreshes still go), so that a caller can wait a bounded time for an explanation
+//! instead of notifying twice.
 
 mod alertmanager;
 mod slack;
@@ -84,6 +92,28 @@ pub enum Kind {
     Refresh,
 }
 
+/// An explanation of one incident made outside this crate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Explained {
+    /// The text for humans; replaces the deterministic explanation everywhere.
+    pub text: String,
+    /// Alertmanager annotations laid over portent's own (`summary`, `description`,
+    /// `likely_cause`, …).
+    pub annotations: BTreeMap<String, String>,
+    /// Structured detail, sent as the webhook body's `explained`.
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Explanations for one [`Notifier::tick_explained`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Explanations {
+    /// By incident ID; incidents missing here get the deterministic text.
+    pub by_incident: BTreeMap<String, Explained>,
+    /// Incidents whose state changes wait (their explanation is on its way); their refreshes
+    /// are still sent.
+    pub hold: BTreeSet<String>,
+}
+
 /// One message about one incident.
 #[derive(Clone, Copy, Debug)]
 pub struct Notification<'a> {
@@ -91,6 +121,8 @@ pub struct Notification<'a> {
     pub pack: &'a EvidencePack,
     /// Its plain-text explanation.
     pub explanation: &'a str,
+    /// The explanation made outside this crate, if any (its text is `explanation`).
+    pub explained: Option<&'a Explained>,
     /// The time of sending.
     pub now: Timestamp,
     /// Change or refresh.
@@ -303,8 +335,19 @@ impl Notifier {
     }
 
     /// Delivers what is due at `now` for the incidents in `packs` (the current ones; those no
-    /// longer present are forgotten).
+    /// longer present are forgotten), with the deterministic explanations.
     pub async fn tick(&mut self, packs: &[EvidencePack], now: Timestamp) -> TickReport {
+        self.tick_explained(packs, now, &Explanations::default())
+            .await
+    }
+
+    /// [`Notifier::tick`] with explanations made elsewhere; see the [module docs](self).
+    pub async fn tick_explained(
+        &mut self,
+        packs: &[EvidencePack],
+        now: Timestamp,
+        explanations: &Explanations,
+    ) -> TickReport {
         let mut report = TickReport::default();
         let live: BTreeSet<&str> = packs.iter().map(|p| p.incident.id.as_str()).collect();
         self.deliveries
@@ -314,7 +357,12 @@ impl Notifier {
             if state == State::Pending {
                 continue;
             }
-            let explanation = pack.explain();
+            let explained = explanations.by_incident.get(&pack.incident.id);
+            let held = explanations.hold.contains(&pack.incident.id);
+            let explanation = match explained {
+                Some(e) => e.text.clone(),
+                None => pack.explain(),
+            };
             for (si, sink) in self.sinks.iter().enumerate() {
                 let key = (si, pack.incident.id.clone());
                 let d = self.deliveries.entry(key).or_default();
@@ -330,7 +378,7 @@ impl Notifier {
                     }
                     Kind::Refresh
                 } else {
-                    if d.next_try.is_some_and(|t| now < t) {
+                    if held || d.next_try.is_some_and(|t| now < t) {
                         continue;
                     }
                     Kind::Change
@@ -338,6 +386,7 @@ impl Notifier {
                 let n = Notification {
                     pack,
                     explanation: &explanation,
+                    explained,
                     now,
                     kind,
                 };

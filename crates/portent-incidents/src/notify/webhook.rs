@@ -27,9 +27,10 @@ impl WebhookConfig {
 }
 
 /// The body: `{"version": "1", "kind": "portent.incident", "incident", "state", "refresh",
-/// "explanation", "pack"}`.
+/// "explanation", "pack"}`, plus `explained` (structured detail) when the explanation was made
+/// outside this crate.
 pub fn webhook_payload(n: &Notification<'_>) -> Value {
-    json!({
+    let mut body = json!({
         "version": "1",
         "kind": "portent.incident",
         "incident": n.pack.incident.id,
@@ -37,5 +38,12 @@ pub fn webhook_payload(n: &Notification<'_>) -> Value {
         "refresh": n.kind == Kind::Refresh,
         "explanation": n.explanation,
         "pack": n.pack,
-    })
+    });
+    if let (Some(detail), Some(obj)) = (
+        n.explained.and_then(|e| e.detail.clone()),
+        body.as_object_mut(),
+    ) {
+        obj.insert("explained".into(), detail);
+    }
+    body
 }
