@@ -5,8 +5,9 @@
 //!
 //! Per step the loop hands every verdict to [`Incidents::observe`]; the hub keeps those at or
 //! above their model's threshold (plus feedback). Every [`NOTIFY_EVERY`] the notifier builds
-//! the evidence packs and ticks [`Notifier`], which sends each state change once per sink and
-//! retries failures with backoff. False positives' windows are kept out of every read the
+//! the evidence packs, has them explained in the background ([`crate::explain`]: runbooks,
+//! events, logs, the LLM) and ticks [`Notifier`] with the explanations, which sends each state
+//! change once per sink and retries failures with backoff. False positives' windows are kept out of every read the
 //! scheduler makes ([`Excluding`]), so fits and warm-ups never learn from them.
 //!
 //! Incidents live in memory: after a restart they open again from the anomalies that follow.
@@ -131,7 +132,8 @@ impl Incidents {
         }
         let dir = &config.storage.dir;
         let store = FeedbackStore::open(dir.join(FEEDBACK_FILE), ThresholdRule::default())?;
-        let hub = Hub::new(correlator_config(config), store, PackConfig::default());
+        let hub = Hub::new(correlator_config(config), store, PackConfig::default())
+            .with_explanations(crate::explain::explanations(config)?);
         Ok(Some(Self {
             hub,
             thresholds: thresholds(config),
@@ -165,24 +167,25 @@ impl Incidents {
     }
 }
 
-/// Runs the notifier until `stop`: every [`NOTIFY_EVERY`] the packs are sent, and every
-/// `incidents.silences_every` the Alertmanagers' silences are read as feedback. Nothing to do
-/// without sinks.
+/// Runs the notifier until `stop`: every [`NOTIFY_EVERY`] the packs are explained
+/// ([`crate::explain`]) and sent, and every `incidents.silences_every` the Alertmanagers'
+/// silences are read as feedback. Without sinks, incidents are still explained for the API.
 pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Receiver<bool>) {
     let sinks = sinks(&config);
-    if sinks.is_empty() {
-        return;
-    }
-    let mut notifier = match Notifier::new(sinks, NotifierConfig::default()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("portent: incidents will not be sent: {e}");
-            return;
+    let mut notifier = if sinks.is_empty() {
+        None
+    } else {
+        match Notifier::new(sinks, NotifierConfig::default()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("portent: incidents will not be sent: {e}");
+                None
+            }
         }
     };
     let silence_sources: Vec<AlertmanagerConfig> = notifier
-        .sinks()
         .iter()
+        .flat_map(|n| n.sinks())
         .zip(&config.incidents.alertmanager)
         .filter(|(_, a)| a.read_silences)
         .filter_map(|(s, _)| match s {
@@ -190,6 +193,7 @@ pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Recei
             _ => None,
         })
         .collect();
+    let mut explaining = crate::explain::Explaining::start(&config, hub.clone()).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build();
@@ -200,12 +204,17 @@ pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Recei
             () = tokio::time::sleep(NOTIFY_EVERY) => {}
         }
         let packs = hub.packs();
-        let report = notifier.tick(&packs, hub.now()).await;
-        for (_, sink, error) in &report.failed {
-            eprintln!("portent: notifying {sink}: {error} (retried with backoff)");
-        }
-        for (_, id, state) in &report.delivered {
-            eprintln!("portent: incident {id} {state}: sent");
+        let explanations = explaining.update(&packs);
+        if let Some(notifier) = notifier.as_mut() {
+            let report = notifier
+                .tick_explained(&packs, hub.now(), &explanations)
+                .await;
+            for (_, sink, error) in &report.failed {
+                eprintln!("portent: notifying {sink}: {error} (retried with backoff)");
+            }
+            for (_, id, state) in &report.delivered {
+                eprintln!("portent: incident {id} {state}: sent");
+            }
         }
         if last_silences.elapsed() >= config.incidents.silences_every {
             last_silences = tokio::time::Instant::now();

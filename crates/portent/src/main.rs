@@ -10,6 +10,7 @@ mod check;
 mod demo;
 mod detect;
 mod eval;
+mod explain;
 mod incidents;
 mod intervals;
 mod outputs;
