@@ -7,7 +7,9 @@
 //! Each explanation runs in its own task: at most [`MAX_EXPLAINING`] at a time, each bounded
 //! by a deadline (twice the LLM's per-attempt timeout plus the evidence sources' limits), so
 //! neither the scoring loop nor the notifier ever waits on a model. A task that misses its
-//! deadline yields the deterministic explanation, marked as a fallback.
+//! deadline yields the deterministic explanation, marked as a fallback. With nothing to wait
+//! for (no model, no evidence source, no live action webhook) the explanation is made on the
+//! spot instead, so that a page is not held back a tick for nothing.
 //!
 //! **One notification per state change.** The notifier holds an incident's state change back
 //! while its explanation is on its way, for at most [`EXPLAIN_WAIT`]; past that it sends what
@@ -106,6 +108,9 @@ struct Work {
     runner: Option<ActionRunner>,
     permits: Semaphore,
     deadline: Duration,
+    /// Nothing to wait for (no model, no evidence source, no live action webhook): explain
+    /// on the spot, so that a page is not held back a tick for nothing.
+    inline: bool,
 }
 
 /// A finished explanation.
@@ -177,6 +182,10 @@ impl Explaining {
             .map(|r| r.live(e.actions.live))
             .inspect_err(|err| eprintln!("portent: runbook actions are off: {err}"))
             .ok();
+        let inline = e.llm.is_none()
+            && events.is_none()
+            && loki.is_none()
+            && (!e.actions.live || e.actions.webhooks.is_empty());
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
             work: Arc::new(Work {
@@ -186,6 +195,7 @@ impl Explaining {
                 runner,
                 permits: Semaphore::new(MAX_EXPLAINING),
                 deadline,
+                inline,
             }),
             hub,
             tx,
@@ -196,7 +206,7 @@ impl Explaining {
 
     /// One notifier tick: keeps the explanations that finished, starts those `packs` need,
     /// and returns what the notifier should send with (and which state changes wait).
-    pub(crate) fn update(&mut self, packs: &[EvidencePack]) -> NotifyExplanations {
+    pub(crate) async fn update(&mut self, packs: &[EvidencePack]) -> NotifyExplanations {
         let store = self.hub.explanations().clone();
         while let Ok(done) = self.rx.try_recv() {
             if self
@@ -206,42 +216,7 @@ impl Explaining {
             {
                 self.inflight.remove(&done.id);
             }
-            let e = &done.stored.explanation;
-            match &e.outcome {
-                Outcome::Fallback { reason } => eprintln!(
-                    "portent: incident {} explained deterministically: {reason}",
-                    done.id
-                ),
-                outcome => eprintln!(
-                    "portent: incident {} explained ({}; {} input and {} output tokens)",
-                    done.id,
-                    match outcome {
-                        Outcome::Model { model, .. } => model.as_str(),
-                        _ => "deterministic",
-                    },
-                    e.usage.input_tokens,
-                    e.usage.output_tokens
-                ),
-            }
-            for a in &done.stored.actions {
-                let what = match &a.status {
-                    ActionStatus::Suggested => continue,
-                    ActionStatus::UnknownWebhook => {
-                        "not run: its webhook is not in explain.actions.webhooks".to_owned()
-                    }
-                    ActionStatus::AlreadyRun => continue,
-                    ActionStatus::DryRun { .. } => {
-                        "dry-run (explain.actions.live is off): nothing sent".to_owned()
-                    }
-                    ActionStatus::Sent { code } => format!("sent, HTTP {code}"),
-                    ActionStatus::Failed { error } => format!("failed: {error}"),
-                };
-                eprintln!(
-                    "portent: incident {}: runbook {} action on webhook {}: {what}",
-                    done.id, a.entry, a.webhook
-                );
-            }
-            store.store(&done.id, done.stored);
+            keep(&store, &done.id, done.stored);
         }
         let live: BTreeSet<&str> = packs.iter().map(|p| p.incident.id.as_str()).collect();
         store.retain(&live);
@@ -254,7 +229,7 @@ impl Explaining {
             if state == State::Pending {
                 continue;
             }
-            let stored = store.get(id);
+            let mut stored = store.get(id);
             let explained = stored.as_ref().is_some_and(|s| s.state == state);
             let asked = self.inflight.get(id).filter(|(s, _)| *s == state);
             match (explained, asked) {
@@ -263,6 +238,11 @@ impl Explaining {
                     if since.elapsed() < EXPLAIN_WAIT {
                         out.hold.insert(id.clone());
                     }
+                }
+                (false, None) if self.work.inline => {
+                    let s = explain_one(&self.work, pack.clone()).await;
+                    keep(&store, id, s.clone());
+                    stored = Some(s);
                 }
                 (false, None) => {
                     self.spawn(pack.clone());
@@ -294,6 +274,40 @@ impl Explaining {
             let _ = tx.send(Done { id, stored });
         });
     }
+}
+
+/// Logs what an explanation task did (the model's answer or why it was not used, and runbook
+/// actions) and keeps its result for the API and the notifier.
+fn keep(store: &Explanations, id: &str, stored: Stored) {
+    let e = &stored.explanation;
+    match &e.outcome {
+        Outcome::Deterministic => {}
+        Outcome::Fallback { reason } => {
+            eprintln!("portent: incident {id} explained deterministically: {reason}");
+        }
+        Outcome::Model { model, .. } => eprintln!(
+            "portent: incident {id} explained by {model} ({} input and {} output tokens)",
+            e.usage.input_tokens, e.usage.output_tokens
+        ),
+    }
+    for a in &stored.actions {
+        let what = match &a.status {
+            ActionStatus::Suggested | ActionStatus::AlreadyRun => continue,
+            ActionStatus::UnknownWebhook => {
+                "not run: its webhook is not in explain.actions.webhooks".to_owned()
+            }
+            ActionStatus::DryRun { .. } => {
+                "dry-run (explain.actions.live is off): nothing sent".to_owned()
+            }
+            ActionStatus::Sent { code } => format!("sent, HTTP {code}"),
+            ActionStatus::Failed { error } => format!("failed: {error}"),
+        };
+        eprintln!(
+            "portent: incident {id}: runbook {} action on webhook {}: {what}",
+            a.entry, a.webhook
+        );
+    }
+    store.store(id, stored);
 }
 
 /// Explains one incident: more evidence, the explanation, the runbook actions (when firing),
@@ -439,6 +453,7 @@ mod tests {
             runner: None,
             permits: Semaphore::new(1),
             deadline: Duration::from_secs(20),
+            inline: false,
         }
     }
 

@@ -204,7 +204,7 @@ pub(crate) async fn notify(config: Arc<Config>, hub: Hub, mut stop: watch::Recei
             () = tokio::time::sleep(NOTIFY_EVERY) => {}
         }
         let packs = hub.packs();
-        let explanations = explaining.update(&packs);
+        let explanations = explaining.update(&packs).await;
         if let Some(notifier) = notifier.as_mut() {
             let report = notifier
                 .tick_explained(&packs, hub.now(), &explanations)
