@@ -495,6 +495,86 @@ mod tests {
         );
     }
 
+    /// A config with `storage.dir` and the runbooks in `dir`, and `actions` as its
+    /// `explain.actions` section.
+    fn config(dir: &std::path::Path, actions: &str) -> Config {
+        std::fs::write(
+            dir.join("runbooks.yml"),
+            "entries:
+  - name: auto-known
+    match: { labels: { __name__: node_cpu } }
+    steps: [\"Drain the node\"]
+    action: { webhook: drain, automatic: true, payload: { node: n1 } }
+  - name: auto-unknown
+    steps: [\"Look\"]
+    action: { webhook: nowhere, automatic: true }
+  - name: manual
+    steps: [\"Look\"]
+    action: { webhook: drain }
+",
+        )
+        .unwrap();
+        let yaml = format!(
+            "source:
+  push:
+queries:
+  q:
+    expr: node_cpu
+storage:
+  dir: state
+explain:
+  runbooks: runbooks.yml
+  actions:
+{actions}
+"
+        );
+        Config::from_yaml(&yaml, dir).unwrap()
+    }
+
+    /// Explains `pack()` with the hub and sources `config` sets up.
+    async fn explained(config: &Config) -> Stored {
+        let hub = crate::incidents::Incidents::new(config)
+            .unwrap()
+            .unwrap()
+            .hub;
+        let explaining = Explaining::start(config, hub).await;
+        explain_one(&explaining.work, pack()).await
+    }
+
+    #[tokio::test]
+    async fn runbook_actions_are_dry_run_unless_live_and_only_automatic_ones_to_known_webhooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, calls) = fake_model("{}");
+        let hooks = format!("    webhooks:\n      drain:\n        url: {url}/drain");
+        let stored = explained(&config(dir.path(), &hooks)).await;
+        let status = |entry: &str| {
+            let a = stored.actions.iter().find(|a| a.entry == entry).unwrap();
+            serde_json::to_value(&a.status).unwrap()
+        };
+        assert_eq!(status("auto-known")["status"], "dry_run");
+        assert_eq!(
+            status("auto-known")["would_send"]["payload"]["node"],
+            "n1",
+            "{:?}",
+            stored.actions
+        );
+        assert_eq!(status("auto-unknown")["status"], "unknown_webhook");
+        assert_eq!(status("manual")["status"], "suggested");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "a dry run sent something");
+        assert!(stored.explanation.text.contains("Drain the node"));
+
+        // Live: the automatic entry with a configured webhook is sent, once.
+        let live = format!("    live: true\n{hooks}");
+        let stored = explained(&config(dir.path(), &live)).await;
+        let a = stored
+            .actions
+            .iter()
+            .find(|a| a.entry == "auto-known")
+            .unwrap();
+        assert_eq!(a.status, ActionStatus::Sent { code: 200 });
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_model_that_never_answers_costs_the_deadline_not_the_notifier() {
         // Accepts connections and never answers.
