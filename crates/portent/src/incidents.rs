@@ -41,6 +41,8 @@ pub(crate) struct Incidents {
     pub(crate) hub: Hub,
     /// Each model's alerting threshold, by alias.
     thresholds: HashMap<String, Score>,
+    /// The `explain` section the explainer was built from (it is not rebuilt on reload).
+    explain: portent_config::Explain,
 }
 
 fn correlator_config(config: &Config) -> CorrelatorConfig {
@@ -137,12 +139,18 @@ impl Incidents {
         Ok(Some(Self {
             hub,
             thresholds: thresholds(config),
+            explain: config.explain.clone(),
         }))
     }
 
-    /// Takes a reloaded config's model thresholds (the rest of `incidents` needs a restart).
+    /// Takes a reloaded config's model thresholds (the rest of `incidents`, and `explain`,
+    /// need a restart: the explainer holds the LLM's budgets and cache, which a rebuild would
+    /// reset).
     pub(crate) fn reload(&mut self, config: &Config) {
         self.thresholds = thresholds(config);
+        if config.explain != self.explain {
+            eprintln!("portent: warning: explain changed: restart to apply");
+        }
     }
 
     /// Offers one step's verdicts to the hub.
