@@ -3,6 +3,8 @@
 mod config;
 pub mod defaults;
 mod error;
+#[cfg(test)]
+mod keys;
 mod promql;
 mod raw;
 mod secret;
