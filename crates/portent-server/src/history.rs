@@ -235,6 +235,15 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// Keeps only the series for which `keep` is true: the daemon drops those it stopped
+    /// tracking (expired, ended, or gone with a reload), so their charts do not outlive them.
+    pub fn retain(&self, mut keep: impl FnMut(&ScoreKey) -> bool) -> usize {
+        let mut inner = self.lock();
+        let before = inner.series.len();
+        inner.series.retain(|_, k| keep(&k.key));
+        before - inner.series.len()
+    }
+
     /// How many series are kept.
     pub fn len(&self) -> usize {
         self.lock().series.len()
@@ -309,6 +318,17 @@ mod tests {
         );
         assert!(!is_series_id("xyz"));
         assert!(!is_series_id("0123456789abcdeg"));
+    }
+
+    #[test]
+    fn series_the_daemon_stopped_tracking_are_dropped() {
+        let h = History::new(3, 10);
+        record(&h, "a", &scored(1, 0.1));
+        record(&h, "b", &scored(1, 0.1));
+        assert_eq!(h.retain(|k| k.labels.get("pod") == Some("a")), 1);
+        assert!(h.get(&id("a")).is_some());
+        assert!(h.get(&id("b")).is_none());
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -689,6 +689,9 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
         let verdicts = report.scores.iter();
         l.history
             .record(verdicts.map(|s| (&s.query, &s.model, &s.labels, &s.scored)));
+        // Charts of series the daemon no longer tracks (expired, ended, dropped by a reload)
+        // go with them: `publish` made the scores exactly the tracked series.
+        l.history.retain(|k| l.scores.get(k).is_some());
         l.outputs.enqueue(&std::mem::take(&mut report.scores));
         l.metrics.set_push_buffer(pushed.0, pushed.1);
         l.metrics.add_incident_anomalies(
