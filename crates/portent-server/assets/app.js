@@ -419,6 +419,10 @@ async function incidentPage(main, id) {
 
   main.append(el("h2", {}, "Root-cause candidates"));
   const byId = new Map(pack.series.map((s) => [s.id, s]));
+  // Each piece of evidence links to its series' chart when the server names its ID.
+  const ids = r.body.series_ids || {};
+  const seriesLink = (text, evidenceId) =>
+    ids[evidenceId] ? el("a", { href: "/ui/series/" + encodeURIComponent(ids[evidenceId]) }, text) : text;
   if (!pack.candidates.length) {
     main.append(el("p", { class: "muted" }, "No candidate."));
   } else {
@@ -437,7 +441,7 @@ async function incidentPage(main, id) {
               {},
               el("td", { class: "num" }, i + 1),
               el("td", {}, c.evidence_id),
-              el("td", { class: "series" }, s ? s.series : ""),
+              el("td", { class: "series" }, s ? seriesLink(s.series, c.evidence_id) : ""),
               el("td", {}, String(c.level)),
               el("td", {}, typeof c.onset === "number" ? fmtTime(c.onset) : s ? fmtTime(s.onset.ms) : ""),
               el("td", { class: "num" }, fmtNum(c.rank))
@@ -466,7 +470,7 @@ async function incidentPage(main, id) {
             "tr",
             {},
             el("td", {}, s.id),
-            el("td", { class: "series" }, s.series, el("div", { class: "muted" }, s.query + " / " + s.model)),
+            el("td", { class: "series" }, seriesLink(s.series, s.id), el("div", { class: "muted" }, s.query + " / " + s.model)),
             el("td", {}, reasonText(s.reason)),
             el("td", { class: "num" }, fmtNum(s.peak.actual)),
             el("td", { class: "num" }, fmtNum(s.peak.expected)),

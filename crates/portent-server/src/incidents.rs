@@ -199,6 +199,26 @@ impl Hub {
         ))
     }
 
+    /// The web UI's ID ([`crate::history::series_id`]) of each series of incident `id`, by
+    /// evidence ID, so its page can link every piece of evidence to the series' chart.
+    pub fn series_ids(&self, id: &str) -> BTreeMap<String, String> {
+        let inner = self.lock();
+        inner
+            .correlator
+            .incident(&IncidentId(id.to_owned()))
+            .map(|incident| {
+                incident
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let sid = crate::history::series_id(&m.query, &m.model, &m.labels);
+                        (m.evidence_id.clone(), sid)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many incidents are in each state.
     pub fn counts(&self) -> BTreeMap<IncidentState, usize> {
         let mut counts = BTreeMap::from([
@@ -405,6 +425,7 @@ async fn one(State(api): State<Api>, Path(id): Path<String>) -> Response {
         "explanation": stored.explanation.text,
         "explanation_detail": detail,
         "feedback": feedback,
+        "series_ids": api.hub.series_ids(&id),
     }))
     .into_response()
 }

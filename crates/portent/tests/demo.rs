@@ -90,6 +90,15 @@ fn the_demo_shows_an_incident_within_two_minutes_and_stops_cleanly_on_ctrl_c() {
         assert!(shown[0].as_str().unwrap().contains(&shot), "{shown}");
         assert!(shown[1].as_u64().unwrap() >= 1, "{shown}");
         browser.screenshot("demo-incident.png");
+        // The top candidate links to its series' chart.
+        let linked = browser.eval(
+            "const a = document.querySelector('#candidates a[href^=\"/ui/series/\"]'); \
+             return a && a.getAttribute('href')",
+        );
+        assert!(
+            linked.as_str().is_some(),
+            "no series link on the incident page"
+        );
         // The rollout's error ratio, charted.
         let (_, body) = get(port, "/api/v1/series?limit=500").unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
