@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use portent_config::{Alias, Config, ModelKind, Output, format_duration};
 
 /// Options of `portent check`.
@@ -12,13 +13,29 @@ pub(crate) struct Args {
     config: PathBuf,
 }
 
-/// Loads the config; prints a summary on stdout and any warnings on stderr.
+/// Loads the config and what it names that serve would read at start (the runbook
+/// catalogue); prints a summary on stdout and any warnings on stderr.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     for warning in &config.warnings {
         eprintln!("portent: warning: {}: {warning}", args.config.display());
     }
+    // serve refuses to start on a catalogue that does not parse: say so here first.
+    let runbooks = match &config.explain.runbooks {
+        Some(p) => Some(
+            portent_explain::Catalogue::load(p)
+                .with_context(|| format!("explain.runbooks {}", p.display()))?,
+        ),
+        None => None,
+    };
     print!("{}", summary(&args.config.display().to_string(), &config));
+    if let (Some(p), Some(c)) = (&config.explain.runbooks, &runbooks) {
+        println!(
+            "  runbooks  {}: {}",
+            p.display(),
+            count(c.entries().len(), "entry", "entries")
+        );
+    }
     Ok(())
 }
 

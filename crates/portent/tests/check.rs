@@ -121,10 +121,14 @@ fn good_fixture_summarises_and_warns_without_leaking_secrets() {
          pull from https://mimir.example.com/prometheus\n  source    remote_write receiver on \
          0.0.0.0:9099\n"
     ));
-    assert!(run.stdout.ends_with(
-        "  output    metrics: /metrics on 0.0.0.0:9100\n  output    vm: remote_write to \
-         http://victoria-metrics:8428/api/v1/write\n"
-    ));
+    assert!(
+        run.stdout.ends_with(
+            "  output    metrics: /metrics on 0.0.0.0:9100\n  output    vm: remote_write to \
+         http://victoria-metrics:8428/api/v1/write\n  runbooks  testdata/runbooks.yml: 1 entry\n"
+        ),
+        "{}",
+        run.stdout
+    );
     let warnings: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(warnings.len(), 2, "{}", run.stderr);
     assert!(warnings.iter().all(|w| {
@@ -151,4 +155,29 @@ fn a_missing_config_file_is_named() {
         run.stderr,
         "portent: reading testdata/no-such.yml: No such file or directory (os error 2)\n"
     );
+}
+
+/// serve refuses to start on a runbook catalogue that does not parse; check says so first,
+/// naming the file and the entry.
+#[test]
+fn a_runbook_catalogue_that_does_not_parse_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("runbooks.yml"),
+        "entries:\n  - name: a\n    stepz: [typo]\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("portent.yml"),
+        "source:\n  push:\nqueries:\n  q:\n    expr: up\nexplain:\n  runbooks: runbooks.yml\n",
+    )
+    .unwrap();
+    let run = check(dir.path(), "portent.yml", &[]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.starts_with("portent: explain.runbooks ") && run.stderr.contains("stepz"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
