@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    alerts, free_port, get, require, serve_target, start_alertmanager, start_portent,
+    alerts, finite_yhat, free_port, require, serve_target, start_alertmanager, start_portent,
     start_prometheus, until, webhook,
 };
 
@@ -96,13 +96,7 @@ scrape_configs:
         Duration::from_secs(120),
         "a finite portent_yhat",
         &logs,
-        || {
-            let (_, body) = get(portent_port, "/metrics")?;
-            body.lines()
-                .find(|l| l.starts_with("portent_yhat{") && l.contains("query=\"gauge\""))
-                .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-                .filter(|y| y.is_finite())
-        },
+        || finite_yhat(portent_port, "gauge"),
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(

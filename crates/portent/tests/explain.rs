@@ -15,14 +15,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{alerts, free_port, get, require, start_alertmanager, start_portent, until, webhook};
-use portent_core::{Labels, Sample, Series, Timestamp};
+use common::{
+    alerts, finite_yhat, free_port, get, now_ms, push_gauge, read_request, require,
+    start_alertmanager, start_portent, until, webhook,
+};
+use portent_core::{Sample, Timestamp};
 
 const KEY: &str = "sk-ant-test-key-never-logged";
 const MODEL: &str = "fake-claude";
@@ -108,60 +111,6 @@ fn fake_anthropic() -> (u16, Seen) {
         }
     });
     (port, seen)
-}
-
-/// The request line and headers (lowercased) and the body of one HTTP request.
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            return Some((head, buf[end + 4..end + 4 + len].to_vec()));
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Pushes `samples` of `test_gauge{kind="demo"}` by remote_write; the status.
-fn push(port: u16, samples: Vec<Sample>) -> Option<u16> {
-    let series = Series {
-        labels: Labels::new([("__name__", "test_gauge"), ("kind", "demo")]).unwrap(),
-        samples,
-    };
-    let body = portent_prom::encode_write_request(&[series]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
-         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(&body).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Around 100, with seeded noise in [-5, 5).
@@ -259,7 +208,7 @@ explain:
                 v: noisy(i as u64),
             })
             .collect();
-        push(port, history).filter(|s| *s == 204 || *s == 200)
+        push_gauge(port, "test_gauge", history).filter(|s| *s == 204 || *s == 200)
     });
     let level = Arc::new(AtomicU64::new(0));
     let jumping = Arc::new(AtomicBool::new(false));
@@ -274,8 +223,9 @@ explain:
                 } else {
                     noisy(i)
                 };
-                let _ = push(
+                let _ = push_gauge(
                     port,
+                    "test_gauge",
                     vec![Sample {
                         t: Timestamp::from_millis(now_ms()),
                         v,
@@ -290,13 +240,7 @@ explain:
         Duration::from_secs(30),
         "a finite portent_yhat",
         &logs,
-        || {
-            let (_, body) = get(port, "/metrics")?;
-            body.lines()
-                .find(|l| l.starts_with("portent_yhat{") && l.contains("query=\"gauge\""))
-                .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-                .filter(|y| y.is_finite())
-        },
+        || finite_yhat(port, "gauge"),
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(

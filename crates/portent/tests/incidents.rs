@@ -16,8 +16,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    alerts, free_port, get, post, require, serve_target, start_alertmanager, start_portent,
-    start_prometheus, until, webhook,
+    alerts, finite_yhat, free_port, get, post, require, serve_target, start_alertmanager,
+    start_portent, start_prometheus, until, webhook,
 };
 
 const TOKEN: &str = "feedback-token";
@@ -94,13 +94,7 @@ scrape_configs:
         Duration::from_secs(120),
         "a finite portent_yhat",
         &logs,
-        || {
-            let (_, body) = get(portent_port, "/metrics")?;
-            body.lines()
-                .find(|l| l.starts_with("portent_yhat{") && l.contains("query=\"gauge\""))
-                .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-                .filter(|y| y.is_finite())
-        },
+        || finite_yhat(portent_port, "gauge"),
     );
     // Calm for a while, so that the replays below have history to fit on before the spike.
     std::thread::sleep(Duration::from_secs(15));

@@ -13,16 +13,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::browser::Browser;
-use common::{free_port, get, require, start_portent, until};
-use portent_core::{Labels, Sample, Series, Timestamp};
+use common::{free_port, get, now_ms, push_gauge, require, start_portent, until};
+use portent_core::{Sample, Timestamp};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "ui-token";
@@ -65,40 +63,9 @@ incidents:
     path
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// Around 100 with a deterministic wobble of ±5.
 fn calm(i: i64) -> f64 {
     100.0 + 5.0 * ((i as f64) * 0.7).sin()
-}
-
-/// remote_writes `samples` of `ui_gauge{kind="demo"}` to portent: the status.
-fn push(port: u16, samples: Vec<Sample>) -> Option<u16> {
-    let series = Series {
-        labels: Labels::new([("__name__", "ui_gauge"), ("kind", "demo")]).unwrap(),
-        samples,
-    };
-    let body = portent_prom::encode_write_request(&[series]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n\
-         X-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(&body).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn api(port: u16, path: &str) -> Option<Value> {
@@ -128,7 +95,12 @@ fn the_ui_shows_series_and_incidents_and_feedback_reaches_the_server() {
     let history: Vec<Sample> = (0..600)
         .map(|i| Sample::new(Timestamp::from_millis(start - (600 - i) * 1000), calm(i)))
         .collect();
-    assert_eq!(push(port, history), Some(204), "{}", log());
+    assert_eq!(
+        push_gauge(port, "ui_gauge", history),
+        Some(204),
+        "{}",
+        log()
+    );
     let spiking = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let pusher = {
@@ -141,7 +113,11 @@ fn the_ui_shows_series_and_incidents_and_feedback_reaches_the_server() {
                 } else {
                     calm(i)
                 };
-                let _ = push(port, vec![Sample::new(Timestamp::from_millis(now_ms()), v)]);
+                let _ = push_gauge(
+                    port,
+                    "ui_gauge",
+                    vec![Sample::new(Timestamp::from_millis(now_ms()), v)],
+                );
                 i += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }

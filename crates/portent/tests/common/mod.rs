@@ -301,6 +301,74 @@ pub fn start_portent(config: &Path, log: &Path) -> Proc {
     Proc::spawn(cmd, log)
 }
 
+/// Reads one HTTP request from `stream`: its request line and headers (lowercased) and its
+/// body (Content-Length bytes); `None` if the peer closes or times out first.
+pub fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Some((head, buf[end + 4..end + 4 + len].to_vec()));
+        }
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// remote_writes `samples` of `{__name__="<metric>", kind="demo"}` to portent on
+/// 127.0.0.1:`port`: the status.
+pub fn push_gauge(port: u16, metric: &str, samples: Vec<portent_core::Sample>) -> Option<u16> {
+    let series = portent_core::Series {
+        labels: portent_core::Labels::new([("__name__", metric), ("kind", "demo")]).unwrap(),
+        samples,
+    };
+    let body = portent_prom::encode_write_request(&[series]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(&body).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `portent_yhat` of query `query` on portent's `/metrics` at 127.0.0.1:`port`, once it
+/// is finite (the model has learnt enough to expect something).
+pub fn finite_yhat(port: u16, query: &str) -> Option<f64> {
+    let (_, body) = get(port, "/metrics")?;
+    let tag = format!("query=\"{query}\"");
+    body.lines()
+        .find(|l| l.starts_with("portent_yhat{") && l.contains(&tag))
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .filter(|y| y.is_finite())
+}
+
 /// A webhook receiver: every POST body it gets, in order.
 pub fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -311,27 +379,7 @@ pub fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Headers, then Content-Length bytes of body.
-            let body = loop {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break Some(buf[end + 4..end + 4 + len].to_vec());
-                }
-            };
+            let body = read_request(&mut stream).map(|(_, body)| body);
             if let Some(json) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
                 sink.lock().unwrap().push(json);
             }
