@@ -306,6 +306,9 @@ pub struct Incidents {
     pub gap: Duration,
     /// How long without anomalies before an incident resolves.
     pub resolve_after: Duration,
+    /// How long after an incident started members still beyond their pre-incident band keep
+    /// it open (zero: only anomalies do).
+    pub sustain: Duration,
     /// How long a resolved incident is kept.
     pub retention: Duration,
     /// The most open incidents.

@@ -184,6 +184,7 @@ pub(crate) struct RawIncidents {
     pub(crate) hold: Option<RawDuration>,
     pub(crate) gap: Option<RawDuration>,
     pub(crate) resolve_after: Option<RawDuration>,
+    pub(crate) sustain: Option<RawDuration>,
     pub(crate) retention: Option<RawDuration>,
     pub(crate) max_open: Option<usize>,
     pub(crate) max_series: Option<usize>,

@@ -13,10 +13,22 @@
 //! incident whose [`IncidentId`] hashes the first anomaly's series fingerprint, query, model and
 //! onset, so a replay of the same data yields the same IDs.
 //!
+//! **Sustained deviation.** portent's detectors score a change once, at its onset, and then
+//! adapt to it: a memory leak or an error ratio that stays up after a bad rollout gives one high
+//! score and then ordinary ones while the problem goes on. So each member remembers the band it
+//! was expected in when it first went wrong (the pre-incident normal) and on which side it left
+//! it; every later verdict of that series below the threshold still outside that band, on that
+//! side, keeps the incident *active* ([`Incident::active_until`]) up to
+//! [`CorrelatorConfig::sustain`] after the incident started. An active incident does not resolve,
+//! and a later anomaly that shares a pod, workload, service or node with it (not only a
+//! namespace) joins it: the leaking pod's latency an hour after its memory, its OOM kill ten
+//! hours later.
+//!
 //! **Lifecycle** (Prometheus' alert states): an incident is *pending* from its first anomaly;
 //! *firing* once it has stayed open for [`CorrelatorConfig::hold`] (an anomaly at least `hold`
 //! after the onset, or the clock reaching `onset + hold` before the incident went quiet);
-//! *resolved* once no anomaly arrived for [`CorrelatorConfig::resolve_after`]; dropped
+//! *resolved* once neither an anomaly arrived nor a member stayed outside its band for
+//! [`CorrelatorConfig::resolve_after`]; dropped
 //! [`CorrelatorConfig::retention`] after resolving. "Open" is the condition of portent's own
 //! alerting rule, `max_over_time(score[window]) >= threshold` held `for`: true for a window after
 //! any anomaly, so a lone onset score pages after the hold, as the rule's alert does (portent's
@@ -29,7 +41,7 @@
 //! incident (further series are counted on the incident), at most
 //! [`CorrelatorConfig::max_resolved`] resolved incidents kept (the oldest go first).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -164,7 +176,54 @@ pub struct Member {
     pub peak: Scored,
     /// Its highest score.
     pub max_score: Score,
+    /// The band it was expected in when it first went wrong, and the side it left it on: later
+    /// values beyond that edge are still the problem ([`Correlator`]'s sustained deviation).
+    /// `None` when the model expected nothing then.
+    pub onset_band: Option<OnsetBand>,
+    /// The latest verdict still outside `onset_band` (below the threshold or not).
+    pub deviating_at: Option<Timestamp>,
     pub(crate) keys: BTreeSet<TopoKey>,
+}
+
+/// A member's pre-incident normal: how far from the expectation it was when first flagged.
+///
+/// The edge is the band's edge on the side the value left it, or the onset value itself when
+/// that was still inside the band (a drift or a level shift scored before it left the band):
+/// a later value beyond the edge is at least as bad as when the member was first flagged.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct OnsetBand {
+    /// The value a later one must pass to still count as the problem.
+    pub edge: f64,
+    /// Whether the problem was above the expectation (else below).
+    pub above: bool,
+}
+
+impl OnsetBand {
+    fn of(s: &Scored) -> Option<Self> {
+        let finite = s.value.is_finite()
+            && s.yhat.is_finite()
+            && s.yhat_lower.is_finite()
+            && s.yhat_upper.is_finite();
+        if !finite || s.value == s.yhat {
+            return None;
+        }
+        let above = s.value > s.yhat;
+        let edge = if above {
+            s.yhat_upper.min(s.value)
+        } else {
+            s.yhat_lower.max(s.value)
+        };
+        Some(Self { edge, above })
+    }
+
+    /// Whether `value` is still beyond the edge.
+    pub fn outside(&self, value: f64) -> bool {
+        if self.above {
+            value >= self.edge
+        } else {
+            value <= self.edge
+        }
+    }
 }
 
 impl Member {
@@ -180,6 +239,10 @@ impl Member {
 
     fn same_series(&self, a: &Anomaly) -> bool {
         self.labels == a.labels && self.query == a.query && self.model == a.model
+    }
+
+    fn series_key(&self) -> u64 {
+        series_key(&self.labels, &self.query, &self.model)
     }
 }
 
@@ -198,6 +261,9 @@ pub struct Incident {
     pub resolved_at: Option<Timestamp>,
     /// The latest anomaly's time.
     pub last_anomaly_at: Timestamp,
+    /// The latest time a member was still outside its onset band, capped at
+    /// `started_at + sustain` (see the module docs); never before `last_anomaly_at`.
+    pub active_until: Timestamp,
     /// The series involved, in the order they joined (at most `max_members`).
     pub members: Vec<Member>,
     /// Series that would have joined beyond `max_members`.
@@ -225,6 +291,7 @@ impl Incident {
             fired_at: None,
             resolved_at: None,
             last_anomaly_at: a.scored.t,
+            active_until: a.scored.t,
             members: Vec::new(),
             dropped_members: 0,
             next_evidence: 1,
@@ -237,8 +304,12 @@ impl Incident {
     /// Adds `a`; returns whether a new series was refused by the cap.
     fn add(&mut self, a: &Anomaly, topology: &TopologyConfig, max_members: usize) -> bool {
         self.last_anomaly_at = self.last_anomaly_at.max(a.scored.t);
+        self.active_until = self.active_until.max(self.last_anomaly_at);
         if let Some(m) = self.members.iter_mut().find(|m| m.same_series(a)) {
             m.last = m.last.max(a.scored.t);
+            if m.onset_band.is_some_and(|b| b.outside(a.scored.value)) {
+                m.deviating_at = Some(a.scored.t);
+            }
             m.count += 1;
             if a.deviation() > m.deviation() {
                 m.peak = a.scored;
@@ -266,6 +337,8 @@ impl Incident {
             count: 1,
             peak: a.scored,
             max_score: a.scored.score,
+            onset_band: OnsetBand::of(&a.scored),
+            deviating_at: OnsetBand::of(&a.scored).map(|_| a.scored.t),
             keys: place.keys,
         });
         self.next_evidence += 1;
@@ -277,6 +350,7 @@ impl Incident {
         let mut refused = 0;
         self.started_at = self.started_at.min(other.started_at);
         self.last_anomaly_at = self.last_anomaly_at.max(other.last_anomaly_at);
+        self.active_until = self.active_until.max(other.active_until);
         self.dropped_members += other.dropped_members;
         if self.fired_at.is_none() {
             self.fired_at = other.fired_at;
@@ -312,6 +386,9 @@ pub struct CorrelatorConfig {
     pub hold: Duration,
     /// How long without anomalies before it resolves (default 10 min).
     pub resolve_after: Duration,
+    /// How long after an incident started members still outside their onset band can keep it
+    /// active (default 12 h; 0 turns sustained deviation off). Anomalies keep it open longer.
+    pub sustain: Duration,
     /// How long a resolved incident is kept (default 24 h).
     pub retention: Duration,
     /// The most open incidents (default 1000).
@@ -330,6 +407,7 @@ impl Default for CorrelatorConfig {
             gap: Duration::from_secs(600),
             hold: Duration::from_secs(120),
             resolve_after: Duration::from_secs(600),
+            sustain: Duration::from_secs(12 * 3600),
             retention: Duration::from_secs(24 * 3600),
             max_open: 1000,
             max_members: 200,
@@ -345,6 +423,8 @@ pub struct Counters {
     pub anomalies: u64,
     /// Anomalies below `min_score`.
     pub below_threshold: u64,
+    /// Of those, verdicts of a member still outside its onset band, that kept it active.
+    pub sustained: u64,
     /// Anomalies refused because `max_open` incidents were open.
     pub refused_open_cap: u64,
     /// Series refused because their incident had `max_members`.
@@ -374,6 +454,30 @@ pub struct Correlator {
     incidents: Vec<Incident>,
     counters: Counters,
     now: Timestamp,
+    /// [`series_key`] of every member of an open incident, so a verdict below the threshold
+    /// (almost all of them) is dismissed with one lookup; rebuilt when `members_dirty`.
+    open_members: HashSet<u64>,
+    members_dirty: bool,
+}
+
+/// A hash of a series' identity (labels, query, model) for [`Correlator::open_members`]; a
+/// collision only costs a scan of the open incidents.
+fn series_key(labels: &Labels, query: &str, model: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.fingerprint().hash(&mut h);
+    query.hash(&mut h);
+    model.hash(&mut h);
+    h.finish()
+}
+
+/// Whether two key sets share a pod, workload, service or node: a closer link than a namespace.
+fn closely_linked(a: &BTreeSet<TopoKey>, b: &BTreeSet<TopoKey>) -> bool {
+    a.intersection(b).any(|k| {
+        ["node/", "pod/", "workload/", "service/", "series/"]
+            .iter()
+            .any(|p| k.0.starts_with(p))
+    })
 }
 
 impl Correlator {
@@ -384,6 +488,8 @@ impl Correlator {
             incidents: Vec::new(),
             counters: Counters::default(),
             now: Timestamp::from_millis(i64::MIN),
+            open_members: HashSet::new(),
+            members_dirty: false,
         }
     }
 
@@ -414,8 +520,9 @@ impl Correlator {
         self.advance(a.scored.t);
         if a.scored.score < self.config.min_score {
             self.counters.below_threshold += 1;
-            return None;
+            return self.sustain(a);
         }
+        self.members_dirty = true;
         let t = a.scored.t;
         let gap = millis(self.config.gap);
         let keys = self.config.topology.place(&a.labels).keys;
@@ -425,8 +532,10 @@ impl Correlator {
             .enumerate()
             .filter(|(_, i)| {
                 i.is_open()
-                    && t.millis_since(i.last_anomaly_at) <= gap
                     && i.keys.intersection(&keys).next().is_some()
+                    && (t.millis_since(i.last_anomaly_at) <= gap
+                        || (t.millis_since(i.active_until) <= gap
+                            && closely_linked(&i.keys, &keys)))
             })
             .map(|(n, _)| n)
             .collect();
@@ -463,6 +572,60 @@ impl Correlator {
         Some(inc.id.clone())
     }
 
+    /// Whether [`Correlator::observe_normal`] can matter now: some incident is open and
+    /// sustained deviation is on. Callers with many verdicts skip them when it is false.
+    pub fn wants_normal(&self) -> bool {
+        !self.config.sustain.is_zero() && self.incidents.iter().any(Incident::is_open)
+    }
+
+    /// Takes in a verdict that is not an anomaly (below its model's threshold, which the caller
+    /// applied): if its series is a member of an open incident and still outside its onset
+    /// band, the incident stays active (see the module docs) and its ID is returned. Also
+    /// advances the clock to the verdict's time.
+    pub fn observe_normal(&mut self, a: &Anomaly) -> Option<IncidentId> {
+        self.advance(a.scored.t);
+        self.sustain(a)
+    }
+
+    fn sustain(&mut self, a: &Anomaly) -> Option<IncidentId> {
+        if self.config.sustain.is_zero() {
+            return None;
+        }
+        if self.members_dirty {
+            self.open_members = self
+                .incidents
+                .iter()
+                .filter(|i| i.is_open())
+                .flat_map(|i| i.members.iter().map(Member::series_key))
+                .collect();
+            self.members_dirty = false;
+        }
+        if self.open_members.is_empty() {
+            return None;
+        }
+        if !self
+            .open_members
+            .contains(&series_key(&a.labels, &a.query, &a.model))
+        {
+            return None;
+        }
+        let t = a.scored.t;
+        let sustain = millis(self.config.sustain);
+        let inc = self
+            .incidents
+            .iter_mut()
+            .find(|i| i.is_open() && i.members.iter().any(|m| m.same_series(a)))?;
+        let m = inc.members.iter_mut().find(|m| m.same_series(a))?;
+        if !m.onset_band.is_some_and(|b| b.outside(a.scored.value)) {
+            return None;
+        }
+        m.deviating_at = Some(m.deviating_at.map_or(t, |d| d.max(t)));
+        let cap = inc.started_at.add_millis(sustain);
+        inc.active_until = inc.active_until.max(t.min(cap));
+        self.counters.sustained += 1;
+        Some(inc.id.clone())
+    }
+
     /// Moves the clock to `now`: resolves quiet incidents, drops expired ones. Time never goes
     /// back; an earlier `now` is ignored.
     pub fn advance(&mut self, now: Timestamp) {
@@ -480,15 +643,16 @@ impl Correlator {
             let due = inc.started_at.add_millis(hold);
             if inc.state == State::Pending
                 && now >= due
-                && due.millis_since(inc.last_anomaly_at) < quiet
+                && due.millis_since(inc.active_until) < quiet
             {
                 inc.state = State::Firing;
                 inc.fired_at = Some(due);
             }
-            if inc.is_open() && now.millis_since(inc.last_anomaly_at) >= quiet {
+            if inc.is_open() && now.millis_since(inc.active_until) >= quiet {
                 if inc.state == State::Pending {
                     expired += 1;
                 }
+                self.members_dirty = true;
                 inc.state = State::Resolved;
                 inc.resolved_at = Some(now);
             }

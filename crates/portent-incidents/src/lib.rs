@@ -8,7 +8,7 @@ pub mod rank;
 pub mod topology;
 
 pub use correlate::{
-    Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, State,
+    Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, OnsetBand, State,
 };
 pub use pack::{EvidencePack, PackConfig};
 pub use rank::{Candidate, rank};

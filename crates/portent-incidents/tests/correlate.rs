@@ -226,3 +226,93 @@ fn caps_bound_memory_and_are_counted() {
     assert_eq!(inc.dropped_members, 4);
     assert_eq!(c.counters().refused_member_cap, 4);
 }
+
+/// A leaking pod: one memory anomaly at minute 0 (30 against 10 ± 2), then verdicts below the
+/// threshold at `values` (one a minute from minute 1), then its latency anomalous at `later`.
+fn leak(config: CorrelatorConfig, values: &[f64], later: i64) -> portent_incidents::Correlator {
+    let memory = labels(&[
+        ("__name__", "container_memory_working_set_bytes"),
+        ("namespace", "shop"),
+        ("pod", "api-7d9f8-xk2p"),
+    ]);
+    let latency = labels(&[
+        ("__name__", "http_latency_p99"),
+        ("namespace", "shop"),
+        ("pod", "api-7d9f8-xk2p"),
+    ]);
+    let mut c = portent_incidents::Correlator::new(config);
+    c.observe(&anomaly(&memory, 0, 30.0, 0.95, Reason::Drift));
+    for (i, &v) in values.iter().enumerate() {
+        c.observe_normal(&anomaly(&memory, i as i64 + 1, v, 0.1, Reason::Drift));
+    }
+    c.observe(&anomaly(&latency, later, 40.0, 0.9, Reason::Spike));
+    c
+}
+
+#[test]
+fn a_member_still_beyond_its_onset_band_keeps_the_incident_open_for_later_effects() {
+    // Memory stays at 20 (above the band's 12 it left at minute 0) for an hour, scored as
+    // ordinary by a detector that adapted; the pod's latency breaks at minute 60.
+    let c = leak(CorrelatorConfig::default(), &[20.0; 60], 60);
+    assert_eq!(c.incidents().len(), 1, "{:#?}", c.incidents());
+    let inc = &c.incidents()[0];
+    assert_eq!(inc.state, State::Firing);
+    assert_eq!(inc.members.len(), 2);
+    assert_eq!(inc.active_until, at(60));
+    assert_eq!(inc.members[0].deviating_at, Some(at(60)));
+    assert_eq!(c.counters().sustained, 60);
+
+    // Without sustained deviation the memory incident resolved after ten quiet minutes and the
+    // latency opened another.
+    let off = CorrelatorConfig {
+        sustain: Duration::ZERO,
+        ..CorrelatorConfig::default()
+    };
+    let c = leak(off, &[20.0; 60], 60);
+    assert_eq!(c.incidents().len(), 2);
+    assert_eq!(c.incidents()[0].state, State::Resolved);
+    assert_eq!(c.counters().sustained, 0);
+}
+
+#[test]
+fn back_inside_the_band_the_incident_resolves_and_sustain_is_capped() {
+    // Back at 11 (inside 8..12) from minute 1: nothing sustains it.
+    let c = leak(CorrelatorConfig::default(), &[11.0; 60], 60);
+    assert_eq!(c.incidents().len(), 2);
+    let first = &c.incidents()[0];
+    assert_eq!(first.resolved_at, Some(at(10)));
+    assert_eq!(first.active_until, at(0));
+
+    // Beyond the band for ever: active for at most `sustain` after the start, then resolved.
+    let config = CorrelatorConfig {
+        sustain: Duration::from_secs(30 * 60),
+        ..CorrelatorConfig::default()
+    };
+    let c = leak(config, &[25.0; 120], 121);
+    let first = &c.incidents()[0];
+    assert_eq!(first.active_until, at(30));
+    assert_eq!(first.resolved_at, Some(at(40)));
+    assert_eq!(c.incidents().len(), 2, "the latency at 121 opens another");
+}
+
+#[test]
+fn sustained_incidents_take_in_close_relatives_only() {
+    // The memory incident is active at minute 60, but a pod of another workload in the same
+    // namespace is linked to it only by the namespace: it opens its own incident, while an
+    // anomaly that shares the pod joins.
+    let memory = labels(&[("namespace", "shop"), ("pod", "api-7d9f8-xk2p")]);
+    let other = labels(&[("namespace", "shop"), ("pod", "cart-5c6b7d8f9-2x4zq")]);
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&memory, 0, 30.0, 0.95, Reason::Drift));
+    for min in 1..=60 {
+        c.observe_normal(&anomaly(&memory, min, 20.0, 0.1, Reason::Drift));
+    }
+    c.observe(&anomaly(&other, 60, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+    assert_eq!(c.incidents()[0].members.len(), 1);
+    // A verdict of a series in no incident changes nothing.
+    assert!(
+        c.observe_normal(&anomaly(&unrelated(), 61, 99.0, 0.1, Reason::Spike))
+            .is_none()
+    );
+}

@@ -137,10 +137,16 @@ impl Hub {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut seen = Observed::default();
-        let mut kept: Vec<Anomaly> = Vec::new();
+        // Each with whether it reached its threshold: those below may still hold an incident
+        // open (a member that stays outside its pre-incident band).
+        let mut kept: Vec<(Anomaly, bool)> = Vec::new();
+        let sustaining = inner.correlator.wants_normal();
         for c in candidates {
             let score = c.anomaly.scored.score.get();
             if score < c.threshold.get() {
+                if sustaining {
+                    kept.push((c.anomaly, false));
+                }
                 continue;
             }
             let a = &c.anomaly;
@@ -158,11 +164,13 @@ impl Hub {
                 seen.held_back_by_feedback += 1;
                 continue;
             }
-            kept.push(c.anomaly);
+            kept.push((c.anomaly, true));
         }
-        kept.sort_by_key(|a| a.scored.t);
-        for a in &kept {
-            if inner.correlator.observe(a).is_some() {
+        kept.sort_by_key(|(a, _)| a.scored.t);
+        for (a, anomalous) in &kept {
+            if !anomalous {
+                inner.correlator.observe_normal(a);
+            } else if inner.correlator.observe(a).is_some() {
                 seen.anomalies += 1;
             }
         }

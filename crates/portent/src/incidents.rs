@@ -62,6 +62,7 @@ fn correlator_config(config: &Config) -> CorrelatorConfig {
         gap: i.gap,
         hold: i.hold,
         resolve_after: i.resolve_after,
+        sustain: i.sustain,
         retention: i.retention,
         max_open: i.max_open,
         max_members: i.max_series,

@@ -48,6 +48,8 @@ impl Validator<'_> {
             raw.resolve_after,
             defaults::INCIDENT_RESOLVE_AFTER,
         )?;
+        // Zero is allowed: it turns sustained deviation off.
+        let sustain = raw.sustain.map_or(defaults::INCIDENT_SUSTAIN, |s| s.0);
         let retention = d("retention", raw.retention, defaults::INCIDENT_RETENTION)?;
         let silences_every = d(
             "silences_every",
@@ -91,6 +93,7 @@ impl Validator<'_> {
             hold,
             gap,
             resolve_after,
+            sustain,
             retention,
             max_open: count(
                 "incidents.max_open",

@@ -164,22 +164,37 @@ fn correlate(
         max_resolved: usize::MAX,
         ..CorrelatorConfig::default()
     });
+    let anomaly = |i: usize, labels: &Labels, scored: Scored| Anomaly {
+        labels: labels.clone(),
+        query: d.series[i].name.to_string(),
+        model: "default".into(),
+        scored,
+    };
     let mut next = 0;
+    let mut high = Vec::new();
     for step in 0..d.steps {
+        let t = d.start.add_millis(step as i64 * d.step_ms);
+        high.clear();
         while let Some(&(s, i, scored)) = events.get(next)
             && s == step
         {
             if let Some(labels) = labels_of.get(&i) {
-                c.observe(&Anomaly {
-                    labels: labels.clone(),
-                    query: d.series[i].name.to_string(),
-                    model: "default".into(),
-                    scored,
-                });
+                c.observe(&anomaly(i, labels, scored));
+                high.push(i);
             }
             next += 1;
         }
-        c.advance(d.start.add_millis(step as i64 * d.step_ms));
+        // The rest of the step's verdicts, as the daemon hands them over while an incident is
+        // open: a member still outside its onset band keeps its incident active.
+        if c.wants_normal() {
+            for (&i, labels) in &labels_of {
+                let v = d.series[i].at(step);
+                if v.is_finite() && !high.contains(&i) {
+                    c.observe_normal(&anomaly(i, labels, Scored::unknown(t, v)));
+                }
+            }
+        }
+        c.advance(t);
     }
     (c.incidents().to_vec(), by_labels)
 }
