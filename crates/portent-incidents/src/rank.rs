@@ -13,6 +13,10 @@
 //!   stepping only to a member that is linked (shares a node, pod, workload or service object),
 //!   sits further down the chain, and started no earlier. A node anomaly that precedes the pod
 //!   anomalies on that node reaches all of them; a pod's precedes its service's.
+//!   One exception turns the chain around: a pod's usage of a resource (CPU, memory, network,
+//!   disk) moving the same way as its node's usage of that resource, no later, is the node's
+//!   cause, not its effect: the node's usage is the sum of its pods'. The noisy neighbour that
+//!   burns a node's CPU then reaches the node and, through it, the pods it starves.
 //!
 //! `rank = 0.4·O + 0.3·S + 0.3·D`; candidates are sorted by rank, ties by onset, then by the
 //! order they joined. Time order weighs most because a cause precedes its effects; direction
@@ -59,8 +63,52 @@ fn linked(a: &Member, b: &Member) -> bool {
     })
 }
 
+/// The resource a series measures the use of, from its metric name and query alias.
+fn resource(m: &Member) -> Option<&'static str> {
+    let name = format!(
+        "{} {}",
+        m.labels.get("__name__").unwrap_or_default(),
+        m.query
+    )
+    .to_ascii_lowercase();
+    [
+        ("cpu", "cpu"),
+        ("memory", "memory"),
+        ("mem_", "memory"),
+        ("network", "network"),
+        ("disk", "disk"),
+        ("filesystem", "disk"),
+    ]
+    .iter()
+    .find(|(word, _)| name.contains(word))
+    .map(|&(_, r)| r)
+}
+
+/// Whether the member's peak was above its expectation.
+fn rose(m: &Member) -> Option<bool> {
+    (m.peak.value.is_finite() && m.peak.yhat.is_finite() && m.peak.value != m.peak.yhat)
+        .then_some(m.peak.value > m.peak.yhat)
+}
+
+/// Pod `a` consumes node `b`'s resource and moved with it: `a` causes `b`.
+fn consumes(a: &Member, b: &Member) -> bool {
+    a.level == Level::Pod
+        && b.level == Level::Node
+        && a.onset <= b.onset
+        && linked(a, b)
+        && resource(a).is_some_and(|r| resource(b) == Some(r))
+        && rose(a).is_some_and(|up| rose(b) == Some(up))
+}
+
 fn upstream(a: &Member, b: &Member) -> bool {
-    a.level < b.level && a.level <= Level::Service && a.onset <= b.onset && linked(a, b)
+    if consumes(a, b) {
+        return true;
+    }
+    a.level < b.level
+        && a.level <= Level::Service
+        && a.onset <= b.onset
+        && linked(a, b)
+        && !consumes(b, a)
 }
 
 /// The members of `incident` ranked as root-cause candidates, likeliest first.

@@ -316,3 +316,52 @@ fn sustained_incidents_take_in_close_relatives_only() {
             .is_none()
     );
 }
+
+#[test]
+fn a_pod_burning_its_nodes_cpu_is_the_cause_not_the_node() {
+    // The noisy neighbour: the pod's CPU and its node's rise in the same step, and a
+    // co-tenant's latency follows. The node's usage is the sum of its pods': the pod leads.
+    let node = labels(&[("__name__", "node_cpu_busy"), ("node", "n1")]);
+    let noisy = labels(&[
+        ("__name__", "container_cpu_usage_seconds_total"),
+        ("namespace", "batch"),
+        ("pod", "ingest-7d9f8-xk2p"),
+        ("node", "n1"),
+    ]);
+    let victim = labels(&[
+        ("__name__", "http_latency_p99"),
+        ("namespace", "shop"),
+        ("pod", "api-7d9f8-b4zq5"),
+        ("node", "n1"),
+    ]);
+    let anomalies = vec![
+        anomaly(&node, 0, 16.0, 0.95, Reason::LevelShift),
+        anomaly(&noisy, 0, 30.0, 0.95, Reason::LevelShift),
+        anomaly(&victim, 1, 30.0, 0.95, Reason::Spike),
+    ];
+    let c = run(CorrelatorConfig::default(), &anomalies);
+    assert_eq!(c.incidents().len(), 1);
+    let inc = &c.incidents()[0];
+    let ranked = rank(inc);
+    assert_eq!(
+        inc.member(&ranked[0].evidence_id).unwrap().labels,
+        noisy,
+        "{ranked:#?}"
+    );
+    assert_eq!(
+        ranked[0].direction_term, 1.0,
+        "the pod reaches the node and the victim"
+    );
+
+    // Had the pod's CPU fallen while the node's rose, the node would lead as before.
+    let mut fell = anomalies.clone();
+    fell[1].scored.value = 2.0;
+    let c = run(CorrelatorConfig::default(), &fell);
+    let inc = &c.incidents()[0];
+    let ranked = rank(inc);
+    assert_eq!(
+        inc.member(&ranked[0].evidence_id).unwrap().labels,
+        node,
+        "{ranked:#?}"
+    );
+}
