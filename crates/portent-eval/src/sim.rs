@@ -4,8 +4,9 @@
 //!
 //! # What runs
 //!
-//! 1. **The cluster.** [`SimEvalConfig::sim`] (seeded; by default the default topology and
-//!    [`default_scenarios`], which leave two clean warm-up days before the first incident).
+//! 1. **The cluster.** [`SimEvalConfig::sim`] (seeded; by default the default topology, a
+//!    clean week of history, then [`default_scenarios`], which leave two more clean days before
+//!    the first incident).
 //! 2. **The queries an SRE would write**, evaluated at every step from the raw series (counters
 //!    through a `rate` over [`SimEvalConfig::rate_window_ms`], reset-aware):
 //!    * per pod (entity `pod ns/name`): `cpu` (cores used), `memory` (working set), `requests`
@@ -96,7 +97,7 @@ pub enum SimEvalError {
 pub struct SimEvalConfig {
     /// The simulated cluster, its seed, step and scenarios.
     pub sim: SimConfig,
-    /// How many days to simulate from `sim.start`.
+    /// How many days to simulate from `sim.start` (the history weeks included).
     pub days: u32,
     /// Alerts before this long after the start are not counted (the models are learning).
     pub warm_up_ms: i64,
@@ -123,15 +124,26 @@ pub struct SimEvalConfig {
 }
 
 impl SimEvalConfig {
-    /// The default evaluation: the default cluster seeded with `seed`, at one-minute steps, with
-    /// the default scenarios that end within `days` days, two warm-up days.
+    /// The default evaluation: the default cluster seeded with `seed`, at one-minute steps,
+    /// one clean week of history, then `days` days with the default scenarios that end within
+    /// them (after two more clean days). See [`SimEvalConfig::with_history`].
     pub fn new(seed: u64, days: u32) -> Self {
+        Self::with_history(seed, 1, days)
+    }
+
+    /// The default evaluation after `weeks` clean weeks: what the models learn from before the
+    /// scenario days, as portent learns from the weeks of history it reads from Prometheus
+    /// when it starts. A week is what the hour-of-day context needs (a 3 AM drop to the 3 PM
+    /// level is only unusual against the 3 AMs seen before) and what shows the weekend. The
+    /// scenarios keep their weekdays; alerts count from the scenario days' third day.
+    pub fn with_history(seed: u64, weeks: u32, days: u32) -> Self {
         let mut sim = SimConfig::new(seed, DEFAULT_START, Duration::from_secs(60));
-        sim.scenarios = default_scenarios(DEFAULT_START, days);
+        let history_ms = i64::from(weeks) * 7 * DAY_MS;
+        sim.scenarios = default_scenarios(DEFAULT_START.add_millis(history_ms), days);
         Self {
             sim,
-            days,
-            warm_up_ms: 2 * DAY_MS,
+            days: days.saturating_add(weeks.saturating_mul(7)),
+            warm_up_ms: history_ms + 2 * DAY_MS,
             threshold: Score::ALERT,
             rule_window_ms: 15 * MINUTE_MS,
             rule_for_ms: 5 * MINUTE_MS,

@@ -30,10 +30,14 @@ pub(crate) struct SimArgs {
     /// Seeds the cluster and the multivariate models: the same seed gives the same report.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Simulated days from Monday 2024-01-01; the first two are warm-up, then the default
-    /// scenarios that end within this span run (3 days: 2 scenarios, 5: all 7).
+    /// Simulated days after the history weeks, from a Monday; the first two are warm-up, then
+    /// the default scenarios that end within this span run (3 days: 2 scenarios, 5: all 7).
     #[arg(long, default_value_t = 7)]
     days: u32,
+    /// Clean weeks simulated first, for the models to learn from (as portent learns from the
+    /// history it reads from Prometheus when it starts).
+    #[arg(long, default_value_t = 1)]
+    history_weeks: u32,
     /// Time between samples (e.g. 1m, 5m): coarser is faster.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     step: Duration,
@@ -90,7 +94,7 @@ fn sim_run(args: &SimArgs) -> anyhow::Result<()> {
     if args.step < Duration::from_secs(1) || args.step > Duration::from_secs(3600) {
         bail!("--step {:?}: must be between 1s and 1h", args.step);
     }
-    let mut config = SimEvalConfig::new(args.seed, args.days);
+    let mut config = SimEvalConfig::with_history(args.seed, args.history_weeks, args.days);
     config.sim.step = args.step;
     let started = std::time::Instant::now();
     let quiet = args.quiet;
@@ -103,9 +107,10 @@ fn sim_run(args: &SimArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "portent eval sim: seed {}, {} days at {:?} steps, {} scenarios, {} entities, {} series, \
-         {:.1?}",
+        "portent eval sim: seed {}, {} weeks of history and {} days at {:?} steps, {} scenarios, \
+         {} entities, {} series, {:.1?}",
         args.seed,
+        args.history_weeks,
         args.days,
         args.step,
         report.scenarios.len(),
