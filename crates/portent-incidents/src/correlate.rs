@@ -48,7 +48,7 @@ use std::time::Duration;
 use portent_core::{Labels, Score, Scored, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{Level, TopoKey, TopologyConfig};
+use crate::topology::{Level, Placement, PodNodes, TopoKey, TopologyConfig};
 
 /// One anomalous sample of one series, as the scheduler reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -283,7 +283,7 @@ impl Incident {
         self.state != State::Resolved
     }
 
-    fn new(a: &Anomaly, topology: &TopologyConfig) -> Self {
+    fn new(a: &Anomaly, place: Placement) -> Self {
         let mut inc = Self {
             id: IncidentId::of(a),
             state: State::Pending,
@@ -297,12 +297,12 @@ impl Incident {
             next_evidence: 1,
             keys: BTreeSet::new(),
         };
-        inc.add(a, topology, usize::MAX);
+        inc.add(a, place, usize::MAX);
         inc
     }
 
     /// Adds `a`; returns whether a new series was refused by the cap.
-    fn add(&mut self, a: &Anomaly, topology: &TopologyConfig, max_members: usize) -> bool {
+    fn add(&mut self, a: &Anomaly, place: Placement, max_members: usize) -> bool {
         self.last_anomaly_at = self.last_anomaly_at.max(a.scored.t);
         self.active_until = self.active_until.max(self.last_anomaly_at);
         if let Some(m) = self.members.iter_mut().find(|m| m.same_series(a)) {
@@ -323,7 +323,6 @@ impl Incident {
             self.dropped_members += 1;
             return true;
         }
-        let place = topology.place(&a.labels);
         self.keys.extend(place.keys.iter().cloned());
         self.members.push(Member {
             evidence_id: format!("e{}", self.next_evidence),
@@ -458,6 +457,8 @@ pub struct Correlator {
     /// (almost all of them) is dismissed with one lookup; rebuilt when `members_dirty`.
     open_members: HashSet<u64>,
     members_dirty: bool,
+    /// Where each pod runs, from every verdict seen (see [`PodNodes`]).
+    pods: PodNodes,
 }
 
 /// A hash of a series' identity (labels, query, model) for [`Correlator::open_members`]; a
@@ -490,6 +491,7 @@ impl Correlator {
             now: Timestamp::from_millis(i64::MIN),
             open_members: HashSet::new(),
             members_dirty: false,
+            pods: PodNodes::default(),
         }
     }
 
@@ -518,6 +520,8 @@ impl Correlator {
     pub fn observe(&mut self, a: &Anomaly) -> Option<IncidentId> {
         self.counters.anomalies += 1;
         self.advance(a.scored.t);
+        self.pods
+            .learn(&self.config.topology, &a.labels, a.scored.t);
         if a.scored.score < self.config.min_score {
             self.counters.below_threshold += 1;
             return self.sustain(a);
@@ -525,17 +529,31 @@ impl Correlator {
         self.members_dirty = true;
         let t = a.scored.t;
         let gap = millis(self.config.gap);
-        let keys = self.config.topology.place(&a.labels).keys;
+        // A pod's application series joins its node's incident only when the node itself is
+        // anomalous in it: sharing a node alone is too weak a link between two pods.
+        let incidents = &self.incidents;
+        let place = self
+            .config
+            .topology
+            .place_with(&a.labels, &self.pods, |node| {
+                let key = TopoKey(format!("node/{node}"));
+                incidents.iter().any(|i| {
+                    i.is_open()
+                        && i.members
+                            .iter()
+                            .any(|m| m.level == Level::Node && m.keys.contains(&key))
+                })
+            });
+        let keys = &place.keys;
         let matching: Vec<usize> = self
             .incidents
             .iter()
             .enumerate()
             .filter(|(_, i)| {
                 i.is_open()
-                    && i.keys.intersection(&keys).next().is_some()
+                    && i.keys.intersection(keys).next().is_some()
                     && (t.millis_since(i.last_anomaly_at) <= gap
-                        || (t.millis_since(i.active_until) <= gap
-                            && closely_linked(&i.keys, &keys)))
+                        || (t.millis_since(i.active_until) <= gap && closely_linked(&i.keys, keys)))
             })
             .map(|(n, _)| n)
             .collect();
@@ -546,7 +564,7 @@ impl Correlator {
                     self.counters.refused_open_cap += 1;
                     return None;
                 }
-                self.incidents.push(Incident::new(a, &self.config.topology));
+                self.incidents.push(Incident::new(a, place));
                 self.incidents.len() - 1
             }
             Some((&first, rest)) => {
@@ -557,7 +575,7 @@ impl Correlator {
                         self.incidents[first].absorb(other, self.config.max_members);
                     self.counters.merges += 1;
                 }
-                if self.incidents[first].add(a, &self.config.topology, self.config.max_members) {
+                if self.incidents[first].add(a, place, self.config.max_members) {
                     self.counters.refused_member_cap += 1;
                 }
                 first
@@ -584,7 +602,15 @@ impl Correlator {
     /// advances the clock to the verdict's time.
     pub fn observe_normal(&mut self, a: &Anomaly) -> Option<IncidentId> {
         self.advance(a.scored.t);
+        self.pods
+            .learn(&self.config.topology, &a.labels, a.scored.t);
         self.sustain(a)
+    }
+
+    /// Learns where a pod runs from a verdict the caller does not otherwise hand over (see
+    /// [`PodNodes`]): the hub passes every verdict that carries a pod and a node label.
+    pub fn learn_placement(&mut self, labels: &Labels, t: Timestamp) {
+        self.pods.learn(&self.config.topology, labels, t);
     }
 
     fn sustain(&mut self, a: &Anomaly) -> Option<IncidentId> {

@@ -12,4 +12,4 @@ pub use correlate::{
 };
 pub use pack::{EvidencePack, PackConfig};
 pub use rank::{Candidate, rank};
-pub use topology::{Level, TopoKey, TopologyConfig, workload_of_pod};
+pub use topology::{Level, PodNodes, TopoKey, TopologyConfig, workload_of_pod};

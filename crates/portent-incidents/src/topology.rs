@@ -10,12 +10,17 @@
 //!   pod-template hash and the pod suffix are stripped, see [`workload_of_pod`]);
 //! * a pod's series carrying `node="n1"` links to node `n1`'s series;
 //! * with [`TopologyConfig::service_is_workload`], a `service` label names the workload of the
-//!   same name (the usual Deployment/Service naming convention), so pods link to their service.
+//!   same name (the usual Deployment/Service naming convention), so pods link to their service;
+//! * a pod's series without a `node` label (application metrics: latency, errors) link to the
+//!   node its other series (cAdvisor's, `kube_pod_info`) were last seen on ([`PodNodes`]) when
+//!   the caller accepts it ([`TopologyConfig::place_with`]): the correlator does when an open
+//!   incident holds that node's own series, so a noisy neighbour's victims join the node's
+//!   incident while two pods that merely share a node stay apart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use portent_core::Labels;
+use portent_core::{Labels, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The label keys that carry topology. Defaults follow Kubernetes and kube-state-metrics.
@@ -125,7 +130,97 @@ pub fn workload_of_pod(pod: &str) -> Option<&str> {
     (!name.is_empty() && generated(suffix, 4..=5) && generated(hash, 5..=10)).then_some(name)
 }
 
+/// The most pods [`PodNodes`] remembers; beyond it, pods not seen for a day are forgotten.
+const MAX_PODS: usize = 200_000;
+/// How long a pod's node is remembered once [`MAX_PODS`] is reached.
+const POD_MEMORY_MS: i64 = 86_400_000;
+
+/// Which node each pod was last seen on, learnt from series that carry both labels.
+#[derive(Clone, Debug, Default)]
+pub struct PodNodes {
+    /// namespace → pod → (node, last seen): nested so a lookup borrows the label values and a
+    /// verdict of a known pod allocates nothing.
+    by_namespace: HashMap<String, HashMap<String, (String, Timestamp)>>,
+    pods: usize,
+}
+
+impl PodNodes {
+    /// Learns from one series' labels at `t`: a pod and a node label name where the pod runs.
+    pub fn learn(&mut self, topology: &TopologyConfig, labels: &Labels, t: Timestamp) {
+        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
+        let (Some(pod), Some(node)) = (get(&topology.pod), get(&topology.node)) else {
+            return;
+        };
+        let ns = get(&topology.namespace).unwrap_or("");
+        let pods = match self.by_namespace.get_mut(ns) {
+            Some(p) => p,
+            None => self.by_namespace.entry(ns.to_owned()).or_default(),
+        };
+        match pods.get_mut(pod) {
+            Some((n, seen)) => {
+                if n != node {
+                    node.clone_into(n);
+                }
+                *seen = (*seen).max(t);
+            }
+            None => {
+                pods.insert(pod.to_owned(), (node.to_owned(), t));
+                self.pods += 1;
+                if self.pods > MAX_PODS {
+                    self.forget_before(t.add_millis(-POD_MEMORY_MS));
+                }
+            }
+        }
+    }
+
+    fn forget_before(&mut self, cutoff: Timestamp) {
+        for pods in self.by_namespace.values_mut() {
+            pods.retain(|_, (_, seen)| *seen >= cutoff);
+        }
+        self.by_namespace.retain(|_, pods| !pods.is_empty());
+        self.pods = self.by_namespace.values().map(HashMap::len).sum();
+    }
+
+    /// The node pod `pod` of namespace `ns` was last seen on.
+    pub fn node(&self, ns: &str, pod: &str) -> Option<&str> {
+        self.by_namespace
+            .get(ns)?
+            .get(pod)
+            .map(|(node, _)| node.as_str())
+    }
+
+    /// How many pods are remembered.
+    pub fn len(&self) -> usize {
+        self.pods
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.pods == 0
+    }
+}
+
 impl TopologyConfig {
+    /// Places a series as [`TopologyConfig::place`] does, and links a pod's series that names
+    /// no node to the node `pods` last saw the pod on, if `accept` takes that node.
+    pub fn place_with(
+        &self,
+        labels: &Labels,
+        pods: &PodNodes,
+        accept: impl Fn(&str) -> bool,
+    ) -> Placement {
+        let mut place = self.place(labels);
+        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
+        if get(&self.node).is_none()
+            && let Some(pod) = get(&self.pod)
+            && let Some(node) = pods.node(get(&self.namespace).unwrap_or(""), pod)
+            && accept(node)
+        {
+            place.keys.insert(TopoKey(format!("node/{node}")));
+        }
+        place
+    }
+
     /// Places a series: its level, its keys, its workload.
     pub fn place(&self, labels: &Labels) -> Placement {
         let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
@@ -184,6 +279,56 @@ impl TopologyConfig {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn pods_are_placed_on_the_node_they_were_last_seen_on_and_old_ones_forgotten() {
+        let t = TopologyConfig::default();
+        let l = |pairs: &[(&str, &str)]| Labels::new(pairs.iter().copied()).unwrap();
+        let mut pods = PodNodes::default();
+        let at = Timestamp::from_millis;
+        // Labels without a node teach nothing.
+        pods.learn(&t, &l(&[("namespace", "shop"), ("pod", "api-1")]), at(0));
+        assert!(pods.is_empty());
+        pods.learn(
+            &t,
+            &l(&[("namespace", "shop"), ("pod", "api-1"), ("node", "n1")]),
+            at(0),
+        );
+        pods.learn(
+            &t,
+            &l(&[("namespace", "shop"), ("pod", "api-1"), ("node", "n2")]),
+            at(5),
+        );
+        pods.learn(
+            &t,
+            &l(&[("namespace", "ops"), ("pod", "api-1"), ("node", "n3")]),
+            at(9),
+        );
+        assert_eq!(pods.len(), 2);
+        assert_eq!(pods.node("shop", "api-1"), Some("n2"));
+        assert_eq!(pods.node("ops", "api-1"), Some("n3"));
+        assert_eq!(pods.node("shop", "other"), None);
+
+        let latency = l(&[("namespace", "shop"), ("pod", "api-1")]);
+        let node_key = TopoKey("node/n2".into());
+        assert!(
+            t.place_with(&latency, &pods, |_| true)
+                .keys
+                .contains(&node_key)
+        );
+        assert!(
+            !t.place_with(&latency, &pods, |_| false)
+                .keys
+                .contains(&node_key)
+        );
+        // A series with its own node label keeps it.
+        let cpu = l(&[("namespace", "shop"), ("pod", "api-1"), ("node", "n9")]);
+        assert!(!t.place_with(&cpu, &pods, |_| true).keys.contains(&node_key));
+
+        pods.forget_before(at(6));
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods.node("shop", "api-1"), None);
+    }
 
     #[test]
     fn deployment_pods_strip_hash_and_suffix() {

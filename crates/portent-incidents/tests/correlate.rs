@@ -365,3 +365,77 @@ fn a_pod_burning_its_nodes_cpu_is_the_cause_not_the_node() {
         "{ranked:#?}"
     );
 }
+
+#[test]
+fn a_pods_application_series_join_its_nodes_incident_through_where_it_runs() {
+    // The victims' latency names no node; their CPU series (below the threshold) say where they
+    // run. The node's CPU is anomalous: each victim joins its incident. Two pods on one node
+    // with no node anomaly stay apart.
+    let cpu = |ns: &str, pod: &str| {
+        labels(&[
+            ("__name__", "container_cpu_usage_seconds_total"),
+            ("namespace", ns),
+            ("pod", pod),
+            ("node", "n1"),
+        ])
+    };
+    let latency = |ns: &str, pod: &str| {
+        labels(&[
+            ("__name__", "http_latency_p99"),
+            ("namespace", ns),
+            ("pod", pod),
+        ])
+    };
+    let node = labels(&[("__name__", "node_cpu_busy"), ("node", "n1")]);
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    for (ns, pod) in [
+        ("shop", "api-7d9f8-xk2p"),
+        ("billing", "ledger-5c6b7d8f9-2x4zq"),
+    ] {
+        c.observe_normal(&anomaly(&cpu(ns, pod), 0, 10.0, 0.1, Reason::Spike));
+    }
+    c.observe(&anomaly(
+        &latency("shop", "api-7d9f8-xk2p"),
+        1,
+        30.0,
+        0.9,
+        Reason::Spike,
+    ));
+    c.observe(&anomaly(
+        &latency("billing", "ledger-5c6b7d8f9-2x4zq"),
+        1,
+        30.0,
+        0.9,
+        Reason::Spike,
+    ));
+    assert_eq!(
+        c.incidents().len(),
+        2,
+        "sharing a node alone does not link two pods"
+    );
+
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    for (ns, pod) in [
+        ("shop", "api-7d9f8-xk2p"),
+        ("billing", "ledger-5c6b7d8f9-2x4zq"),
+    ] {
+        c.observe_normal(&anomaly(&cpu(ns, pod), 0, 10.0, 0.1, Reason::Spike));
+    }
+    c.observe(&anomaly(&node, 1, 30.0, 0.9, Reason::LevelShift));
+    c.observe(&anomaly(
+        &latency("shop", "api-7d9f8-xk2p"),
+        2,
+        30.0,
+        0.9,
+        Reason::Spike,
+    ));
+    c.observe(&anomaly(
+        &latency("billing", "ledger-5c6b7d8f9-2x4zq"),
+        2,
+        30.0,
+        0.9,
+        Reason::Spike,
+    ));
+    assert_eq!(c.incidents().len(), 1, "{:#?}", c.incidents());
+    assert_eq!(c.incidents()[0].members.len(), 3);
+}

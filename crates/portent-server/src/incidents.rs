@@ -142,6 +142,10 @@ impl Hub {
         let mut kept: Vec<(Anomaly, bool)> = Vec::new();
         let sustaining = inner.correlator.wants_normal();
         for c in candidates {
+            // Where each pod runs, so its application series (no `node` label) link to its node.
+            inner
+                .correlator
+                .learn_placement(&c.anomaly.labels, c.anomaly.scored.t);
             let score = c.anomaly.scored.score.get();
             if score < c.threshold.get() {
                 if sustaining {

@@ -174,6 +174,13 @@ fn correlate(
     let mut high = Vec::new();
     for step in 0..d.steps {
         let t = d.start.add_millis(step as i64 * d.step_ms);
+        // Where each pod runs, as the hub learns it from every verdict: a pod's node is fixed
+        // for its life here, so its first step says it.
+        for (&i, labels) in &labels_of {
+            if d.series[i].first == step {
+                c.learn_placement(labels, t);
+            }
+        }
         high.clear();
         while let Some(&(s, i, scored)) = events.get(next)
             && s == step
