@@ -309,6 +309,9 @@ pub struct Incidents {
     /// How long after an incident started members still beyond their pre-incident band keep
     /// it open (zero: only anomalies do).
     pub sustain: Duration,
+    /// How long after resolving an incident is reopened by another anomaly of one of its
+    /// series (zero: never).
+    pub reopen_within: Duration,
     /// How long a resolved incident is kept.
     pub retention: Duration,
     /// The most open incidents.

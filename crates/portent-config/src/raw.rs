@@ -185,6 +185,7 @@ pub(crate) struct RawIncidents {
     pub(crate) gap: Option<RawDuration>,
     pub(crate) resolve_after: Option<RawDuration>,
     pub(crate) sustain: Option<RawDuration>,
+    pub(crate) reopen_within: Option<RawDuration>,
     pub(crate) retention: Option<RawDuration>,
     pub(crate) max_open: Option<usize>,
     pub(crate) max_series: Option<usize>,

@@ -24,6 +24,11 @@
 //! namespace) joins it: the leaking pod's latency an hour after its memory, its OOM kill ten
 //! hours later.
 //!
+//! **Flapping.** An anomaly that matches no open incident, of a series that was a member of an
+//! incident resolved at most [`CorrelatorConfig::reopen_within`] before, reopens that incident
+//! (firing again at once, as the same alert would) instead of opening a new one: a series that
+//! breaks its hour-of-day range every hour is one incident, not one an hour.
+//!
 //! **Lifecycle** (Prometheus' alert states): an incident is *pending* from its first anomaly;
 //! *firing* once it has stayed open for [`CorrelatorConfig::hold`] (an anomaly at least `hold`
 //! after the onset, or the clock reaching `onset + hold` before the incident went quiet);
@@ -388,6 +393,9 @@ pub struct CorrelatorConfig {
     /// How long after an incident started members still outside their onset band can keep it
     /// active (default 12 h; 0 turns sustained deviation off). Anomalies keep it open longer.
     pub sustain: Duration,
+    /// How long after resolving an incident is reopened by another anomaly of one of its series
+    /// (default 1 h; 0 never reopens).
+    pub reopen_within: Duration,
     /// How long a resolved incident is kept (default 24 h).
     pub retention: Duration,
     /// The most open incidents (default 1000).
@@ -407,6 +415,7 @@ impl Default for CorrelatorConfig {
             hold: Duration::from_secs(120),
             resolve_after: Duration::from_secs(600),
             sustain: Duration::from_secs(12 * 3600),
+            reopen_within: Duration::from_secs(3600),
             retention: Duration::from_secs(24 * 3600),
             max_open: 1000,
             max_members: 200,
@@ -430,6 +439,8 @@ pub struct Counters {
     pub refused_member_cap: u64,
     /// Merges of two incidents into one.
     pub merges: u64,
+    /// Resolved incidents reopened by another anomaly of one of their series.
+    pub reopened: u64,
     /// Pending incidents that went quiet before the hold.
     pub pending_expired: u64,
     /// Resolved incidents dropped after the retention or by `max_resolved`.
@@ -558,6 +569,17 @@ impl Correlator {
             .map(|(n, _)| n)
             .collect();
         let target = match matching.split_first() {
+            None if let Some(n) = self.reopenable(a) => {
+                let inc = &mut self.incidents[n];
+                inc.state = State::Firing;
+                inc.resolved_at = None;
+                inc.active_until = inc.active_until.max(t);
+                if inc.add(a, place, self.config.max_members) {
+                    self.counters.refused_member_cap += 1;
+                }
+                self.counters.reopened += 1;
+                n
+            }
             None => {
                 let open = self.incidents.iter().filter(|i| i.is_open()).count();
                 if open >= self.config.max_open {
@@ -588,6 +610,25 @@ impl Correlator {
             inc.fired_at = Some(t);
         }
         Some(inc.id.clone())
+    }
+
+    /// The most recently resolved incident that `a` reopens (see the module docs).
+    fn reopenable(&self, a: &Anomaly) -> Option<usize> {
+        let within = millis(self.config.reopen_within);
+        if within == 0 {
+            return None;
+        }
+        let t = a.scored.t;
+        self.incidents
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                i.state == State::Resolved
+                    && i.resolved_at.is_some_and(|r| t.millis_since(r) <= within)
+                    && i.members.iter().any(|m| m.same_series(a))
+            })
+            .max_by_key(|(_, i)| i.resolved_at)
+            .map(|(n, _)| n)
     }
 
     /// Whether [`Correlator::observe_normal`] can matter now: some incident is open and
@@ -680,7 +721,8 @@ impl Correlator {
                 }
                 self.members_dirty = true;
                 inc.state = State::Resolved;
-                inc.resolved_at = Some(now);
+                // When it went quiet for long enough, which a clock that jumped passed by.
+                inc.resolved_at = Some(inc.active_until.add_millis(quiet).min(now));
             }
         }
         let before = self.incidents.len();

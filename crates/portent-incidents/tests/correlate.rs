@@ -85,6 +85,8 @@ fn lifecycle_pending_firing_resolved_dropped() {
         hold: Duration::from_secs(180),
         resolve_after: Duration::from_secs(300),
         retention: Duration::from_secs(3600),
+        // Reopening has its own test.
+        reopen_within: Duration::ZERO,
         ..CorrelatorConfig::default()
     };
     let mut c = portent_incidents::Correlator::new(config);
@@ -438,4 +440,36 @@ fn a_pods_application_series_join_its_nodes_incident_through_where_it_runs() {
     ));
     assert_eq!(c.incidents().len(), 1, "{:#?}", c.incidents());
     assert_eq!(c.incidents()[0].members.len(), 3);
+}
+
+#[test]
+fn a_flapping_series_reopens_its_incident_within_the_hour() {
+    // The same series breaks at minutes 0, 50 and 130: its incident resolves at 10, is reopened
+    // at 50 (40 minutes after resolving) and resolves at 60; at 130 (70 minutes) it is a new one.
+    let s = pods()[0].clone();
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    for min in [0, 50, 130] {
+        c.observe(&anomaly(&s, min, 40.0, 0.9, Reason::SeasonalityBreak));
+    }
+    c.advance(at(200));
+    let incs = c.incidents();
+    assert_eq!(incs.len(), 2, "{incs:#?}");
+    assert_eq!(incs[0].members[0].count, 2);
+    assert_eq!(incs[0].resolved_at, Some(at(60)));
+    assert_eq!(incs[0].fired_at, Some(at(2)));
+    assert_eq!(c.counters().reopened, 1);
+    // Another series of the same pod does not reopen it.
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&s, 0, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&pods()[1], 50, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+    // Nor does anything with reopening off.
+    let off = CorrelatorConfig {
+        reopen_within: Duration::ZERO,
+        ..CorrelatorConfig::default()
+    };
+    let mut c = portent_incidents::Correlator::new(off);
+    c.observe(&anomaly(&s, 0, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&s, 50, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
 }

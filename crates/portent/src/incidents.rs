@@ -63,6 +63,7 @@ fn correlator_config(config: &Config) -> CorrelatorConfig {
         hold: i.hold,
         resolve_after: i.resolve_after,
         sustain: i.sustain,
+        reopen_within: i.reopen_within,
         retention: i.retention,
         max_open: i.max_open,
         max_members: i.max_series,

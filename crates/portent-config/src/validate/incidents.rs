@@ -50,6 +50,9 @@ impl Validator<'_> {
         )?;
         // Zero is allowed: it turns sustained deviation off.
         let sustain = raw.sustain.map_or(defaults::INCIDENT_SUSTAIN, |s| s.0);
+        let reopen_within = raw
+            .reopen_within
+            .map_or(defaults::INCIDENT_REOPEN_WITHIN, |s| s.0);
         let retention = d("retention", raw.retention, defaults::INCIDENT_RETENTION)?;
         let silences_every = d(
             "silences_every",
@@ -94,6 +97,7 @@ impl Validator<'_> {
             gap,
             resolve_after,
             sustain,
+            reopen_within,
             retention,
             max_open: count(
                 "incidents.max_open",
