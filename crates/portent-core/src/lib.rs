@@ -23,6 +23,6 @@ mod score;
 pub mod seeded;
 
 pub use detector::{Detect, Direction, Fit, FitError};
-pub use labels::{Label, Labels, LabelsError};
+pub use labels::{Label, Labels, LabelsError, LabelsRef};
 pub use sample::{Gap, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
 pub use score::{Reason, Score, ScoreError, Scored};
