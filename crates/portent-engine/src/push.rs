@@ -30,9 +30,11 @@
 //! than the last one kept for its series (out of order, or a duplicate) is dropped and counted.
 //! Nothing a sender pushes makes the buffer panic or grow past its bounds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 
-use portent_core::{Labels, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
+use hashbrown::{Equivalent, HashMap};
+use portent_core::{Labels, LabelsRef, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr};
 
@@ -266,83 +268,51 @@ impl PushBuffer {
     pub fn ingest(&mut self, series: Vec<Series>) -> IngestStats {
         let mut stats = IngestStats::default();
         for s in series {
-            self.ingest_one(s, &mut stats);
+            self.ingest_series(LabelsRef::from(&s.labels), &s.samples, &mut stats);
         }
         stats
     }
 
-    fn ingest_one(&mut self, s: Series, stats: &mut IngestStats) {
-        let Series { labels, samples } = s;
-        if !self.series.contains_key(&labels) {
-            let Some((queries, step_ms)) = self.selecting(&labels) else {
-                stats.unmatched += samples.len();
-                return;
-            };
-            if self.total >= self.limits.max_samples {
-                stats.buffer_full += samples.len();
-                return;
+    /// Takes one series' samples, counting what became of them in `stats`. The series is
+    /// looked up by `labels` as given (borrowed from a request body, say): its [`Labels`] are
+    /// built only if it is new and kept.
+    pub fn ingest_series(
+        &mut self,
+        labels: LabelsRef<'_>,
+        samples: &[Sample],
+        stats: &mut IngestStats,
+    ) {
+        let key = Key(labels);
+        if let Some(ring) = self.series.get_mut(&key) {
+            append(ring, samples, self.limits, &mut self.total, stats);
+            if ring.samples.is_empty() {
+                self.series.remove(&key);
             }
-            let first = samples.iter().filter(|x| !is_stale_marker(x.v)).count();
-            if first == 0 {
-                stats.stale += samples.len();
-                return;
-            }
-            self.series.insert(
-                labels.clone(),
-                Ring {
-                    samples: VecDeque::new(),
-                    queries,
-                    step_ms,
-                    ended: None,
-                },
-            );
-            stats.new_series += 1;
+            return;
         }
-        let limits = self.limits;
-        let Some(ring) = self.series.get_mut(&labels) else {
+        let labels = labels.to_labels();
+        let Some((queries, step_ms)) = self.selecting(&labels) else {
+            stats.unmatched += samples.len();
             return;
         };
-        for x in samples {
-            if is_stale_marker(x.v) {
-                stats.stale += 1;
-                if ring.samples.back().is_some_and(|last| x.t > last.t) {
-                    ring.ended = Some(x.t);
-                }
-                continue;
-            }
-            if ring.ended.is_some_and(|e| x.t <= e) {
-                stats.out_of_order += 1;
-                continue;
-            }
-            ring.ended = None;
-            if let Some(last) = ring.samples.back() {
-                if x.t <= last.t {
-                    stats.out_of_order += 1;
-                    continue;
-                }
-                // 90% of a step: scrape timestamps jitter by a few ms either way.
-                if x.t.millis_since(last.t) < ring.step_ms - ring.step_ms / 10 {
-                    stats.thinned += 1;
-                    continue;
-                }
-            }
-            if ring.samples.len() >= limits.max_samples_per_series {
-                ring.samples.pop_front();
-                self.total -= 1;
-            } else if self.total >= limits.max_samples {
-                if ring.samples.pop_front().is_none() {
-                    stats.buffer_full += 1;
-                    continue;
-                }
-                self.total -= 1;
-                stats.buffer_full += 1;
-            }
-            ring.samples.push_back(x);
-            self.total += 1;
-            stats.accepted += 1;
+        if self.total >= self.limits.max_samples {
+            stats.buffer_full += samples.len();
+            return;
         }
-        if ring.samples.is_empty() {
-            self.series.remove(&labels);
+        if samples.iter().all(|x| is_stale_marker(x.v)) {
+            stats.stale += samples.len();
+            return;
+        }
+        let mut ring = Ring {
+            samples: VecDeque::new(),
+            queries,
+            step_ms,
+            ended: None,
+        };
+        stats.new_series += 1;
+        append(&mut ring, samples, self.limits, &mut self.total, stats);
+        if !ring.samples.is_empty() {
+            self.series.insert(labels, ring);
         }
     }
 
@@ -374,6 +344,72 @@ impl PushBuffer {
     /// Whether `alias` is one of the buffer's queries.
     pub fn has_query(&self, alias: &str) -> bool {
         self.queries.iter().any(|q| q.alias == alias)
+    }
+}
+
+/// A [`LabelsRef`] as a key of the buffer's map: hashes as the [`Labels`] it matches.
+struct Key<'a>(LabelsRef<'a>);
+
+impl Hash for Key<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Equivalent<Labels> for Key<'_> {
+    fn equivalent(&self, labels: &Labels) -> bool {
+        self.0.matches(labels)
+    }
+}
+
+/// Appends `samples` to `ring` under the buffer's `limits` (`total`: samples over all
+/// series), dropping and counting stale markers, out-of-order samples and those under a step
+/// after the last kept one.
+fn append(
+    ring: &mut Ring,
+    samples: &[Sample],
+    limits: PushLimits,
+    total: &mut usize,
+    stats: &mut IngestStats,
+) {
+    for &x in samples {
+        if is_stale_marker(x.v) {
+            stats.stale += 1;
+            if ring.samples.back().is_some_and(|last| x.t > last.t) {
+                ring.ended = Some(x.t);
+            }
+            continue;
+        }
+        if ring.ended.is_some_and(|e| x.t <= e) {
+            stats.out_of_order += 1;
+            continue;
+        }
+        ring.ended = None;
+        if let Some(last) = ring.samples.back() {
+            if x.t <= last.t {
+                stats.out_of_order += 1;
+                continue;
+            }
+            // 90% of a step: scrape timestamps jitter by a few ms either way.
+            if x.t.millis_since(last.t) < ring.step_ms - ring.step_ms / 10 {
+                stats.thinned += 1;
+                continue;
+            }
+        }
+        if ring.samples.len() >= limits.max_samples_per_series {
+            ring.samples.pop_front();
+            *total -= 1;
+        } else if *total >= limits.max_samples {
+            if ring.samples.pop_front().is_none() {
+                stats.buffer_full += 1;
+                continue;
+            }
+            *total -= 1;
+            stats.buffer_full += 1;
+        }
+        ring.samples.push_back(x);
+        *total += 1;
+        stats.accepted += 1;
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! * `push_path/decode_ingest_score`: the minute's remote_write bodies (protobuf + snappy,
 //!   2,000 series each, Prometheus' default `max_samples_per_send`) decoded by portent-prom's
-//!   decoder, appended to the engine's [`PushBuffer`], then one [`Scheduler::step`] that reads
+//!   decoder (`decode_write`), each series looked up in the engine's [`PushBuffer`] by its
+//!   labels as decoded and appended (as the daemon's receiver does), then one
+//!   [`Scheduler::step`] that reads
 //!   the buffer as its source (the same glue as the daemon's `Routed`: the buffer behind a
 //!   mutex) and scores every new sample with the default detector;
 //! * `push_path/reference_snappy_protobuf`: the reference measured in the same run, snappy
@@ -31,8 +33,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{
-    Cadence, Entry, HistorySource, Job, NotAPushQuery, Plan, PushBuffer, PushLimits, PushQuery,
-    RangeQuery, Scheduler, Selector, Store,
+    Cadence, Entry, HistorySource, IngestStats, Job, NotAPushQuery, Plan, PushBuffer, PushLimits,
+    PushQuery, RangeQuery, Scheduler, Selector, Store,
 };
 use portent_models::DetectorConfig;
 use prost::Message;
@@ -152,6 +154,14 @@ fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
     (scheduler, Mutex::new(buffer))
 }
 
+/// What the daemon's receiver does with a decoded body: each series looked up in the buffer by
+/// its labels as decoded (`PushSink::ingest_write`).
+fn ingest(buffer: &mut PushBuffer, write: &portent_prom::DecodedWrite) -> IngestStats {
+    let mut stats = IngestStats::default();
+    write.for_each(|labels, samples| buffer.ingest_series(labels, samples, &mut stats));
+    stats
+}
+
 /// One minute: decode and ingest every body, then step. Returns samples scored.
 fn minute(
     scheduler: &mut Scheduler,
@@ -159,12 +169,15 @@ fn minute(
     bodies: &[Vec<u8>],
     t: i64,
 ) -> usize {
+    // The receiver keeps decode buffers from one request to the next.
+    let mut write = portent_prom::DecodedWrite::default();
     for body in bodies {
-        let series = portent_prom::decode_write_request(body, 64 << 20)
+        write
+            .decode(body, 64 << 20)
             .unwrap_or_else(|e| panic!("decode: {e}"));
         let stats = match buffer.lock() {
-            Ok(mut b) => b.ingest(series),
-            Err(p) => p.into_inner().ingest(series),
+            Ok(mut b) => ingest(&mut b, &write),
+            Err(p) => ingest(&mut p.into_inner(), &write),
         };
         black_box(stats);
     }

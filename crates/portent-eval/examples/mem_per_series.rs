@@ -21,8 +21,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{
-    Cadence, Entry, HistorySource, Job, NotAPushQuery, Plan, PushBuffer, PushLimits, PushQuery,
-    RangeQuery, Scheduler, Selector, Store,
+    Cadence, Entry, HistorySource, IngestStats, Job, NotAPushQuery, Plan, PushBuffer, PushLimits,
+    PushQuery, RangeQuery, Scheduler, Selector, Store,
 };
 use portent_models::DetectorConfig;
 
@@ -133,6 +133,8 @@ fn main() {
     scheduler.step(Timestamp::from_millis(T0), &mut Routed(&buffer));
     let names: Vec<Labels> = (0..n).map(labels).collect();
     let mut scored = 0;
+    // The receiver keeps decode buffers from one request to the next.
+    let mut decoded = portent_prom::DecodedWrite::default();
     let (mut t_decode, mut t_ingest, mut t_step, mut score_time) = (0.0, 0.0, 0.0, 0.0);
     for m in 1..=minutes {
         let t = T0 + m * MIN;
@@ -150,12 +152,15 @@ fn main() {
                 .collect();
             let body = portent_prom::encode_write_request(&series);
             let started = Instant::now();
-            let decoded = portent_prom::decode_write_request(&body, 64 << 20)
+            decoded
+                .decode(&body, 64 << 20)
                 .unwrap_or_else(|e| panic!("decode: {e}"));
             t_decode += started.elapsed().as_secs_f64();
             let started = Instant::now();
             if let Ok(mut b) = buffer.lock() {
-                b.ingest(decoded);
+                // As the daemon's receiver does: known series looked up by the decoded labels.
+                let mut stats = IngestStats::default();
+                decoded.for_each(|labels, samples| b.ingest_series(labels, samples, &mut stats));
             }
             t_ingest += started.elapsed().as_secs_f64();
         }

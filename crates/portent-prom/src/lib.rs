@@ -5,10 +5,12 @@
 //!   `query_range` splits long ranges into chunks under the server's points-per-series limit
 //!   and stitches them back without duplicates;
 //! * [`encode_write_request`], [`decode_write_request`]: remote_write 1.0 bodies (protobuf in
-//!   snappy block format), with size limits checked before decompressing;
+//!   snappy block format), with size limits checked before decompressing; [`decode_write`]
+//!   decodes into a [`DecodedWrite`] whose label sets borrow the body, for lookups without
+//!   allocating;
 //! * [`RemoteWriteClient`]: sends series to a remote_write endpoint;
-//! * [`remote_write_router`]: an axum router that receives remote_write and hands the series to
-//!   a [`Sink`].
+//! * [`remote_write_router`]: an axum router that receives remote_write and hands the decoded
+//!   body to a [`Sink`].
 //!
 //! All series are [`portent_core::Series`]: a validated, sorted label set and its samples.
 //!
@@ -52,16 +54,18 @@
 //! ```
 
 mod client;
+mod decode;
 mod error;
 mod http;
 mod receiver;
 mod remote_write;
 
 pub use client::{Client, PROMETHEUS_MAX_POINTS};
+pub use decode::DecodedWrite;
 pub use error::{ClientError, ConfigError, RemoteWriteError, TransportKind};
 pub use http::{Auth, ClientConfig, RetryPolicy, TlsConfig};
 pub use receiver::{ReceiverLimits, Sink, SinkClosed, remote_write_router};
 pub use remote_write::{
-    CONTENT_TYPE_PROTOBUF, REMOTE_WRITE_VERSION, RemoteWriteClient, decode_write_request,
-    encode_write_request, proto,
+    CONTENT_TYPE_PROTOBUF, REMOTE_WRITE_VERSION, RemoteWriteClient, decode_write,
+    decode_write_request, encode_write_request, proto,
 };

@@ -1,7 +1,7 @@
 //! The remote_write receiver: an axum router fragment for `POST /api/v1/write`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,19 +14,24 @@ use axum::routing::post;
 use portent_core::Series;
 use tokio::sync::mpsc;
 
+use crate::decode::DecodedWrite;
 use crate::error::RemoteWriteError;
-use crate::remote_write::decode_write_request;
 
 /// Where the receiver hands decoded series. The request is answered only after `accept`
 /// returns, so a slow sink slows the sender down (Prometheus then queues and retries) instead
 /// of growing memory here.
+///
+/// The series come as a [`DecodedWrite`], whose label sets borrow the body: a sink that keeps
+/// series by labels looks each up without allocating ([`DecodedWrite::for_each`]);
+/// [`DecodedWrite::to_series`] gives owned series. The receiver reuses the `DecodedWrite` for
+/// later requests once `accept` returns.
 ///
 /// Implemented for `tokio::sync::mpsc::Sender<Vec<Series>>`: one message per request, and a
 /// full channel is waited on.
 pub trait Sink: Clone + Send + Sync + 'static {
     /// Takes the series of one request (never empty). An error answers 503, which remote_write
     /// senders retry.
-    fn accept(&self, series: Vec<Series>) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+    fn accept(&self, write: &DecodedWrite) -> impl Future<Output = Result<(), SinkClosed>> + Send;
 }
 
 /// The sink can take nothing more (it was shut down).
@@ -35,8 +40,8 @@ pub trait Sink: Clone + Send + Sync + 'static {
 pub struct SinkClosed;
 
 impl Sink for mpsc::Sender<Vec<Series>> {
-    async fn accept(&self, series: Vec<Series>) -> Result<(), SinkClosed> {
-        self.send(series).await.map_err(|_| SinkClosed)
+    async fn accept(&self, write: &DecodedWrite) -> Result<(), SinkClosed> {
+        self.send(write.to_series()).await.map_err(|_| SinkClosed)
     }
 }
 
@@ -63,6 +68,34 @@ impl Default for ReceiverLimits {
 struct Receiver<S> {
     sink: S,
     limits: ReceiverLimits,
+    /// Decode buffers of finished requests, for the next ones (see [`DecodedWrite`]).
+    spare: Mutex<Vec<DecodedWrite>>,
+}
+
+/// Decode buffers kept between requests: as many as requests usually run at once.
+const SPARE_BUFFERS: usize = 4;
+/// A buffer grown past this by an unusually large body is dropped rather than kept.
+const SPARE_MAX_BYTES: usize = 8 << 20;
+
+impl<S> Receiver<S> {
+    fn take_buffer(&self) -> DecodedWrite {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, write: DecodedWrite) {
+        if write.retained_bytes() > SPARE_MAX_BYTES {
+            return;
+        }
+        if let Ok(mut spare) = self.spare.lock()
+            && spare.len() < SPARE_BUFFERS
+        {
+            spare.push(write);
+        }
+    }
 }
 
 /// A router with `POST /api/v1/write` (remote_write 1.0), to merge into the daemon's router.
@@ -78,7 +111,11 @@ pub fn remote_write_router<S: Sink>(sink: S, limits: ReceiverLimits) -> Router {
     Router::new()
         .route("/api/v1/write", post(write::<S>))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .with_state(Arc::new(Receiver { sink, limits }))
+        .with_state(Arc::new(Receiver {
+            sink,
+            limits,
+            spare: Mutex::new(Vec::new()),
+        }))
 }
 
 async fn write<S: Sink>(
@@ -117,20 +154,21 @@ async fn write<S: Sink>(
         }
         Err(rejection) => return rejection.into_response(),
     };
-    let series = match decode_write_request(&body, receiver.limits.max_decompressed_bytes) {
-        Ok(series) => series,
+    let mut write = receiver.take_buffer();
+    let response = match write.decode(&body, receiver.limits.max_decompressed_bytes) {
         Err(e) => {
             let status = match e {
                 RemoteWriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return (status, format!("{e}\n")).into_response();
+            (status, format!("{e}\n")).into_response()
         }
+        Ok(()) if write.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => match receiver.sink.accept(&write).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        },
     };
-    if !series.is_empty()
-        && let Err(e) = receiver.sink.accept(series).await
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
-    }
-    StatusCode::NO_CONTENT.into_response()
+    receiver.give_back(write);
+    response
 }

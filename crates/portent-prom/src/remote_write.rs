@@ -1,10 +1,11 @@
 //! Prometheus remote_write 1.0: protobuf `WriteRequest` in snappy block format, both ways.
 
-use portent_core::{Label, Labels, Sample, Series, Timestamp};
+use portent_core::{Labels, Sample, Series};
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::client::check;
+use crate::decode::DecodedWrite;
 use crate::error::{ClientError, ConfigError, RemoteWriteError};
 use crate::http::{ClientConfig, Http};
 
@@ -108,49 +109,26 @@ fn compress(request: &proto::WriteRequest) -> Vec<u8> {
 /// VictoriaMetrics does. Sample values may be NaN (including the staleness marker) or infinite.
 /// Series are returned in request order, samples as sent; series without float samples (only
 /// native histograms, say) are dropped.
+///
+/// This builds a [`Labels`] per series; [`decode_write`] decodes the same way without, for a
+/// receiver that looks series up.
 pub fn decode_write_request(
     body: &[u8],
     max_decompressed: usize,
 ) -> Result<Vec<Series>, RemoteWriteError> {
-    let size =
-        snap::raw::decompress_len(body).map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
-    if size > max_decompressed {
-        return Err(RemoteWriteError::TooLarge {
-            size,
-            limit: max_decompressed,
-        });
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
-    let request = proto::WriteRequest::decode(raw.as_slice())
-        .map_err(|e| RemoteWriteError::Protobuf(e.to_string()))?;
-    let mut out = Vec::with_capacity(request.timeseries.len());
-    for (index, ts) in request.timeseries.into_iter().enumerate() {
-        let labels: Vec<Label> = ts
-            .labels
-            .into_iter()
-            .map(|l| Label {
-                name: l.name.into_boxed_str(),
-                value: l.value.into_boxed_str(),
-            })
-            .collect();
-        let labels =
-            Labels::try_from(labels).map_err(|error| RemoteWriteError::Labels { index, error })?;
-        if labels.is_empty() {
-            return Err(RemoteWriteError::NoLabels { index });
-        }
-        if ts.samples.is_empty() {
-            continue;
-        }
-        let samples = ts
-            .samples
-            .into_iter()
-            .map(|s| Sample::new(Timestamp::from_millis(s.timestamp), s.value))
-            .collect();
-        out.push(Series { labels, samples });
-    }
-    Ok(out)
+    decode_write(body, max_decompressed).map(|w| w.to_series())
+}
+
+/// Decodes a remote_write 1.0 request body as [`decode_write_request`] does (same rules, same
+/// errors), keeping label sets as borrowed pairs: see [`DecodedWrite`] (whose
+/// [`DecodedWrite::decode`] reuses its buffers from one body to the next).
+pub fn decode_write(
+    body: &[u8],
+    max_decompressed: usize,
+) -> Result<DecodedWrite, RemoteWriteError> {
+    let mut write = DecodedWrite::default();
+    write.decode(body, max_decompressed)?;
+    Ok(write)
 }
 
 /// Sends series to a remote_write 1.0 endpoint (Prometheus with
@@ -243,9 +221,9 @@ fn batches(series: &[Series], max: usize) -> Vec<proto::WriteRequest> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use portent_core::{LabelsError, STALE_NAN_BITS};
+    use portent_core::{LabelsError, STALE_NAN_BITS, Timestamp};
 
     fn series(name: &str, points: &[(i64, f64)]) -> Series {
         Series {
@@ -261,7 +239,8 @@ mod tests {
         compress(request)
     }
 
-    fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> proto::TimeSeries {
+    /// A `TimeSeries` message of `labels` (as given) and `samples`.
+    pub(crate) fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> proto::TimeSeries {
         proto::TimeSeries {
             labels: labels
                 .iter()

@@ -13,7 +13,7 @@ use axum::response::Response;
 use portent_config::{Config, QuerySource};
 use portent_core::Series;
 use portent_engine::{HistorySource, IngestStats, PushBuffer, PushLimits, PushQuery, RangeQuery};
-use portent_prom::{ReceiverLimits, Sink, SinkClosed, remote_write_router};
+use portent_prom::{DecodedWrite, ReceiverLimits, Sink, SinkClosed, remote_write_router};
 use portent_server::SelfMetrics;
 
 use crate::pull::PullSource;
@@ -55,12 +55,25 @@ pub(crate) struct PushSink {
 }
 
 impl PushSink {
-    /// Puts `series` in the buffer and counts them: what every remote_write request does,
-    /// and how the demo's cluster pushes.
+    /// Puts `series` in the buffer and counts them: how the demo's cluster pushes.
     pub(crate) fn ingest(&self, series: Vec<Series>) {
+        self.ingest_with(|b| b.ingest(series));
+    }
+
+    /// Puts one remote_write request's series in the buffer and counts them. Known series are
+    /// looked up by the labels as decoded, without building their `Labels`.
+    pub(crate) fn ingest_write(&self, write: &DecodedWrite) {
+        self.ingest_with(|b| {
+            let mut stats = IngestStats::default();
+            write.for_each(|labels, samples| b.ingest_series(labels, samples, &mut stats));
+            stats
+        });
+    }
+
+    fn ingest_with(&self, f: impl FnOnce(&mut PushBuffer) -> IngestStats) {
         let (stats, n, samples) = {
             let mut b = lock(&self.buffer);
-            let stats = b.ingest(series);
+            let stats = f(&mut b);
             (stats, b.series_count(), b.sample_count())
         };
         record(&self.metrics, &stats);
@@ -69,10 +82,10 @@ impl PushSink {
 }
 
 impl Sink for PushSink {
-    async fn accept(&self, series: Vec<Series>) -> Result<(), SinkClosed> {
+    async fn accept(&self, write: &DecodedWrite) -> Result<(), SinkClosed> {
         // Ingesting is a few microseconds per series under a short lock: fine to do here,
         // on the async thread.
-        self.ingest(series);
+        self.ingest_write(write);
         Ok(())
     }
 }
