@@ -18,10 +18,10 @@
 //! which 808 bytes are the entry inline and 631 bytes the detector's serialised state.
 //! [`Store::approx_bytes`] estimates the same without measuring, for self-metrics.
 
-use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
 use portent_core::{Labels, Scored, Timestamp};
 use portent_models::Detector;
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,9 @@ impl Entry {
     }
 }
 
-/// The series of one (model, query) pair.
+/// The series of one (model, query) pair. The map is hashbrown's (std's is the same table
+/// behind a different API) for [`HashMap::get_key_value_mut`]: the scheduler swaps a key for
+/// the equal label set its source sends, so that later lookups compare pointers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Group {
     model: Arc<str>,
