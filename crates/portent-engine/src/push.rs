@@ -167,7 +167,7 @@ pub struct IngestStats {
 struct Ring {
     samples: VecDeque<Sample>,
     /// Indices of the push queries selecting this series.
-    queries: Vec<usize>,
+    queries: QuerySet,
     /// The smallest step of those queries, in ms.
     step_ms: i64,
     /// When a stale marker newer than every sample said the series ended: read back as a
@@ -252,12 +252,12 @@ impl PushBuffer {
     }
 
     /// The queries selecting `labels` and their smallest step; `None` if none does.
-    fn selecting(&self, labels: &Labels) -> Option<(Vec<usize>, i64)> {
-        let mut queries = Vec::new();
+    fn selecting(&self, labels: &Labels) -> Option<(QuerySet, i64)> {
+        let mut queries = QuerySet::default();
         let mut step = i64::MAX;
         for (i, q) in self.queries.iter().enumerate() {
             if q.selector.matches(labels) {
-                queries.push(i);
+                queries.insert(i);
                 step = step.min(q.step_ms.max(1));
             }
         }
@@ -413,6 +413,63 @@ fn append(
     }
 }
 
+/// Indices of the push queries selecting a series. The first 64 are bits inline: every read
+/// asks each series whether a query selects it, and a list on the heap would be one more
+/// cache miss per series at 100,000 of them. Configs with more push queries keep the rest in
+/// a list.
+#[derive(Debug, Default)]
+struct QuerySet {
+    low: u64,
+    high: Vec<usize>,
+}
+
+impl QuerySet {
+    fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.low |= 1u64 << i;
+        } else {
+            self.high.push(i);
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        if i < 64 {
+            self.low & (1u64 << i) != 0
+        } else {
+            self.high.contains(&i)
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.low == 0 && self.high.is_empty()
+    }
+}
+
+/// How many samples [`bound`] steps back over before it searches instead.
+const SCAN_BACK: usize = 8;
+
+/// The partition point of `before` (true for a prefix of `samples`, false from `upto` on):
+/// the index of the first sample it is false for. Reads nearly always want the last few
+/// samples of a ring (those since the previous score tick), so this steps back from `upto`
+/// and only falls back to a binary search past [`SCAN_BACK`] samples: a binary search over a
+/// ring of days of samples touches a cache line per probe, and at 100,000 series each is a
+/// miss.
+fn bound(samples: &VecDeque<Sample>, upto: usize, before: impl Fn(&Sample) -> bool) -> usize {
+    let mut i = upto.min(samples.len());
+    let stop = i.saturating_sub(SCAN_BACK);
+    while i > stop {
+        match samples.get(i - 1) {
+            Some(x) if !before(x) => i -= 1,
+            _ => return i,
+        }
+    }
+    if i == 0 {
+        0
+    } else {
+        samples.partition_point(before)
+    }
+}
+
 impl HistorySource for PushBuffer {
     type Error = NotAPushQuery;
 
@@ -426,10 +483,10 @@ impl HistorySource for PushBuffer {
         Ok(self
             .series
             .iter()
-            .filter(|(_, r)| r.queries.contains(&index))
+            .filter(|(_, r)| r.queries.contains(index))
             .filter_map(|(labels, r)| {
-                let from = r.samples.partition_point(|x| x.t < start);
-                let to = r.samples.partition_point(|x| x.t <= q.end);
+                let to = bound(&r.samples, r.samples.len(), |x| x.t <= q.end);
+                let from = bound(&r.samples, to, |x| x.t < start).min(to);
                 let mut samples: Vec<Sample> = r.samples.range(from..to).copied().collect();
                 if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
                     samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
@@ -675,6 +732,40 @@ mod tests {
         assert_eq!(dropped, 1);
         assert_eq!(b.series_count(), 1);
         assert_eq!(b.sample_count(), read(&mut b, "a", 0, 100)[0].samples.len());
+    }
+
+    #[test]
+    fn bounds_from_the_back_agree_with_a_binary_search() {
+        for n in 0..40i64 {
+            let ring: VecDeque<Sample> = (0..n)
+                .map(|i| Sample::new(Timestamp::from_millis(10 * i), 0.0))
+                .collect();
+            for t in -15..10 * n + 15 {
+                let t = Timestamp::from_millis(t);
+                let to = ring.partition_point(|x| x.t <= t);
+                assert_eq!(bound(&ring, ring.len(), |x| x.t <= t), to, "{n} {t:?}");
+                for upto in [to, ring.len()] {
+                    assert_eq!(
+                        bound(&ring, upto, |x| x.t < t),
+                        ring.partition_point(|x| x.t < t),
+                        "{n} {t:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn query_sets_hold_any_index() {
+        let mut q = QuerySet::default();
+        assert!(q.is_empty());
+        for i in [0, 5, 63, 64, 200] {
+            q.insert(i);
+        }
+        assert!(!q.is_empty());
+        for i in 0..300 {
+            assert_eq!(q.contains(i), [0, 5, 63, 64, 200].contains(&i), "{i}");
+        }
     }
 
     #[test]
