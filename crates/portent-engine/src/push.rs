@@ -735,6 +735,28 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_decoded_labels_find_the_series_their_labels_made() {
+        let mut b = PushBuffer::new(vec![query("q", "x", MIN)], limits(100, 1000));
+        let x = labels(&[("__name__", "x"), ("pod", "a")]);
+        assert_eq!(b.ingest(vec![series(&x, &[(0, 1.0)])]).new_series, 1);
+        // The same pairs borrowed (as a decoded request carries them): the same ring, and the
+        // buffer keeps the label set it has rather than building another.
+        let pairs = [("__name__", "x"), ("pod", "a")];
+        let mut stats = IngestStats::default();
+        let at = [Sample::new(Timestamp::from_millis(MIN), 2.0)];
+        b.ingest_series(LabelsRef::canonical(&pairs).unwrap(), &at, &mut stats);
+        assert_eq!((stats.new_series, stats.accepted), (0, 1));
+        assert_eq!(b.series_count(), 1);
+        let got = read(&mut b, "q", 0, 10 * MIN);
+        assert!(Labels::ptr_eq(&got[0].labels, &x));
+        assert_eq!(got[0].samples.len(), 2);
+        // Other pairs are another series.
+        let other = [("__name__", "x"), ("pod", "b")];
+        b.ingest_series(LabelsRef::canonical(&other).unwrap(), &at, &mut stats);
+        assert_eq!((stats.new_series, b.series_count()), (1, 2));
+    }
+
+    #[test]
     fn bounds_from_the_back_agree_with_a_binary_search() {
         for n in 0..40i64 {
             let ring: VecDeque<Sample> = (0..n)
