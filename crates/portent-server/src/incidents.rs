@@ -142,10 +142,6 @@ impl Hub {
         let mut kept: Vec<(Anomaly, bool)> = Vec::new();
         let sustaining = inner.correlator.wants_normal();
         for c in candidates {
-            // Where each pod runs, so its application series (no `node` label) link to its node.
-            inner
-                .correlator
-                .learn_placement(&c.anomaly.labels, c.anomaly.scored.t);
             let score = c.anomaly.scored.score.get();
             if score < c.threshold.get() {
                 if sustaining {
@@ -242,6 +238,23 @@ impl Hub {
             *counts.entry(i.state).or_default() += 1;
         }
         counts
+    }
+
+    /// Whether verdicts below their threshold matter now (an incident is open, so a member
+    /// still beyond its pre-incident band keeps it active): callers hand them to
+    /// [`Hub::observe`] only then, and skip building them otherwise.
+    pub fn wants_normal(&self) -> bool {
+        self.lock().correlator.wants_normal()
+    }
+
+    /// Learns where pods run from every verdict's labels (the series that name a pod and a
+    /// node), so a pod's application series link to its node; see
+    /// [`portent_incidents::PodNodes`]. Nothing is allocated for pods already known there.
+    pub fn learn_placements<'a>(&self, series: impl IntoIterator<Item = (&'a Labels, Timestamp)>) {
+        let mut inner = self.lock();
+        for (labels, t) in series {
+            inner.correlator.learn_placement(labels, t);
+        }
     }
 
     /// What the correlator had to leave out so far.

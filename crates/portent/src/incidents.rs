@@ -161,9 +161,14 @@ impl Incidents {
         scores: &[StepScore],
         now: portent_core::Timestamp,
     ) -> portent_server::incidents::Observed {
+        self.hub
+            .learn_placements(scores.iter().map(|s| (&s.labels, s.scored.t)));
+        // Verdicts below their threshold only while an incident is open: a member still beyond
+        // its pre-incident band keeps its incident active.
+        let normal = self.hub.wants_normal();
         let candidates = scores.iter().filter_map(|s| {
             let threshold = *self.thresholds.get(&*s.model)?;
-            (s.scored.score >= threshold).then(|| Candidate {
+            (normal || s.scored.score >= threshold).then(|| Candidate {
                 anomaly: Anomaly {
                     labels: s.labels.clone(),
                     query: s.query.to_string(),
@@ -277,8 +282,96 @@ impl<S: HistorySource> HistorySource for Excluding<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portent_core::{Labels, Sample, Timestamp};
+    use portent_core::{Labels, Sample, Scored, Timestamp};
     use portent_engine::MemorySource;
+
+    /// Regression: the daemon handed the hub only verdicts at or above their threshold, so an
+    /// incident whose member stayed beyond its pre-incident band (errors that stay up after a
+    /// bad rollout) still resolved after `resolve_after`, and pods were never placed on nodes.
+    #[test]
+    fn the_daemon_hands_over_what_keeps_an_incident_open_and_places_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portent.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "source:\n  pull:\n    url: http://127.0.0.1:9\nqueries:\n  q:\n    expr: up\n\
+                 storage:\n  dir: {}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = portent_config::Config::load(&path).unwrap();
+        let incidents = Incidents::new(&config).unwrap().unwrap();
+        let model: Arc<str> = config.models.keys().next().unwrap().as_str().into();
+        let at = |min: i64| Timestamp::from_secs(1_800_000_000 + 60 * min);
+        let errors = Labels::new([("namespace", "shop"), ("pod", "api-7d9f8-xk2p")]).unwrap();
+        let cpu = Labels::new([
+            ("namespace", "shop"),
+            ("pod", "api-7d9f8-xk2p"),
+            ("node", "n1"),
+        ])
+        .unwrap();
+        let verdict = |labels: &Labels, min: i64, value: f64, score: f64| StepScore {
+            model: Arc::clone(&model),
+            query: "q".into(),
+            labels: labels.clone(),
+            scored: Scored {
+                t: at(min),
+                value,
+                score: Score::new(score).unwrap(),
+                yhat: 10.0,
+                yhat_lower: 8.0,
+                yhat_upper: 12.0,
+                reason: None,
+            },
+        };
+        let node = Labels::new([("node", "n1")]).unwrap();
+        let ledger =
+            Labels::new([("namespace", "billing"), ("pod", "ledger-5c6b7d8f9-2x4zq")]).unwrap();
+        let ledger_cpu = Labels::new([
+            ("namespace", "billing"),
+            ("pod", "ledger-5c6b7d8f9-2x4zq"),
+            ("node", "n1"),
+        ])
+        .unwrap();
+        incidents.observe(&[verdict(&ledger_cpu, -1, 10.0, 0.0)], at(-1));
+        incidents.observe(
+            &[verdict(&errors, 0, 40.0, 0.95), verdict(&cpu, 0, 10.0, 0.0)],
+            at(0),
+        );
+        // An hour of errors still at 30, scored as ordinary by a detector that adapted.
+        for min in 1..=60 {
+            incidents.observe(
+                &[
+                    verdict(&errors, min, 30.0, 0.1),
+                    verdict(&cpu, min, 10.0, 0.0),
+                ],
+                at(min),
+            );
+        }
+        let open = incidents.hub.packs();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            open[0].incident.state,
+            portent_incidents::State::Firing,
+            "{open:?}"
+        );
+        let c = incidents.hub.counters();
+        assert_eq!(c.sustained, 60, "{c:?}");
+
+        // Node n1 breaks; a pod seen on n1 only through its CPU series (below any threshold,
+        // before any incident was open) then breaks in a series that names no node: it joins
+        // the node's incident.
+        incidents.observe(&[verdict(&node, 62, 40.0, 0.95)], at(62));
+        incidents.observe(&[verdict(&ledger, 63, 40.0, 0.95)], at(63));
+        let packs = incidents.hub.packs();
+        assert_eq!(packs.len(), 2, "{packs:?}");
+        assert!(
+            packs.iter().any(|p| p.series.len() == 2),
+            "the ledger pod joined the node's incident: {packs:?}"
+        );
+    }
 
     #[test]
     fn excluded_windows_are_left_out_of_reads_of_that_series_only() {
