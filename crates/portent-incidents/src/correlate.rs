@@ -190,11 +190,8 @@ pub struct Member {
     pub(crate) keys: BTreeSet<TopoKey>,
 }
 
-/// A member's pre-incident normal: how far from the expectation it was when first flagged.
-///
-/// The edge is the band's edge on the side the value left it, or the onset value itself when
-/// that was still inside the band (a drift or a level shift scored before it left the band):
-/// a later value beyond the edge is at least as bad as when the member was first flagged.
+/// A member's pre-incident normal: the edge of the band its value left at its first anomaly.
+/// A later value beyond that edge is still outside what was expected before the incident.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct OnsetBand {
     /// The value a later one must pass to still count as the problem.
@@ -209,16 +206,25 @@ impl OnsetBand {
             && s.yhat.is_finite()
             && s.yhat_lower.is_finite()
             && s.yhat_upper.is_finite();
-        if !finite || s.value == s.yhat {
+        if !finite {
             return None;
         }
-        let above = s.value > s.yhat;
-        let edge = if above {
-            s.yhat_upper.min(s.value)
+        // Only a value that left its band: a drift or a volatility change flagged while the
+        // value was still inside it has no edge that later values could stay beyond, and the
+        // onset value itself is a poor one (on a daily cycle the values pass it every morning).
+        if s.value > s.yhat_upper {
+            Some(Self {
+                edge: s.yhat_upper,
+                above: true,
+            })
+        } else if s.value < s.yhat_lower {
+            Some(Self {
+                edge: s.yhat_lower,
+                above: false,
+            })
         } else {
-            s.yhat_lower.max(s.value)
-        };
-        Some(Self { edge, above })
+            None
+        }
     }
 
     /// Whether `value` is still beyond the edge.
