@@ -18,6 +18,10 @@
 //!   cause, not its effect: the node's usage is the sum of its pods'. The noisy neighbour that
 //!   burns a node's CPU then reaches the node and, through it, the pods it starves.
 //!
+//! Time order is compared within the largest group of members closely linked to each other
+//! (sharing a node, pod, workload or service, transitively) when it has at least two: a member
+//! outside it, joined only by a namespace, gets `O = 0`, since it explains none of the others.
+//!
 //! `rank = 0.4·O + 0.3·S + 0.3·D`; candidates are sorted by rank, ties by onset, then by the
 //! order they joined. Time order weighs most because a cause precedes its effects; direction
 //! and strength break the common case where several series start within one scoring step.
@@ -111,13 +115,52 @@ fn upstream(a: &Member, b: &Member) -> bool {
         && !consumes(b, a)
 }
 
+/// The members closely linked to each other (sharing a node, pod, workload or service,
+/// transitively) in the largest such group, when it has at least two; else all of them.
+fn main_group(ms: &[Member]) -> Vec<bool> {
+    let mut group: Vec<usize> = (0..ms.len()).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    for a in 0..ms.len() {
+        for b in a + 1..ms.len() {
+            if linked(&ms[a], &ms[b]) {
+                let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+                group[ra.max(rb)] = ra.min(rb);
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..ms.len()).map(|i| root(&mut group, i)).collect();
+    let size = |r: usize| roots.iter().filter(|&&x| x == r).count();
+    // The largest group; among equals the one holding the earliest member (lowest index).
+    let best = (0..ms.len()).max_by_key(|&r| (size(r), std::cmp::Reverse(r)));
+    match best {
+        Some(r) if size(r) >= 2 => roots.iter().map(|&x| x == r).collect(),
+        _ => vec![true; ms.len()],
+    }
+}
+
 /// The members of `incident` ranked as root-cause candidates, likeliest first.
 pub fn rank(incident: &Incident) -> Vec<Candidate> {
     let ms = &incident.members;
-    let Some(first) = ms.iter().map(|m| m.onset).min() else {
+    // Time order is compared within the largest closely linked group: a series that shares
+    // only a namespace with the rest explains none of them, however early it moved (a blip on
+    // one pod just before a bad rollout of another workload is not the rollout's cause).
+    let in_group = main_group(ms);
+    let grouped = || {
+        ms.iter()
+            .zip(&in_group)
+            .filter(|(_, g)| **g)
+            .map(|(m, _)| m.onset)
+    };
+    let Some(first) = grouped().min() else {
         return Vec::new();
     };
-    let last = ms.iter().map(|m| m.onset).max().unwrap_or(first);
+    let last = grouped().max().unwrap_or(first);
     let span = last.millis_since(first).max(1) as f64;
     let others = (ms.len().saturating_sub(1)).max(1) as f64;
     // The upstream relation once, as a matrix: the walks below only index it.
@@ -129,10 +172,12 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let onset_term = if last == first {
+            let onset_term = if !in_group[i] {
+                0.0
+            } else if last == first {
                 1.0
             } else {
-                1.0 - m.onset.millis_since(first) as f64 / span
+                (1.0 - m.onset.millis_since(first) as f64 / span).clamp(0.0, 1.0)
             };
             let d = m.deviation();
             let strength_term = 0.5 * m.max_score.get() + 0.5 * d / (1.0 + d);

@@ -473,3 +473,38 @@ fn a_flapping_series_reopens_its_incident_within_the_hour() {
     c.observe(&anomaly(&s, 50, 40.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 2);
 }
+
+#[test]
+fn a_blip_linked_only_by_the_namespace_is_not_the_cause_however_early() {
+    // A cart pod blips at minute 0; two minutes later frontend's errors and latency jump (a bad
+    // rollout). All share the namespace, so they are one incident, but the blip explains
+    // nothing: the frontend's series lead.
+    let blip = labels(&[("namespace", "shop"), ("pod", "cart-5c6b7d8f9-2x4zq")]);
+    let errors = labels(&[
+        ("__name__", "errors"),
+        ("namespace", "shop"),
+        ("service", "frontend"),
+    ]);
+    let latency = labels(&[
+        ("__name__", "p99"),
+        ("namespace", "shop"),
+        ("service", "frontend"),
+    ]);
+    let anomalies = vec![
+        anomaly(&blip, 0, 13.0, 0.85, Reason::Volatility),
+        anomaly(&errors, 2, 90.0, 0.99, Reason::LevelShift),
+        anomaly(&latency, 2, 30.0, 0.95, Reason::LevelShift),
+    ];
+    let c = run(CorrelatorConfig::default(), &anomalies);
+    assert_eq!(c.incidents().len(), 1);
+    let inc = &c.incidents()[0];
+    let ranked = rank(inc);
+    assert_eq!(
+        inc.member(&ranked[0].evidence_id).unwrap().labels,
+        errors,
+        "{ranked:#?}"
+    );
+    let last = ranked.last().unwrap();
+    assert_eq!(inc.member(&last.evidence_id).unwrap().labels, blip);
+    assert_eq!(last.onset_term, 0.0);
+}
