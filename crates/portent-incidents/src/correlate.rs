@@ -479,11 +479,13 @@ pub struct Correlator {
 }
 
 /// A hash of a series' identity (labels, query, model) for [`Correlator::open_members`]; a
-/// collision only costs a scan of the open incidents.
+/// collision only costs a scan of the open incidents. The labels contribute the hash they
+/// carry, not a fresh pass over every pair: this runs for every verdict while an incident is
+/// open.
 fn series_key(labels: &Labels, query: &str, model: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    labels.fingerprint().hash(&mut h);
+    labels.hash(&mut h);
     query.hash(&mut h);
     model.hash(&mut h);
     h.finish()

@@ -94,24 +94,33 @@ fn rose(m: &Member) -> Option<bool> {
         .then_some(m.peak.value > m.peak.yhat)
 }
 
-/// Pod `a` consumes node `b`'s resource and moved with it: `a` causes `b`.
-fn consumes(a: &Member, b: &Member) -> bool {
-    a.level == Level::Pod
-        && b.level == Level::Node
-        && a.onset <= b.onset
-        && linked(a, b)
-        && resource(a).is_some_and(|r| resource(b) == Some(r))
-        && rose(a).is_some_and(|up| rose(b) == Some(up))
+/// A member with what the consumer rule needs of it, worked out once per ranking rather than
+/// once per pair.
+struct Ranked<'a> {
+    m: &'a Member,
+    resource: Option<&'static str>,
+    rose: Option<bool>,
 }
 
-fn upstream(a: &Member, b: &Member) -> bool {
+/// Pod `a` consumes node `b`'s resource and moved with it: `a` causes `b`.
+fn consumes(a: &Ranked<'_>, b: &Ranked<'_>) -> bool {
+    a.m.level == Level::Pod
+        && b.m.level == Level::Node
+        && a.m.onset <= b.m.onset
+        && linked(a.m, b.m)
+        && a.resource.is_some_and(|r| b.resource == Some(r))
+        && a.rose.is_some_and(|up| b.rose == Some(up))
+}
+
+fn upstream(a: &Ranked<'_>, b: &Ranked<'_>) -> bool {
     if consumes(a, b) {
         return true;
     }
-    a.level < b.level
-        && a.level <= Level::Service
-        && a.onset <= b.onset
-        && linked(a, b)
+    let (x, y) = (a.m, b.m);
+    x.level < y.level
+        && x.level <= Level::Service
+        && x.onset <= y.onset
+        && linked(x, y)
         && !consumes(b, a)
 }
 
@@ -164,9 +173,17 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
     let span = last.millis_since(first).max(1) as f64;
     let others = (ms.len().saturating_sub(1)).max(1) as f64;
     // The upstream relation once, as a matrix: the walks below only index it.
-    let edges: Vec<bool> = ms
+    let ranked: Vec<Ranked<'_>> = ms
         .iter()
-        .flat_map(|a| ms.iter().map(move |b| upstream(a, b)))
+        .map(|m| Ranked {
+            m,
+            resource: resource(m),
+            rose: rose(m),
+        })
+        .collect();
+    let edges: Vec<bool> = ranked
+        .iter()
+        .flat_map(|a| ranked.iter().map(move |b| upstream(a, b)))
         .collect();
     let mut out: Vec<(usize, Candidate)> = ms
         .iter()
