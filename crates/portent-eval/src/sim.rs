@@ -257,6 +257,10 @@ pub struct SimReport {
     pub false_incidents: usize,
     /// Simulated days after the warm-up.
     pub days_after_warm_up: f64,
+    /// Incidents that name a rollout as a suspect (see `portent_incidents::rollout`).
+    pub rollouts_named: usize,
+    /// Of those, incidents not of a bad-rollout scenario: rollouts blamed wrongly.
+    pub rollouts_named_wrongly: usize,
 }
 
 /// The paths compared.
@@ -1316,6 +1320,8 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
         false_alarms,
         false_incidents: 0,
         days_after_warm_up: 0.0,
+        rollouts_named: 0,
+        rollouts_named_wrongly: 0,
     }
 }
 
@@ -1334,6 +1340,7 @@ impl SimReport {
         }
         self.false_incidents = inc.false_incidents;
         self.days_after_warm_up = round2(inc.days_after_warm_up);
+        (self.rollouts_named, self.rollouts_named_wrongly) = inc.rollouts_named;
     }
 
     /// The share of scenarios whose injected cause is the top root-cause candidate.
@@ -1372,6 +1379,8 @@ impl SimReport {
             "one_incident_fraction": self.one_incident_fraction(),
             "false_incidents": self.false_incidents,
             "false_incidents_per_day": self.false_incidents_per_day(),
+            "rollouts_named": self.rollouts_named,
+            "rollouts_named_wrongly": self.rollouts_named_wrongly,
         })
         .to_string()
     }
@@ -1438,7 +1447,8 @@ impl SimReport {
         let _ = writeln!(
             out,
             "incidents: one per scenario in {}/{n}, injected cause the top candidate in {}/{n} \
-             ({:.0}%), false incidents {} ({:.2} per day over {:.1} days)",
+             ({:.0}%), false incidents {} ({:.2} per day over {:.1} days), rollouts named in {} \
+             ({} not of a bad rollout)",
             self.scenarios.iter().filter(|s| s.one_incident).count(),
             self.scenarios
                 .iter()
@@ -1448,6 +1458,8 @@ impl SimReport {
             self.false_incidents,
             self.false_incidents_per_day(),
             self.days_after_warm_up,
+            self.rollouts_named,
+            self.rollouts_named_wrongly,
             n = self.scenarios.len(),
         );
         for s in &self.scenarios {

@@ -62,19 +62,23 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
     assert!(leak.false_alarms_per_day >= 0.0);
 
     // Through the incident correlator, each scenario is one incident; the leak's top candidate
-    // is a series of the leaking pod. The bad rollout's is the service's error ratio (its new
-    // pods have no history to be scored against), not the bad ReplicaSet: not the cause.
+    // is a series of the leaking pod. The bad rollout's is a pod of the bad ReplicaSet: its new
+    // pods have no history to be scored against, but they err more than the old ones did.
     for s in &report.scenarios {
         assert_eq!(s.incidents, 1, "{s:#?}");
         assert!(s.one_incident);
     }
     assert!(leak.top_cause_correct, "{leak:#?}");
-    assert!(!report.scenarios[1].top_cause_correct);
-    assert_eq!(report.top_cause_fraction(), 0.5);
+    assert!(report.scenarios[1].top_cause_correct, "{report:#?}");
+    assert_eq!(report.top_cause_fraction(), 1.0);
+    assert_eq!(
+        (report.rollouts_named, report.rollouts_named_wrongly),
+        (1, 0)
+    );
     assert!(
         report
             .table()
-            .contains("injected cause the top candidate in 1/2")
+            .contains("injected cause the top candidate in 2/2")
     );
 
     // The JSON line has the documented shape.
@@ -86,6 +90,8 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
         "one_incident_fraction",
         "false_incidents",
         "false_incidents_per_day",
+        "rollouts_named",
+        "rollouts_named_wrongly",
     ] {
         assert!(obj.contains_key(key), "{key} missing in {v}");
     }

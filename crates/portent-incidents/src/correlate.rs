@@ -29,6 +29,13 @@
 //! (firing again at once, as the same alert would) instead of opening a new one: a series that
 //! breaks its hour-of-day range every hour is one incident, not one an hour.
 //!
+//! **Rollouts.** Every verdict handed to [`Correlator::learn`] also teaches [`Rollouts`] what
+//! each Deployment's ReplicaSets' pods show. When a young incident's member moved on a kind of
+//! query (errors, latency, …) on which a ReplicaSet of its workload that appeared shortly
+//! before is off, against the ReplicaSet it replaced, that ReplicaSet joins the incident as a
+//! member of model [`ROLLOUT_MODEL`] (see [`crate::rollout`]): the new pods of a bad rollout
+//! never alarm on their own, having no history.
+//!
 //! **Lifecycle** (Prometheus' alert states): an incident is *pending* from its first anomaly;
 //! *firing* once it has stayed open for [`CorrelatorConfig::hold`] (an anomaly at least `hold`
 //! after the onset, or the clock reaching `onset + hold` before the incident went quiet);
@@ -50,9 +57,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use portent_core::{Labels, Score, Scored, Timestamp};
+use portent_core::{Labels, Reason, Score, Scored, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::{ROLLOUT_MODEL, Rollouts, Suspect};
 use crate::topology::{Level, Placement, PodNodes, TopoKey, TopologyConfig};
 
 /// One anomalous sample of one series, as the scheduler reports it.
@@ -447,10 +455,21 @@ pub struct Counters {
     pub merges: u64,
     /// Resolved incidents reopened by another anomaly of one of their series.
     pub reopened: u64,
+    /// Suspect rollouts added to incidents (see [`crate::rollout`]).
+    pub rollouts: u64,
     /// Pending incidents that went quiet before the hold.
     pub pending_expired: u64,
     /// Resolved incidents dropped after the retention or by `max_resolved`.
     pub dropped_resolved: u64,
+}
+
+/// How long after an incident starts its members are checked against rollouts on every step.
+const ROLLOUT_RECHECK_MS: i64 = 15 * 60_000;
+
+/// Whether a verdict's value was above its expectation; `None` when either is unknown or
+/// they are equal.
+fn rose(s: &Scored) -> Option<bool> {
+    (s.value.is_finite() && s.yhat.is_finite() && s.value != s.yhat).then_some(s.value > s.yhat)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -476,6 +495,8 @@ pub struct Correlator {
     members_dirty: bool,
     /// Where each pod runs, from every verdict seen (see [`PodNodes`]).
     pods: PodNodes,
+    /// Each workload's ReplicaSets and their pods' values (see [`Rollouts`]).
+    rollouts: Rollouts,
 }
 
 /// A hash of a series' identity (labels, query, model) for [`Correlator::open_members`]; a
@@ -511,6 +532,7 @@ impl Correlator {
             open_members: HashSet::new(),
             members_dirty: false,
             pods: PodNodes::default(),
+            rollouts: Rollouts::default(),
         }
     }
 
@@ -611,6 +633,7 @@ impl Correlator {
                 first
             }
         };
+        self.blame_rollouts(target);
         let hold = millis(self.config.hold);
         let inc = &mut self.incidents[target];
         if inc.state == State::Pending && t.millis_since(inc.started_at) >= hold {
@@ -656,10 +679,78 @@ impl Correlator {
         self.sustain(a)
     }
 
-    /// Learns where a pod runs from a verdict the caller does not otherwise hand over (see
-    /// [`PodNodes`]): the hub passes every verdict that carries a pod and a node label.
-    pub fn learn_placement(&mut self, labels: &Labels, t: Timestamp) {
-        self.pods.learn(&self.config.topology, labels, t);
+    /// Learns from one verdict of query `query` (every verdict, anomalous or not, once each;
+    /// the hub passes them all): where its pod runs ([`PodNodes`]) and, for a Deployment
+    /// pod's series, its ReplicaSet's values ([`Rollouts`]), so a rollout that made a service
+    /// go wrong can be named. [`Correlator::observe`] learns placement too, but not values.
+    pub fn learn(&mut self, labels: &Labels, query: &str, t: Timestamp, value: f64) {
+        let topology = &self.config.topology;
+        self.pods.learn(topology, labels, t);
+        self.rollouts.learn(topology, labels, query, t, value);
+    }
+
+    /// Adds to incident `target` the rollouts that best explain its members (see
+    /// [`crate::rollout`]), at most one per workload: a member of model [`ROLLOUT_MODEL`]
+    /// standing for the new ReplicaSet, at the time it appeared, with its pods' mean as the
+    /// value and the previous ReplicaSet's as the expectation. Run when an anomaly joins and on
+    /// every step while the incident is young, since the new pods may have too few values
+    /// when the first symptom arrives.
+    fn blame_rollouts(&mut self, target: usize) {
+        if self.rollouts.is_empty() {
+            return;
+        }
+        let inc = &self.incidents[target];
+        let blamed = |w: &str, ns: &str| {
+            inc.members.iter().any(|m| {
+                m.model == ROLLOUT_MODEL
+                    && m.workload.as_deref() == Some(w)
+                    && m.labels.get(&self.config.topology.namespace).unwrap_or("") == ns
+            })
+        };
+        let mut found = Vec::new();
+        for m in inc.members.iter().filter(|m| m.model != ROLLOUT_MODEL) {
+            let Some(above) = rose(&m.peak) else {
+                continue;
+            };
+            let name = m.labels.metric_name().unwrap_or_default();
+            let suspect = m
+                .keys
+                .iter()
+                .filter_map(|k| k.0.strip_prefix("workload/")?.split_once('/'))
+                .filter(|(ns, w)| !blamed(w, ns))
+                .filter_map(|(ns, w)| self.rollouts.suspect(ns, w, name, &m.query, m.onset, above))
+                .max_by_key(|x| x.since);
+            if let Some(s) = suspect
+                && !found.iter().any(|f: &Suspect| f.replicaset == s.replicaset)
+            {
+                found.push(s);
+            }
+        }
+        for suspect in found {
+            let margin = (3.0 * suspect.previous_spread).max(0.2 * suspect.previous.abs());
+            let standing = Anomaly {
+                labels: suspect.example,
+                query: suspect.query,
+                model: ROLLOUT_MODEL.to_owned(),
+                scored: Scored {
+                    t: suspect.since,
+                    value: suspect.value,
+                    score: Score::ALERT,
+                    yhat: suspect.previous,
+                    yhat_lower: suspect.previous - margin,
+                    yhat_upper: suspect.previous + margin,
+                    reason: Some(Reason::LevelShift),
+                },
+            };
+            let place = self.config.topology.place(&standing.labels);
+            let inc = &mut self.incidents[target];
+            if inc.add(&standing, place, self.config.max_members) {
+                self.counters.refused_member_cap += 1;
+            } else {
+                self.counters.rollouts += 1;
+                self.members_dirty = true;
+            }
+        }
     }
 
     fn sustain(&mut self, a: &Anomaly) -> Option<IncidentId> {
@@ -731,6 +822,13 @@ impl Correlator {
                 inc.state = State::Resolved;
                 // When it went quiet for long enough, which a clock that jumped passed by.
                 inc.resolved_at = Some(inc.active_until.add_millis(quiet).min(now));
+            }
+        }
+        // A young incident's rollout may show only once the new pods have a few values.
+        for n in 0..self.incidents.len() {
+            let inc = &self.incidents[n];
+            if inc.is_open() && now.millis_since(inc.started_at) <= ROLLOUT_RECHECK_MS {
+                self.blame_rollouts(n);
             }
         }
         let before = self.incidents.len();

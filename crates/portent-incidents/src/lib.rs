@@ -5,6 +5,7 @@ pub mod feedback;
 pub mod notify;
 pub mod pack;
 pub mod rank;
+pub mod rollout;
 pub mod topology;
 
 pub use correlate::{
@@ -12,4 +13,5 @@ pub use correlate::{
 };
 pub use pack::{EvidencePack, PackConfig};
 pub use rank::{Candidate, rank};
+pub use rollout::{ROLLOUT_MODEL, Rollouts, Suspect};
 pub use topology::{Level, PodNodes, TopoKey, TopologyConfig, workload_of_pod};

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::correlate::{Incident, Member, State};
 use crate::rank::{Candidate, rank};
+use crate::rollout::ROLLOUT_MODEL;
 use crate::topology::{Level, TopologyConfig};
 
 /// The pack format's version; bumped on incompatible changes.
@@ -426,6 +427,22 @@ impl EvidencePack {
         if let Some(c) = self.candidates.first() {
             let name = self.lookup(&c.evidence_id).map_or("", |(n, _)| n);
             let mut why = Vec::new();
+            // A rollout stands for a ReplicaSet, not for a series that alarmed: say so.
+            if let Some(r) = self
+                .series
+                .iter()
+                .find(|s| s.id == c.evidence_id && s.model == ROLLOUT_MODEL)
+                && let (Some(a), Some(e)) = (r.peak.actual, r.peak.expected)
+            {
+                why.push(format!(
+                    "a new ReplicaSet since {}, its pods' {} at {} against {} on the previous \
+                     one's",
+                    r.onset.iso,
+                    r.series.split('{').next().unwrap_or(&r.query),
+                    num(a),
+                    num(e)
+                ));
+            }
             if c.onset_term >= 1.0 {
                 why.push("moved first".to_owned());
             }

@@ -508,3 +508,87 @@ fn a_blip_linked_only_by_the_namespace_is_not_the_cause_however_early() {
     assert_eq!(inc.member(&last.evidence_id).unwrap().labels, blip);
     assert_eq!(last.onset_term, 0.0);
 }
+
+/// An hour of two pods of `api`'s ReplicaSet `api-7d9f8` at 1% errors; from minute 0 a pod of
+/// the new ReplicaSet `api-5c6b7` at `new_errors` replaces one of them; from minute 1 the
+/// service's error ratio is anomalous. Every verdict goes through `learn`, as the hub does.
+fn rollout(new_errors: f64, symptom: &str) -> portent_incidents::Correlator {
+    let pod = |p: &str| {
+        labels(&[
+            ("__name__", "pod_error_ratio"),
+            ("namespace", "shop"),
+            ("pod", p),
+            ("service", "api"),
+        ])
+    };
+    let svc = labels(&[
+        ("__name__", symptom),
+        ("namespace", "shop"),
+        ("service", "api"),
+    ]);
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    for min in -60..=10 {
+        let t = at(min);
+        let wobble = 0.001 * (min.rem_euclid(3)) as f64;
+        c.learn(&pod("api-7d9f8-xk2pq"), "error_ratio", t, 0.01 + wobble);
+        if min < 0 {
+            c.learn(&pod("api-7d9f8-bcdfg"), "error_ratio", t, 0.01);
+        } else {
+            c.learn(&pod("api-5c6b7-zzzzz"), "error_ratio", t, new_errors);
+        }
+        if min >= 1 {
+            let mut a = anomaly(&svc, min, 25.0, 0.95, Reason::LevelShift);
+            a.query = symptom.trim_start_matches("service_").into();
+            c.observe(&a);
+        }
+        c.advance(t);
+    }
+    c
+}
+
+#[test]
+fn a_rollout_whose_pods_err_more_than_the_old_ones_is_named_as_the_services_cause() {
+    let c = rollout(0.3, "service_error_ratio");
+    let inc = &c.incidents()[0];
+    let top = rank(inc)[0].clone();
+    let m = inc.member(&top.evidence_id).unwrap();
+    assert_eq!(m.model, portent_incidents::ROLLOUT_MODEL, "{inc:#?}");
+    assert_eq!(m.labels.get("pod"), Some("api-5c6b7-zzzzz"));
+    assert_eq!(m.level, Level::Pod);
+    // It stands for the ReplicaSet since it appeared, before the service's first anomaly.
+    assert_eq!(m.onset, at(0));
+    assert!(m.peak.value > 0.29 && m.peak.yhat < 0.012, "{m:#?}");
+    assert_eq!(c.counters().rollouts, 1);
+    assert_eq!(inc.members.len(), 2, "named once: {inc:#?}");
+}
+
+#[test]
+fn a_rollout_is_not_named_when_its_pods_look_like_the_old_ones_or_the_symptom_is_another() {
+    for (errors, symptom) in [(0.011, "service_error_ratio"), (0.3, "service_p99_latency")] {
+        let c = rollout(errors, symptom);
+        let inc = &c.incidents()[0];
+        assert_eq!(inc.members.len(), 1, "{errors} {symptom}: {inc:#?}");
+        assert_eq!(c.counters().rollouts, 0);
+    }
+}
+
+#[test]
+fn the_explanation_says_a_rollout_is_the_likely_cause() {
+    let c = rollout(0.3, "service_error_ratio");
+    let pack = portent_incidents::EvidencePack::build(
+        &c.incidents()[0],
+        &CorrelatorConfig::default().topology,
+        &portent_incidents::PackConfig::default(),
+    );
+    let text = pack.explain();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Most likely cause"))
+        .unwrap();
+    assert!(
+        line.contains("api-5c6b7-zzzzz")
+            && line.contains("a new ReplicaSet since")
+            && line.contains("its pods' pod_error_ratio at 0.3 against 0.01"),
+        "{text}"
+    );
+}

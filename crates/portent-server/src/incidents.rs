@@ -247,13 +247,18 @@ impl Hub {
         self.lock().correlator.wants_normal()
     }
 
-    /// Learns where pods run from every verdict's labels (the series that name a pod and a
-    /// node), so a pod's application series link to its node; see
-    /// [`portent_incidents::PodNodes`]. Nothing is allocated for pods already known there.
-    pub fn learn_placements<'a>(&self, series: impl IntoIterator<Item = (&'a Labels, Timestamp)>) {
+    /// Learns from every verdict, `(labels, query, time, value)`: where pods run (the series
+    /// that name a pod and a node), so a pod's application series link to its node (see
+    /// [`portent_incidents::PodNodes`]), and what each Deployment's ReplicaSets' pods show, so
+    /// an incident can name a bad rollout (see [`portent_incidents::rollout`]). Nothing is
+    /// allocated for pods and queries already known.
+    pub fn learn<'a>(
+        &self,
+        verdicts: impl IntoIterator<Item = (&'a Labels, &'a str, Timestamp, f64)>,
+    ) {
         let mut inner = self.lock();
-        for (labels, t) in series {
-            inner.correlator.learn_placement(labels, t);
+        for (labels, query, t, value) in verdicts {
+            inner.correlator.learn(labels, query, t, value);
         }
     }
 

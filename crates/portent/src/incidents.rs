@@ -161,8 +161,11 @@ impl Incidents {
         scores: &[StepScore],
         now: portent_core::Timestamp,
     ) -> portent_server::incidents::Observed {
-        self.hub
-            .learn_placements(scores.iter().map(|s| (&s.labels, s.scored.t)));
+        self.hub.learn(
+            scores
+                .iter()
+                .map(|s| (&s.labels, &*s.query, s.scored.t, s.scored.value)),
+        );
         // Verdicts below their threshold only while an incident is open: a member still beyond
         // its pre-incident band keeps its incident active.
         let normal = self.hub.wants_normal();
@@ -371,6 +374,73 @@ mod tests {
             packs.iter().any(|p| p.series.len() == 2),
             "the ledger pod joined the node's incident: {packs:?}"
         );
+    }
+
+    #[test]
+    fn the_daemon_teaches_the_hub_each_replicasets_values_so_a_bad_rollout_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portent.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "source:\n  pull:\n    url: http://127.0.0.1:9\nqueries:\n  errors:\n    expr: up\n\
+                 storage:\n  dir: {}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = portent_config::Config::load(&path).unwrap();
+        let incidents = Incidents::new(&config).unwrap().unwrap();
+        let model: Arc<str> = config.models.keys().next().unwrap().as_str().into();
+        let at = |min: i64| Timestamp::from_secs(1_800_000_000 + 60 * min);
+        let pod = |p: &str| {
+            Labels::new([
+                ("__name__", "pod_error_ratio"),
+                ("namespace", "shop"),
+                ("pod", p),
+            ])
+            .unwrap()
+        };
+        let service = Labels::new([
+            ("__name__", "service_error_ratio"),
+            ("namespace", "shop"),
+            ("service", "api"),
+        ])
+        .unwrap();
+        // What the pods' detectors say: nothing unusual, old or new (the new pods' detectors
+        // have no history; they learn 30% errors as normal).
+        let verdict = |labels: &Labels, min: i64, value: f64, score: f64| StepScore {
+            model: Arc::clone(&model),
+            query: "errors".into(),
+            labels: labels.clone(),
+            scored: Scored {
+                t: at(min),
+                value,
+                score: Score::new(score).unwrap(),
+                yhat: 0.01,
+                yhat_lower: 0.0,
+                yhat_upper: 0.02,
+                reason: None,
+            },
+        };
+        for min in -30..=5 {
+            let mut step = vec![verdict(&pod("api-7d9f8-xk2pq"), min, 0.01, 0.0)];
+            if min < 0 {
+                step.push(verdict(&pod("api-7d9f8-bcdfg"), min, 0.012, 0.0));
+            } else {
+                step.push(verdict(&pod("api-5c6b7-zzzzz"), min, 0.3, 0.1));
+            }
+            if min >= 1 {
+                step.push(verdict(&service, min, 0.15, 0.95));
+            }
+            incidents.observe(&step, at(min));
+        }
+        let packs = incidents.hub.packs();
+        assert_eq!(packs.len(), 1, "{packs:?}");
+        let top = &packs[0].series[0];
+        assert_eq!(top.model, portent_incidents::ROLLOUT_MODEL, "{packs:?}");
+        assert!(top.series.contains("api-5c6b7-zzzzz"), "{top:?}");
+        assert_eq!(incidents.hub.counters().rollouts, 1);
     }
 
     #[test]

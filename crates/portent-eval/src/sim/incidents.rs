@@ -37,9 +37,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use portent_core::{Labels, Scored};
-use portent_incidents::{Anomaly, Correlator, CorrelatorConfig, Incident, rank};
-use portent_sim::GroundTruth;
+use portent_incidents::{Anomaly, Correlator, CorrelatorConfig, Incident, ROLLOUT_MODEL, rank};
 use portent_sim::matches;
+use portent_sim::{GroundTruth, ScenarioKind};
 use serde::Serialize;
 
 use super::{DAY_MS, Derived, Path, SimEvalConfig, Track};
@@ -79,6 +79,8 @@ pub(super) struct IncidentEval {
     pub(super) scenarios: Vec<ScenarioIncidents>,
     pub(super) false_incidents: usize,
     pub(super) days_after_warm_up: f64,
+    /// Incidents naming a rollout as a suspect, and of those, the ones not of a bad rollout.
+    pub(super) rollouts_named: (usize, usize),
 }
 
 /// The label set a query would return for series `i`.
@@ -174,11 +176,12 @@ fn correlate(
     let mut high = Vec::new();
     for step in 0..d.steps {
         let t = d.start.add_millis(step as i64 * d.step_ms);
-        // Where each pod runs, as the hub learns it from every verdict: a pod's node is fixed
-        // for its life here, so its first step says it.
+        // Every verdict, as the hub learns from them: where each pod runs, and what each
+        // ReplicaSet's pods show (a bad rollout's new pods against the old ones).
         for (&i, labels) in &labels_of {
-            if d.series[i].first == step {
-                c.learn_placement(labels, t);
+            let v = d.series[i].at(step);
+            if d.series[i].first <= step && v.is_finite() {
+                c.learn(labels, d.series[i].name, t, v);
             }
         }
         high.clear();
@@ -254,7 +257,20 @@ pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) ->
         .filter(|i| i.started_at >= warm_up && !d.truth.iter().any(|g| related(g, i)))
         .count();
     let after = (d.steps as i64 * d.step_ms - config.warm_up_ms).max(0);
+    let naming: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| i.members.iter().any(|m| m.model == ROLLOUT_MODEL))
+        .collect();
+    let wrongly = naming
+        .iter()
+        .filter(|i| {
+            !d.truth
+                .iter()
+                .any(|g| g.kind == ScenarioKind::BadRollout && related(g, i))
+        })
+        .count();
     IncidentEval {
+        rollouts_named: (naming.len(), wrongly),
         scenarios,
         false_incidents,
         days_after_warm_up: after as f64 / DAY_MS as f64,
