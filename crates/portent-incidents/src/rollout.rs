@@ -24,11 +24,9 @@
 //! service-level queries for errors, say), and workloads whose pod names carry no
 //! pod-template hash (StatefulSets, DaemonSets).
 
-use std::collections::HashMap;
-
 use portent_core::{Labels, Timestamp};
 
-use crate::topology::{TopologyConfig, workload_of_pod};
+use crate::topology::{Map, TopologyConfig, workload_of_pod};
 
 /// The model alias of a member that stands for a suspect rollout.
 pub const ROLLOUT_MODEL: &str = "rollout";
@@ -157,7 +155,7 @@ pub struct Suspect {
 pub struct Rollouts {
     /// namespace → workload → its ReplicaSets: nested so a lookup borrows the label values
     /// and a verdict of a known pod and query allocates nothing.
-    by_namespace: HashMap<String, HashMap<String, Workload>>,
+    by_namespace: Map<String, Map<String, Workload>>,
     workloads: usize,
 }
 
@@ -183,18 +181,8 @@ impl Rollouts {
             return;
         };
         let ns = get(&topology.namespace).unwrap_or("");
-        let known = self
-            .by_namespace
-            .get(ns)
-            .is_some_and(|ws| ws.contains_key(workload));
-        if !known {
-            if self.workloads >= MAX_WORKLOADS {
-                self.forget_before(t.add_millis(-MEMORY_MS));
-                if self.workloads >= MAX_WORKLOADS {
-                    return;
-                }
-            }
-            self.workloads += 1;
+        if self.workloads >= MAX_WORKLOADS {
+            self.forget_before(t.add_millis(-MEMORY_MS));
         }
         let ws = match self.by_namespace.get_mut(ns) {
             Some(ws) => ws,
@@ -202,11 +190,15 @@ impl Rollouts {
         };
         let w = match ws.get_mut(workload) {
             Some(w) => w,
-            None => ws.entry(workload.to_owned()).or_insert(Workload {
-                first_seen: t,
-                last_seen: t,
-                sets: Vec::new(),
-            }),
+            None if self.workloads < MAX_WORKLOADS => {
+                self.workloads += 1;
+                ws.entry(workload.to_owned()).or_insert(Workload {
+                    first_seen: t,
+                    last_seen: t,
+                    sets: Vec::new(),
+                })
+            }
+            None => return,
         };
         w.last_seen = w.last_seen.max(t);
         let i = match w.sets.iter().position(|s| s.name == set) {
@@ -336,7 +328,7 @@ impl Rollouts {
             ws.retain(|_, w| w.last_seen >= cutoff);
         }
         self.by_namespace.retain(|_, ws| !ws.is_empty());
-        self.workloads = self.by_namespace.values().map(HashMap::len).sum();
+        self.workloads = self.by_namespace.values().map(Map::len).sum();
     }
 
     /// How many workloads are remembered.

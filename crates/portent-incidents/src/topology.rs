@@ -117,8 +117,19 @@ pub struct Placement {
 /// no vowels, no `0 1 3`, so words never collide with a hash.
 const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
+/// [`SAFE`] as a table: this runs for every verdict of a pod.
+const IS_SAFE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < SAFE.len() {
+        t[SAFE[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn generated(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
-    len.contains(&s.len()) && s.bytes().all(|b| SAFE.contains(&b))
+    len.contains(&s.len()) && s.bytes().all(|b| IS_SAFE[usize::from(b)])
 }
 
 /// The workload a pod belongs to, from its name: `api-7d9f8-xk2p` → `api` (Deployment pods:
@@ -130,6 +141,10 @@ pub fn workload_of_pod(pod: &str) -> Option<&str> {
     (!name.is_empty() && generated(suffix, 4..=5) && generated(hash, 5..=10)).then_some(name)
 }
 
+/// The maps on every verdict's path, keyed by label values: hashed with foldhash as `Labels`
+/// are (SipHash's resistance to chosen keys buys nothing against names the cluster chose).
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The most pods [`PodNodes`] remembers; beyond it, pods not seen for a day are forgotten.
 const MAX_PODS: usize = 200_000;
 /// How long a pod's node is remembered once [`MAX_PODS`] is reached.
@@ -140,7 +155,7 @@ const POD_MEMORY_MS: i64 = 86_400_000;
 pub struct PodNodes {
     /// namespace → pod → (node, last seen): nested so a lookup borrows the label values and a
     /// verdict of a known pod allocates nothing.
-    by_namespace: HashMap<String, HashMap<String, (String, Timestamp)>>,
+    by_namespace: Map<String, Map<String, (String, Timestamp)>>,
     pods: usize,
 }
 
@@ -178,7 +193,7 @@ impl PodNodes {
             pods.retain(|_, (_, seen)| *seen >= cutoff);
         }
         self.by_namespace.retain(|_, pods| !pods.is_empty());
-        self.pods = self.by_namespace.values().map(HashMap::len).sum();
+        self.pods = self.by_namespace.values().map(Map::len).sum();
     }
 
     /// The node pod `pod` of namespace `ns` was last seen on.
