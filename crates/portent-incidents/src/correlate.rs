@@ -20,8 +20,8 @@
 //! it; every later verdict of that series below the threshold still outside that band, on that
 //! side, keeps the incident *active* ([`Incident::active_until`]) up to
 //! [`CorrelatorConfig::sustain`] after the incident started. An active incident does not resolve,
-//! and a later anomaly that shares a pod, workload, service or node with it (not only a
-//! namespace) joins it: the leaking pod's latency an hour after its memory, its OOM kill ten
+//! and a later anomaly that shares a pod, workload, service or node with a member still outside
+//! its band (not only a namespace, and not a member long back to normal) joins it: the leaking pod's latency an hour after its memory, its OOM kill ten
 //! hours later.
 //!
 //! **Flapping.** An anomaly that matches no open incident, of a series that was a member of an
@@ -594,7 +594,11 @@ impl Correlator {
                 i.is_open()
                     && i.keys.intersection(keys).next().is_some()
                     && (t.millis_since(i.last_anomaly_at) <= gap
-                        || (t.millis_since(i.active_until) <= gap && closely_linked(&i.keys, keys)))
+                        || (t.millis_since(i.active_until) <= gap
+                            && i.members.iter().any(|m| {
+                                m.deviating_at.is_some_and(|d| t.millis_since(d) <= gap)
+                                    && closely_linked(&m.keys, keys)
+                            })))
             })
             .map(|(n, _)| n)
             .collect();

@@ -14,8 +14,9 @@
 //!   sits further down the chain, and started no earlier. A node anomaly that precedes the pod
 //!   anomalies on that node reaches all of them; a pod's precedes its service's.
 //!   One exception turns the chain around: a pod's usage of a resource (CPU, memory, network,
-//!   disk) moving the same way as its node's usage of that resource, no later, is the node's
-//!   cause, not its effect: the node's usage is the sum of its pods'. The noisy neighbour that
+//!   disk) moving the same way as its node's usage of that resource, flagged no more than five
+//!   minutes after it, is the node's cause, not its effect: the node's usage is the sum of its
+//!   pods', so the pod moved when the node did at the latest, and that is its onset here. The noisy neighbour that
 //!   burns a node's CPU then reaches the node and, through it, the pods it starves.
 //!
 //! Time order is compared within the largest group of members closely linked to each other
@@ -102,11 +103,16 @@ struct Ranked<'a> {
     rose: Option<bool>,
 }
 
+/// How much later than its node a pod's usage may be flagged and still be the node's cause:
+/// the node's usage is the sum of its pods', so the pod's rise cannot follow the node's; a
+/// later flag is the pod's own detector being slower (a noisier series, a wider band).
+const CONSUMER_LAG_MS: i64 = 5 * 60_000;
+
 /// Pod `a` consumes node `b`'s resource and moved with it: `a` causes `b`.
 fn consumes(a: &Ranked<'_>, b: &Ranked<'_>) -> bool {
     a.m.level == Level::Pod
         && b.m.level == Level::Node
-        && a.m.onset <= b.m.onset
+        && a.m.onset.millis_since(b.m.onset) <= CONSUMER_LAG_MS
         && linked(a.m, b.m)
         && a.resource.is_some_and(|r| b.resource == Some(r))
         && a.rose.is_some_and(|up| b.rose == Some(up))
@@ -160,19 +166,6 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
     // only a namespace with the rest explains none of them, however early it moved (a blip on
     // one pod just before a bad rollout of another workload is not the rollout's cause).
     let in_group = main_group(ms);
-    let grouped = || {
-        ms.iter()
-            .zip(&in_group)
-            .filter(|(_, g)| **g)
-            .map(|(m, _)| m.onset)
-    };
-    let Some(first) = grouped().min() else {
-        return Vec::new();
-    };
-    let last = grouped().max().unwrap_or(first);
-    let span = last.millis_since(first).max(1) as f64;
-    let others = (ms.len().saturating_sub(1)).max(1) as f64;
-    // The upstream relation once, as a matrix: the walks below only index it.
     let ranked: Vec<Ranked<'_>> = ms
         .iter()
         .map(|m| Ranked {
@@ -181,6 +174,31 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
             rose: rose(m),
         })
         .collect();
+    // A consumer moved when its node did at the latest, whenever its own detector noticed.
+    let onsets: Vec<Timestamp> = ranked
+        .iter()
+        .map(|a| {
+            ranked
+                .iter()
+                .filter(|b| consumes(a, b))
+                .map(|b| b.m.onset)
+                .fold(a.m.onset, Timestamp::min)
+        })
+        .collect();
+    let grouped = || {
+        onsets
+            .iter()
+            .zip(&in_group)
+            .filter(|(_, g)| **g)
+            .map(|(o, _)| *o)
+    };
+    let Some(first) = grouped().min() else {
+        return Vec::new();
+    };
+    let last = grouped().max().unwrap_or(first);
+    let span = last.millis_since(first).max(1) as f64;
+    let others = (ms.len().saturating_sub(1)).max(1) as f64;
+    // The upstream relation once, as a matrix: the walks below only index it.
     let edges: Vec<bool> = ranked
         .iter()
         .flat_map(|a| ranked.iter().map(move |b| upstream(a, b)))
@@ -194,7 +212,7 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
             } else if last == first {
                 1.0
             } else {
-                (1.0 - m.onset.millis_since(first) as f64 / span).clamp(0.0, 1.0)
+                (1.0 - onsets[i].millis_since(first) as f64 / span).clamp(0.0, 1.0)
             };
             let d = m.deviation();
             let strength_term = 0.5 * m.max_score.get() + 0.5 * d / (1.0 + d);

@@ -312,6 +312,33 @@ fn sustained_incidents_take_in_close_relatives_only() {
     c.observe(&anomaly(&other, 60, 40.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 2);
     assert_eq!(c.incidents()[0].members.len(), 1);
+
+    // Only members still beyond their band link: the pod's latency, back to normal since
+    // minute 1, does not take in its node's anomaly an hour later, though they share the node
+    // (the memory, still beyond, would take in what shares its pod: the test above).
+    let latency = labels(&[
+        ("namespace", "shop"),
+        ("pod", "api-7d9f8-xk2p"),
+        ("node", "n1"),
+        ("__name__", "latency"),
+    ]);
+    let node = labels(&[("node", "n1")]);
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&memory, 0, 30.0, 0.95, Reason::Drift));
+    c.observe(&anomaly(&latency, 0, 30.0, 0.95, Reason::Spike));
+    for min in 1..=60 {
+        c.observe_normal(&anomaly(&memory, min, 20.0, 0.1, Reason::Drift));
+        c.observe_normal(&anomaly(&latency, min, 10.0, 0.1, Reason::Spike));
+    }
+    c.observe(&anomaly(&node, 60, 40.0, 0.9, Reason::LevelShift));
+    let shown: Vec<Vec<String>> = c
+        .incidents()
+        .iter()
+        .map(|i| i.members.iter().map(|m| m.labels.to_string()).collect())
+        .collect();
+    assert_eq!(c.incidents().len(), 2, "{shown:?}");
+    assert_eq!(c.incidents()[0].members.len(), 2, "{shown:?}");
+    assert_eq!(c.incidents()[1].members[0].labels, node);
     // A verdict of a series in no incident changes nothing.
     assert!(
         c.observe_normal(&anomaly(&unrelated(), 61, 99.0, 0.1, Reason::Spike))
@@ -354,6 +381,20 @@ fn a_pod_burning_its_nodes_cpu_is_the_cause_not_the_node() {
         ranked[0].direction_term, 1.0,
         "the pod reaches the node and the victim"
     );
+
+    // Its own detector flagging the pod a minute after the node (a noisier series) changes
+    // nothing: the pod's usage is part of the node's. Ten minutes later it is another story.
+    for (lag, pod_leads) in [(1, true), (10, false)] {
+        let mut late = anomalies.clone();
+        late[1].scored.t = at(lag);
+        late[2].scored.t = at(lag);
+        late.sort_by_key(|a| a.scored.t);
+        let c = run(CorrelatorConfig::default(), &late);
+        let inc = &c.incidents()[0];
+        let ranked = rank(inc);
+        let top = &inc.member(&ranked[0].evidence_id).unwrap().labels;
+        assert_eq!(top == &noisy, pod_leads, "lag {lag}: {ranked:#?}");
+    }
 
     // Had the pod's CPU fallen while the node's rose, the node would lead as before.
     let mut fell = anomalies.clone();
