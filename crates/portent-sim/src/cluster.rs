@@ -726,7 +726,22 @@ impl Cluster {
     fn churn(&mut self) {
         let dt_days = self.step_ms as f64 / DAY_MS as f64;
         for d in 0..self.deploys.len() {
-            if self.now < self.deploys[d].next_rollout || self.frozen(d) {
+            if self.now < self.deploys[d].next_rollout {
+                continue;
+            }
+            if self.frozen(d) {
+                // A routine rollout that falls due while an incident holds the deployment is
+                // skipped, not held back: held back, every frozen deployment rolled out the
+                // minute its incident ended, and each rollout's dip (a replaced pod's rate
+                // needs two samples) was an anomaly right at the end of every scenario.
+                if self
+                    .scenarios
+                    .iter()
+                    .any(|s| s.deploy == d && matches!(s.phase, Phase::Active { .. }))
+                {
+                    let gap = exponential(&mut self.rng, self.churn.rollouts_per_day);
+                    self.deploys[d].next_rollout = self.now.add_millis(gap);
+                }
                 continue;
             }
             let (weekday, hour) = weekday_hour(self.now);
@@ -1080,6 +1095,47 @@ mod tests {
             weekday_hour(DEFAULT_START.add_millis(5 * DAY_MS + 15 * HOUR_MS)),
             (6, 15.0)
         );
+    }
+
+    #[test]
+    fn rollouts_due_while_a_scenario_holds_a_deployment_are_skipped_not_held_back() {
+        // A rollout every half hour on average, and a three-hour latency creep on checkout
+        // from Monday 09:00: several fall due during it. Held back, one began the minute the
+        // creep ended.
+        let mut config = SimConfig::new(7, DEFAULT_START, std::time::Duration::from_secs(60));
+        config.churn.rollouts_per_day = 48.0;
+        let start = DEFAULT_START.add_millis(9 * HOUR_MS);
+        let end = start.add_millis(3 * HOUR_MS);
+        config.scenarios.push(crate::Scenario {
+            name: "creep".into(),
+            kind: ScenarioKind::LatencyCreep,
+            start,
+            end,
+            namespace: "shop".into(),
+            deployment: "checkout".into(),
+        });
+        let mut c = Cluster::new(config).unwrap();
+        let sets = |c: &Cluster| -> std::collections::BTreeSet<String> {
+            c.pods()
+                .into_iter()
+                .filter(|p| p.deployment == "checkout")
+                .filter_map(|p| p.name.rsplit_once('-').map(|(rs, _)| rs.to_owned()))
+                .collect()
+        };
+        while c.now() < start {
+            c.tick();
+        }
+        let during = sets(&c);
+        let mut after_end = None;
+        while c.now() <= end.add_millis(2 * 60_000) {
+            if c.now() <= end {
+                assert_eq!(sets(&c), during, "no rollout while the creep holds it");
+            } else if after_end.is_none() {
+                after_end = Some(sets(&c));
+            }
+            c.tick();
+        }
+        assert_eq!(after_end, Some(during), "no rollout the minute it ended");
     }
 
     #[test]
