@@ -93,8 +93,10 @@ pub const INCIDENT_RESOLVE_AFTER: Duration = Duration::from_secs(600);
 /// pre-incident band keep it open (a leak, errors that stay up after a bad rollout).
 pub const INCIDENT_SUSTAIN: Duration = Duration::from_secs(12 * 3600);
 /// `incidents.reopen_within`: how long after resolving an incident is reopened by another
-/// anomaly of one of its series (a flapping series is one incident, not one per flap).
-pub const INCIDENT_REOPEN_WITHIN: Duration = Duration::from_secs(3600);
+/// anomaly of one of its series (a flapping series is one incident, not one per flap). Three
+/// hours: a slow problem that the detectors adapt to is flagged again hours apart (a latency
+/// creep on the simulator: twice, 1 h 48 min apart).
+pub const INCIDENT_REOPEN_WITHIN: Duration = Duration::from_secs(3 * 3600);
 /// `incidents.retention`: how long a resolved incident is kept (and served).
 pub const INCIDENT_RETENTION: Duration = Duration::from_secs(86_400);
 /// `incidents.max_open`: the most open incidents; further anomalies are counted and dropped.

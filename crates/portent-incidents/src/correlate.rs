@@ -21,13 +21,14 @@
 //! side, keeps the incident *active* ([`Incident::active_until`]) up to
 //! [`CorrelatorConfig::sustain`] after the incident started. An active incident does not resolve,
 //! and a later anomaly that shares a pod, workload, service or node with a member still outside
-//! its band (not only a namespace, and not a member long back to normal) joins it: the leaking pod's latency an hour after its memory, its OOM kill ten
-//! hours later.
+//! its band (not only a namespace, and not a member long back to normal) joins it: the leaking
+//! pod's latency an hour after its memory, its OOM kill ten hours later.
 //!
 //! **Flapping.** An anomaly that matches no open incident, of a series that was a member of an
 //! incident resolved at most [`CorrelatorConfig::reopen_within`] before, reopens that incident
 //! (firing again at once, as the same alert would) instead of opening a new one: a series that
-//! breaks its hour-of-day range every hour is one incident, not one an hour.
+//! breaks its hour-of-day range every hour is one incident, not one an hour, and so is a slow
+//! problem the detectors flag again hours later.
 //!
 //! **Rollouts.** Every verdict handed to [`Correlator::learn`] also teaches [`Rollouts`] what
 //! each Deployment's ReplicaSets' pods show. When a young incident's member moved on a kind of
@@ -408,7 +409,7 @@ pub struct CorrelatorConfig {
     /// active (default 12 h; 0 turns sustained deviation off). Anomalies keep it open longer.
     pub sustain: Duration,
     /// How long after resolving an incident is reopened by another anomaly of one of its series
-    /// (default 1 h; 0 never reopens).
+    /// (default 3 h; 0 never reopens).
     pub reopen_within: Duration,
     /// How long a resolved incident is kept (default 24 h).
     pub retention: Duration,
@@ -429,7 +430,7 @@ impl Default for CorrelatorConfig {
             hold: Duration::from_secs(120),
             resolve_after: Duration::from_secs(600),
             sustain: Duration::from_secs(12 * 3600),
-            reopen_within: Duration::from_secs(3600),
+            reopen_within: Duration::from_secs(3 * 3600),
             retention: Duration::from_secs(24 * 3600),
             max_open: 1000,
             max_members: 200,
