@@ -288,18 +288,16 @@ mod tests {
     use portent_core::{Labels, Sample, Scored, Timestamp};
     use portent_engine::MemorySource;
 
-    /// Regression: the daemon handed the hub only verdicts at or above their threshold, so an
-    /// incident whose member stayed beyond its pre-incident band (errors that stay up after a
-    /// bad rollout) still resolved after `resolve_after`, and pods were never placed on nodes.
-    #[test]
-    fn the_daemon_hands_over_what_keeps_an_incident_open_and_places_pods() {
+    /// The daemon's incident glue over a pull config with one query, `query`, and the name of
+    /// its default model; the directory holds its state.
+    fn daemon(query: &str) -> (tempfile::TempDir, Incidents, Arc<str>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("portent.yml");
         std::fs::write(
             &path,
             format!(
-                "source:\n  pull:\n    url: http://127.0.0.1:9\nqueries:\n  q:\n    expr: up\n\
-                 storage:\n  dir: {}\n",
+                "source:\n  pull:\n    url: http://127.0.0.1:9\nqueries:\n  {query}:\n    \
+                 expr: up\nstorage:\n  dir: {}\n",
                 dir.path().display()
             ),
         )
@@ -307,6 +305,15 @@ mod tests {
         let config = portent_config::Config::load(&path).unwrap();
         let incidents = Incidents::new(&config).unwrap().unwrap();
         let model: Arc<str> = config.models.keys().next().unwrap().as_str().into();
+        (dir, incidents, model)
+    }
+
+    /// Regression: the daemon handed the hub only verdicts at or above their threshold, so an
+    /// incident whose member stayed beyond its pre-incident band (errors that stay up after a
+    /// bad rollout) still resolved after `resolve_after`, and pods were never placed on nodes.
+    #[test]
+    fn the_daemon_hands_over_what_keeps_an_incident_open_and_places_pods() {
+        let (_dir, incidents, model) = daemon("q");
         let at = |min: i64| Timestamp::from_secs(1_800_000_000 + 60 * min);
         let errors = Labels::new([("namespace", "shop"), ("pod", "api-7d9f8-xk2p")]).unwrap();
         let cpu = Labels::new([
