@@ -252,6 +252,13 @@ impl Member {
         deviation(&self.peak)
     }
 
+    /// Whether its peak was above the expectation; `None` when either is unknown or they are
+    /// equal.
+    pub(crate) fn rose(&self) -> Option<bool> {
+        let p = &self.peak;
+        (p.value.is_finite() && p.yhat.is_finite() && p.value != p.yhat).then_some(p.value > p.yhat)
+    }
+
     /// The objects this series touches.
     pub fn keys(&self) -> &BTreeSet<TopoKey> {
         &self.keys
@@ -466,12 +473,6 @@ pub struct Counters {
 
 /// How long after an incident starts its members are checked against rollouts on every step.
 const ROLLOUT_RECHECK_MS: i64 = 15 * 60_000;
-
-/// Whether a verdict's value was above its expectation; `None` when either is unknown or
-/// they are equal.
-fn rose(s: &Scored) -> Option<bool> {
-    (s.value.is_finite() && s.yhat.is_finite() && s.value != s.yhat).then_some(s.value > s.yhat)
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -714,7 +715,7 @@ impl Correlator {
         };
         let mut found = Vec::new();
         for m in inc.members.iter().filter(|m| m.model != ROLLOUT_MODEL) {
-            let Some(above) = rose(&m.peak) else {
+            let Some(above) = m.rose() else {
                 continue;
             };
             let name = m.labels.metric_name().unwrap_or_default();
@@ -732,7 +733,7 @@ impl Correlator {
             }
         }
         for suspect in found {
-            let margin = (3.0 * suspect.previous_spread).max(0.2 * suspect.previous.abs());
+            let (yhat_lower, yhat_upper) = suspect.previous_band();
             let standing = Anomaly {
                 labels: suspect.example,
                 query: suspect.query,
@@ -742,8 +743,8 @@ impl Correlator {
                     value: suspect.value,
                     score: Score::ALERT,
                     yhat: suspect.previous,
-                    yhat_lower: suspect.previous - margin,
-                    yhat_upper: suspect.previous + margin,
+                    yhat_lower,
+                    yhat_upper,
                     reason: Some(Reason::LevelShift),
                 },
             };

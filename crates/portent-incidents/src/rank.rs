@@ -16,8 +16,9 @@
 //!   One exception turns the chain around: a pod's usage of a resource (CPU, memory, network,
 //!   disk) moving the same way as its node's usage of that resource, flagged no more than five
 //!   minutes after it, is the node's cause, not its effect: the node's usage is the sum of its
-//!   pods', so the pod moved when the node did at the latest, and that is its onset here. The noisy neighbour that
-//!   burns a node's CPU then reaches the node and, through it, the pods it starves.
+//!   pods', so the pod moved when the node did at the latest, and that is its onset here. The
+//!   noisy neighbour that burns a node's CPU then reaches the node and, through it, the pods it
+//!   starves.
 //!
 //! Time order is compared within the largest group of members closely linked to each other
 //! (sharing a node, pod, workload or service, transitively) when it has at least two: a member
@@ -87,12 +88,6 @@ fn resource(m: &Member) -> Option<&'static str> {
     .iter()
     .find(|(word, _)| name.contains(word))
     .map(|&(_, r)| r)
-}
-
-/// Whether the member's peak was above its expectation.
-fn rose(m: &Member) -> Option<bool> {
-    (m.peak.value.is_finite() && m.peak.yhat.is_finite() && m.peak.value != m.peak.yhat)
-        .then_some(m.peak.value > m.peak.yhat)
 }
 
 /// A member with what the consumer rule needs of it, worked out once per ranking rather than
@@ -171,7 +166,7 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
         .map(|m| Ranked {
             m,
             resource: resource(m),
-            rose: rose(m),
+            rose: m.rose(),
         })
         .collect();
     // A consumer moved when its node did at the latest, whenever its own detector noticed.

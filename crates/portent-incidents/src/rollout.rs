@@ -9,8 +9,9 @@
 //! time, on the same query.
 //!
 //! [`Rollouts`] learns from every verdict that names a Deployment pod (`api-7d9f8-xk2p`: the
-//! ReplicaSet `api-7d9f8` of the workload `api`, see [`workload_of_pod`]) the ReplicaSets of
-//! each workload, when each was first seen, and per query an exponentially weighted mean and
+//! ReplicaSet `api-7d9f8` of the workload `api`, see
+//! [`workload_of_pod`](crate::topology::workload_of_pod)) the ReplicaSets of each workload,
+//! when each was first seen, and per query an exponentially weighted mean and
 //! spread of its pods' values. [`Rollouts::suspect`] then answers, for an anomaly on a workload
 //! or service: did a ReplicaSet of that workload appear shortly before, replacing one portent
 //! saw earlier, whose pods are off on a query of the same kind (errors, latency, restarts, CPU,
@@ -26,7 +27,7 @@
 
 use portent_core::{Labels, Timestamp};
 
-use crate::topology::{Map, TopologyConfig, workload_of_pod};
+use crate::topology::{Map, TopologyConfig, replicaset_of_pod};
 
 /// The model alias of a member that stands for a suspect rollout.
 pub const ROLLOUT_MODEL: &str = "rollout";
@@ -150,6 +151,16 @@ pub struct Suspect {
     pub previous_spread: f64,
 }
 
+impl Suspect {
+    /// The band the previous ReplicaSet's pods were in, as an incident shows it: their mean
+    /// ± the larger of three of their spreads and a fifth of their mean. (Being suspected took
+    /// more: the same, with the new pods' spread too when it is the wider.)
+    pub fn previous_band(&self) -> (f64, f64) {
+        let margin = (3.0 * self.previous_spread).max(0.2 * self.previous.abs());
+        (self.previous - margin, self.previous + margin)
+    }
+}
+
 /// The ReplicaSets of every workload seen in verdicts; see the [module docs](self).
 #[derive(Clone, Debug, Default)]
 pub struct Rollouts {
@@ -174,10 +185,7 @@ impl Rollouts {
         let Some(pod) = get(&topology.pod) else {
             return;
         };
-        let Some(workload) = workload_of_pod(pod) else {
-            return;
-        };
-        let Some((set, _)) = pod.rsplit_once('-') else {
+        let Some((workload, set)) = replicaset_of_pod(pod) else {
             return;
         };
         let ns = get(&topology.namespace).unwrap_or("");
@@ -253,7 +261,8 @@ impl Rollouts {
     /// its expectation: a ReplicaSet first seen at most 30 minutes before `t`, at least 15 after
     /// portent first saw the workload, after another ReplicaSet of it, whose pods' mean on a
     /// query of the same kind is beyond the previous ReplicaSet's, on that side, by more than
-    /// three spreads (the wider of the two ReplicaSets') and a fifth of the previous mean. The biggest such gap wins.
+    /// three spreads (the wider of the two ReplicaSets') and a fifth of the previous mean. The
+    /// biggest such gap wins.
     pub fn suspect(
         &self,
         ns: &str,

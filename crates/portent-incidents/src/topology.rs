@@ -136,9 +136,16 @@ fn generated(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
 /// `<deployment>-<pod-template-hash>-<suffix>`). `None` when the name has no such tail
 /// (StatefulSet pods, bare pods).
 pub fn workload_of_pod(pod: &str) -> Option<&str> {
+    replicaset_of_pod(pod).map(|(workload, _)| workload)
+}
+
+/// The workload and the ReplicaSet a Deployment pod belongs to, from its name:
+/// `api-7d9f8-xk2p` → (`api`, `api-7d9f8`). `None` as for [`workload_of_pod`].
+pub(crate) fn replicaset_of_pod(pod: &str) -> Option<(&str, &str)> {
     let (rest, suffix) = pod.rsplit_once('-')?;
     let (name, hash) = rest.rsplit_once('-')?;
-    (!name.is_empty() && generated(suffix, 4..=5) && generated(hash, 5..=10)).then_some(name)
+    (!name.is_empty() && generated(suffix, 4..=5) && generated(hash, 5..=10))
+        .then_some((name, rest))
 }
 
 /// The maps on every verdict's path, keyed by label values: hashed with foldhash as `Labels`

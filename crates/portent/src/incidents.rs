@@ -385,20 +385,7 @@ mod tests {
 
     #[test]
     fn the_daemon_teaches_the_hub_each_replicasets_values_so_a_bad_rollout_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("portent.yml");
-        std::fs::write(
-            &path,
-            format!(
-                "source:\n  pull:\n    url: http://127.0.0.1:9\nqueries:\n  errors:\n    expr: up\n\
-                 storage:\n  dir: {}\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let config = portent_config::Config::load(&path).unwrap();
-        let incidents = Incidents::new(&config).unwrap().unwrap();
-        let model: Arc<str> = config.models.keys().next().unwrap().as_str().into();
+        let (_dir, incidents, model) = daemon("errors");
         let at = |min: i64| Timestamp::from_secs(1_800_000_000 + 60 * min);
         let pod = |p: &str| {
             Labels::new([
