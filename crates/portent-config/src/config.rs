@@ -238,6 +238,57 @@ pub enum ModelKind {
     /// portent's default univariate detector (`type: auto`): seasonal baseline when the series
     /// has seasonality, robust level and scale, drift, flatline and missing data.
     Auto(AutoModel),
+    /// A multivariate model (`type: isolation_forest` or `autoencoder`) over the rows that
+    /// the model's queries form when joined on `join_on`: one score per entity (a pod), for
+    /// values that are each normal but unusual together.
+    Joint(JointModel),
+}
+
+impl Model {
+    /// The score from which the model's verdicts count as anomalous.
+    pub fn threshold(&self) -> Score {
+        match &self.kind {
+            ModelKind::Auto(m) => m.threshold,
+            ModelKind::Joint(m) => m.threshold,
+        }
+    }
+}
+
+/// Which multivariate method a joint model uses.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum JointMethod {
+    /// An Isolation Forest: how quickly random splits isolate the row.
+    IsolationForest,
+    /// A small autoencoder: how badly it reconstructs the row.
+    Autoencoder,
+}
+
+impl JointMethod {
+    /// The `type` as written in the config.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JointMethod::IsolationForest => "isolation_forest",
+            JointMethod::Autoencoder => "autoencoder",
+        }
+    }
+}
+
+/// Options of a multivariate model. Its features are the model's `queries`, in order (at
+/// least two, all with the same step).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JointModel {
+    /// The method.
+    pub method: JointMethod,
+    /// The labels that name one entity: the series of each query that agree on these form
+    /// one row per step. Never empty, no repeats, no `__name__`.
+    pub join_on: Vec<String>,
+    /// The labels whose values pick the entity's model: entities that agree on them (the
+    /// replicas of one workload) share one model trained on all their rows, so that a pod a
+    /// rollout created a minute ago is scored at once. Defaults to `join_on`: one model per
+    /// entity.
+    pub pool_by: Vec<String>,
+    /// As [`AutoModel::threshold`].
+    pub threshold: Score,
 }
 
 /// Options of the `auto` model.

@@ -28,6 +28,8 @@ pub const MIN_ABS_DEVIATION: f64 = 0.0;
 pub const MIN_REL_DEVIATION: f64 = 0.0;
 /// `models.*.threshold`: the documented alerting threshold of `portent_anomaly_score`.
 pub const THRESHOLD: Score = Score::ALERT;
+/// `models.*.join_on` of `isolation_forest` and `autoencoder` models: one row per pod.
+pub const JOIN_ON: [&str; 2] = ["namespace", "pod"];
 /// The alias of the model used when the config has no `models` section.
 pub const MODEL_ALIAS: &str = "default";
 

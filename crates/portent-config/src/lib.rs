@@ -15,9 +15,9 @@ use std::path::Path;
 
 pub use config::{
     ActionWebhook, Actions, AlertmanagerNotify, Alias, Auth, AutoModel, ClientCert, Config,
-    Endpoint, Explain, Incidents, Llm, LlmProvider, Loki, Model, ModelKind, Output, Pull, Push,
-    Query, QuerySource, Retries, Schedule, Server, SlackNotify, Source, Storage, Tls,
-    TopologyLabels, WebhookNotify,
+    Endpoint, Explain, Incidents, JointMethod, JointModel, Llm, LlmProvider, Loki, Model,
+    ModelKind, Output, Pull, Push, Query, QuerySource, Retries, Schedule, Server, SlackNotify,
+    Source, Storage, Tls, TopologyLabels, WebhookNotify,
 };
 pub use error::{ConfigError, Location};
 pub use secret::Secret;

@@ -122,6 +122,8 @@ pub(crate) struct RawModel {
     pub(crate) min_rel_deviation: Option<f64>,
     pub(crate) threshold: Option<f64>,
     pub(crate) queries: Option<Vec<String>>,
+    pub(crate) join_on: Option<Vec<String>>,
+    pub(crate) pool_by: Option<Vec<String>>,
     pub(crate) schedules: Option<Vec<String>>,
     pub(crate) outputs: Option<Vec<String>>,
 }
@@ -130,6 +132,8 @@ pub(crate) struct RawModel {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawModelType {
     Auto,
+    IsolationForest,
+    Autoencoder,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,8 +9,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::config::{
-    Alias, Auth, AutoModel, ClientCert, Config, Endpoint, Model, ModelKind, Output, Pull, Push,
-    Query, QuerySource, Retries, Schedule, Server, Source, Storage, Tls,
+    Alias, Auth, AutoModel, ClientCert, Config, Endpoint, JointMethod, JointModel, Model,
+    ModelKind, Output, Pull, Push, Query, QuerySource, Retries, Schedule, Server, Source, Storage,
+    Tls,
 };
 use crate::raw::{
     RawAuth, RawConfig, RawModel, RawModelType, RawOutput, RawOutputType, RawPull, RawQuerySource,
@@ -640,6 +641,8 @@ impl Validator<'_> {
                         min_rel_deviation: None,
                         threshold: None,
                         queries: None,
+                        join_on: None,
+                        pool_by: None,
                         schedules: None,
                         outputs: None,
                     },
@@ -649,22 +652,40 @@ impl Validator<'_> {
         for (name, m) in raw {
             let alias = alias("models", &name)?;
             let key = format!("models.{name}");
-            let kind = match m.kind.unwrap_or(RawModelType::Auto) {
-                RawModelType::Auto => {
-                    let threshold = m.threshold.unwrap_or(defaults::THRESHOLD.get());
-                    let threshold = match portent_core::Score::new(threshold) {
-                        Ok(t) if threshold > 0.0 => t,
-                        _ => {
+            let threshold = m.threshold.unwrap_or(defaults::THRESHOLD.get());
+            let threshold = match portent_core::Score::new(threshold) {
+                Ok(t) if threshold > 0.0 => t,
+                _ => {
+                    return err(
+                        format!("{key}.threshold"),
+                        format!(
+                            "{threshold} is not in (0, 1]: scores run from 0 to 1, and {} is \
+                             the default",
+                            defaults::THRESHOLD.get()
+                        ),
+                    );
+                }
+            };
+            let method = match m.kind.unwrap_or(RawModelType::Auto) {
+                RawModelType::Auto => None,
+                RawModelType::IsolationForest => Some(JointMethod::IsolationForest),
+                RawModelType::Autoencoder => Some(JointMethod::Autoencoder),
+            };
+            let kind = match method {
+                Some(method) => ModelKind::Joint(joint_model(&key, method, &m, threshold)?),
+                None => {
+                    for (name, set) in [
+                        ("join_on", m.join_on.is_some()),
+                        ("pool_by", m.pool_by.is_some()),
+                    ] {
+                        if set {
                             return err(
-                                format!("{key}.threshold"),
-                                format!(
-                                    "{threshold} is not in (0, 1]: scores run from 0 to 1, and \
-                                     {} is the default",
-                                    defaults::THRESHOLD.get()
-                                ),
+                                format!("{key}.{name}"),
+                                "applies to multivariate models only (type isolation_forest or \
+                                 autoencoder); remove it, or set the type",
                             );
                         }
-                    };
+                    }
                     ModelKind::Auto(AutoModel {
                         direction: m.direction.unwrap_or(defaults::DIRECTION),
                         min_abs_deviation: nonnegative(
@@ -681,6 +702,14 @@ impl Validator<'_> {
                     })
                 }
             };
+            let is_joint = matches!(kind, ModelKind::Joint(_));
+            if is_joint && m.queries.as_ref().is_none_or(|q| q.len() < 2) {
+                return err(
+                    format!("{key}.queries"),
+                    "a multivariate model scores rows of several queries joined on join_on: \
+                     list at least two, in the order of the row's features",
+                );
+            }
             let model = Model {
                 kind,
                 queries: references(&key, "queries", "query", m.queries, queries)?,
@@ -688,6 +717,9 @@ impl Validator<'_> {
                 outputs: references(&key, "outputs", "output", m.outputs, outputs)?,
             };
             self.check_pairs(&key, &model, queries, schedules)?;
+            if is_joint {
+                same_step(&key, &model, queries)?;
+            }
             out.insert(alias, model);
         }
         Ok(out)
@@ -799,6 +831,95 @@ impl Validator<'_> {
 }
 
 /// Aliases a model refers to in one section: all of them when the key is absent.
+/// The options of a multivariate model (`type: isolation_forest` or `autoencoder`).
+fn joint_model(
+    key: &str,
+    method: JointMethod,
+    m: &RawModel,
+    threshold: portent_core::Score,
+) -> Result<JointModel> {
+    for (name, set) in [
+        ("direction", m.direction.is_some()),
+        ("min_abs_deviation", m.min_abs_deviation.is_some()),
+        ("min_rel_deviation", m.min_rel_deviation.is_some()),
+    ] {
+        if set {
+            return err(
+                format!("{key}.{name}"),
+                format!(
+                    "applies to type auto only; type {} scores whole rows, not one series",
+                    method.as_str()
+                ),
+            );
+        }
+    }
+    let join_on = label_names(
+        &format!("{key}.join_on"),
+        m.join_on.clone(),
+        &defaults::JOIN_ON,
+    )?;
+    let pool_by = label_names(&format!("{key}.pool_by"), m.pool_by.clone(), &join_on)?;
+    Ok(JointModel {
+        method,
+        join_on,
+        pool_by,
+        threshold,
+    })
+}
+
+/// A list of label names: valid, no repeats, not `__name__`, not empty.
+fn label_names<S: AsRef<str>>(
+    key: &str,
+    raw: Option<Vec<String>>,
+    default: &[S],
+) -> Result<Vec<String>> {
+    let Some(names) = raw else {
+        return Ok(default.iter().map(|s| s.as_ref().to_owned()).collect());
+    };
+    if names.is_empty() {
+        return err(key, "empty list; remove the key to use the default");
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n == "__name__" || portent_core::Labels::new([(n.as_str(), "x")]).is_err() {
+            return err(
+                format!("{key}[{i}]"),
+                format!(
+                    "{n:?} is not a label name to join on (letters, digits and _, not __name__)"
+                ),
+            );
+        }
+        if names[..i].contains(n) {
+            return err(format!("{key}[{i}]"), format!("{n:?} is listed twice"));
+        }
+    }
+    Ok(names)
+}
+
+/// The queries of a multivariate model form rows, one per step: they must share the step.
+fn same_step(key: &str, model: &Model, queries: &BTreeMap<Alias, Query>) -> Result<()> {
+    let mut steps = model
+        .queries
+        .iter()
+        .filter_map(|a| Some((a, queries.get(a)?.step)));
+    let Some((first, step)) = steps.next() else {
+        return Ok(());
+    };
+    for (other, s) in steps {
+        if s != step {
+            return err(
+                format!("{key}.queries"),
+                format!(
+                    "query {first} has step {}, query {other} {}: a multivariate model's \
+                     queries form one row per step, so they need the same step",
+                    format_duration(step),
+                    format_duration(s)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn references<V>(
     model_key: &str,
     section: &str,

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portent_config::{Auth, Config, ModelKind, Output, QuerySource, defaults};
+use portent_config::{Auth, Config, JointMethod, ModelKind, Output, QuerySource, defaults};
 use portent_core::Direction;
 
 /// The environment the fixtures see: deterministic, whatever the machine's.
@@ -101,7 +101,9 @@ fn minimal_config_gets_every_default() {
 
     assert_eq!(c.queries["up"].step, defaults::QUERY_STEP);
     let model = &c.models["default"];
-    let ModelKind::Auto(auto) = &model.kind;
+    let ModelKind::Auto(auto) = &model.kind else {
+        panic!("not auto")
+    };
     assert_eq!(auto.direction, Direction::Both);
     assert_eq!(auto.threshold.get(), 0.8);
     assert_eq!(model.queries, [c.queries.keys().next().unwrap().clone()]);
@@ -202,7 +204,9 @@ fn full_config_keeps_every_value() {
     assert_eq!(c.queries["cpu"].step, Duration::from_secs(30));
 
     let spikes = &c.models["spikes"];
-    let ModelKind::Auto(auto) = &spikes.kind;
+    let ModelKind::Auto(auto) = &spikes.kind else {
+        panic!("not auto")
+    };
     assert_eq!(auto.direction, Direction::Above);
     assert_eq!(auto.min_rel_deviation, 0.1);
     assert_eq!(auto.threshold.get(), 0.9);
@@ -310,6 +314,29 @@ fn yaml_text_without_a_file_reports_line_and_column() {
 
 /// Every key's default appears in the README's reference table, next to the key.
 #[test]
+fn multivariate_models_join_their_queries_in_order() {
+    let c = load(Path::new("testdata/multivariate.good.yml")).unwrap();
+    let pods = &c.models["pods"];
+    let ModelKind::Joint(j) = &pods.kind else {
+        panic!("pods is not multivariate")
+    };
+    assert_eq!(j.method, JointMethod::IsolationForest);
+    assert_eq!(j.join_on, ["namespace", "pod"]);
+    assert_eq!(j.pool_by, ["namespace", "workload"]);
+    assert_eq!(pods.threshold().get(), 0.9);
+    let features: Vec<&str> = pods.queries.iter().map(|a| a.as_str()).collect();
+    assert_eq!(features, ["pod_cpu", "pod_memory", "pod_p99", "pod_errors"]);
+    let ModelKind::Joint(ae) = &c.models["pods_ae"].kind else {
+        panic!("pods_ae is not multivariate")
+    };
+    assert_eq!(ae.method, JointMethod::Autoencoder);
+    // One model per entity unless told to pool.
+    assert_eq!(ae.pool_by, ae.join_on);
+    assert_eq!(c.models["pods_ae"].threshold(), defaults::THRESHOLD);
+    assert!(matches!(c.models["series"].kind, ModelKind::Auto(_)));
+}
+
+#[test]
 fn readme_quotes_the_defaults() {
     let readme = fs::read_to_string("README.md").unwrap();
     let row = |key: &str| {
@@ -324,6 +351,10 @@ fn readme_quotes_the_defaults() {
         ("server.listen", defaults::LISTEN.to_string()),
         ("queries.*.step", fmt(defaults::QUERY_STEP)),
         ("models.*.type", defaults::MODEL_TYPE.to_owned()),
+        (
+            "models.*.join_on",
+            format!("[{}]", defaults::JOIN_ON.join(", ")),
+        ),
         ("models.*.direction", defaults::DIRECTION.to_string()),
         (
             "models.*.min_abs_deviation",

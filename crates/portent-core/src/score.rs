@@ -84,11 +84,15 @@ pub enum Reason {
     Flatline,
     /// Samples stopped arriving, or arrived as NaN/Inf.
     MissingData,
+    /// Each of an entity's values may be in its usual range, but together they are unusual: a
+    /// multivariate model's verdict on the row (last, so that stored verdicts keep their
+    /// encoding).
+    Combination,
 }
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Spike,
         Reason::LevelShift,
         Reason::Drift,
@@ -96,6 +100,7 @@ impl Reason {
         Reason::Volatility,
         Reason::Flatline,
         Reason::MissingData,
+        Reason::Combination,
     ];
 
     /// The name used in outputs and labels.
@@ -108,6 +113,7 @@ impl Reason {
             Reason::Volatility => "volatility",
             Reason::Flatline => "flatline",
             Reason::MissingData => "missing_data",
+            Reason::Combination => "combination",
         }
     }
 }

@@ -3,6 +3,8 @@
 //! * [`Scheduler`] ([`schedule`]): every (model, schedule, query) job of a config ([`Plan`]),
 //!   advanced by [`Scheduler::step`]`(now, source)`. The clock is an argument, so `serve` (the
 //!   wall clock) and `backtest` (a replayed one, [`Scheduler::replay`]) run the same code;
+//! * [`JointJob`] ([`joint`]): a multivariate model's rows, its queries joined per entity
+//!   (a pod) and scored by a model pooled over the entity's workload, run by the same step;
 //! * [`HistorySource`] ([`source`]): where samples and fit history come from (Prometheus'
 //!   `query_range` in the daemon, [`MemorySource`] for files and tests);
 //! * [`PushBuffer`] ([`push`]): the samples Prometheus remote_writes to the daemon, bounded,
@@ -33,6 +35,7 @@
 //!             score_every_ms: 5 * MIN,
 //!         },
 //!     }],
+//!     joint: Vec::new(),
 //!     retention_ms: 60 * MIN,
 //! };
 //! let mut source = MemorySource::new();
@@ -73,6 +76,7 @@
 //! ```
 
 pub mod intervals;
+pub mod joint;
 pub mod persist;
 pub mod push;
 pub mod schedule;
@@ -80,6 +84,7 @@ pub mod source;
 pub mod store;
 
 pub use intervals::{Interval, IntervalTracker};
+pub use joint::{Feature, JointJob, JointLatest, sustained};
 pub use persist::{PersistError, SaveStats, load, save};
 pub use push::{IngestStats, NotAPushQuery, PushBuffer, PushLimits, PushQuery, Selector};
 pub use schedule::{

@@ -29,6 +29,7 @@ use portent_core::{
 };
 use portent_models::{Detector, DetectorConfig};
 
+use crate::joint::{Context, Feature, JointJob, JointLatest, JointRun};
 use crate::source::{HistorySource, RangeQuery};
 use crate::store::{Entry, Store};
 
@@ -65,6 +66,9 @@ pub struct Job {
 pub struct Plan {
     /// The jobs, in config order (models by alias, then their schedules, then their queries).
     pub jobs: Vec<Job>,
+    /// The multivariate jobs (one per multivariate model and schedule), run after `jobs` at
+    /// each step so that they combine the univariate verdicts of the same tick.
+    pub joint: Vec<JointJob>,
     /// A series unseen this long, in ms, is forgotten.
     pub retention_ms: i64,
 }
@@ -93,8 +97,42 @@ impl Plan {
     /// The jobs of a validated config.
     pub fn from_config(config: &portent_config::Config) -> Result<Plan, PlanError> {
         let mut jobs = Vec::new();
+        let mut joint = Vec::new();
         for (model_alias, model) in &config.models {
-            let portent_config::ModelKind::Auto(auto) = &model.kind;
+            let auto = match &model.kind {
+                portent_config::ModelKind::Auto(auto) => auto,
+                portent_config::ModelKind::Joint(j) => {
+                    let features: Vec<Feature> = config
+                        .queries_of(model)
+                        .map(|(alias, q)| Feature {
+                            query: alias.to_string(),
+                            expr: q.expr.clone(),
+                        })
+                        .collect();
+                    // Validation made every step equal.
+                    let step_ms = config
+                        .queries_of(model)
+                        .map(|(_, q)| millis(q.step))
+                        .max()
+                        .unwrap_or(0);
+                    for (_, schedule) in config.schedules_of(model) {
+                        joint.push(JointJob {
+                            model: model_alias.to_string(),
+                            method: j.method,
+                            features: features.clone(),
+                            step_ms,
+                            join_on: j.join_on.clone(),
+                            pool_by: j.pool_by.clone(),
+                            cadence: Cadence {
+                                fit_every_ms: millis(schedule.fit_every),
+                                fit_window_ms: millis(schedule.fit_window),
+                                score_every_ms: millis(schedule.score_every),
+                            },
+                        });
+                    }
+                    continue;
+                }
+            };
             let detector = DetectorConfig {
                 direction: auto.direction,
                 min_abs_deviation: auto.min_abs_deviation,
@@ -120,6 +158,7 @@ impl Plan {
         }
         let plan = Plan {
             jobs,
+            joint,
             retention_ms: millis(config.storage.series_retention),
         };
         plan.validate()?;
@@ -151,6 +190,26 @@ impl Plan {
             }
             if j.step_ms <= 0 {
                 return Err(PlanError::NotPositive(format!("queries.{}.step", j.query)));
+            }
+        }
+        for j in &self.joint {
+            let c = j.cadence;
+            if c.fit_every_ms <= 0 || c.fit_window_ms <= 0 || c.score_every_ms <= 0 {
+                return Err(PlanError::NotPositive(format!("schedules of {}", j.model)));
+            }
+            if j.step_ms <= 0 {
+                return Err(PlanError::NotPositive(format!(
+                    "steps of the queries of {}",
+                    j.model
+                )));
+            }
+            if j.features.len() < 2 || j.join_on.is_empty() {
+                return Err(PlanError::Model {
+                    model: j.model.clone(),
+                    error: FitError::Config(
+                        "a multivariate model needs two queries or more and join_on labels".into(),
+                    ),
+                });
             }
         }
         Ok(())
@@ -218,6 +277,8 @@ pub struct StepReport {
     pub samples_scored: usize,
     /// Series with at least one sample scored.
     pub series_scored: usize,
+    /// Rows scored by multivariate jobs.
+    pub joint_rows_scored: usize,
     /// Missing-data verdicts given to series absent from the answer.
     pub missing: usize,
     /// Series forgotten because the source marked them ended (a Prometheus stale marker).
@@ -275,6 +336,9 @@ pub struct Scheduler {
     plan: Plan,
     store: Store,
     jobs: Vec<JobState>,
+    /// The multivariate jobs' progress and state, indexed as [`Plan::joint`]. Not persisted:
+    /// after a restart each pool is fitted again on its history when first seen.
+    joint: Vec<JointRun>,
     record: bool,
 }
 
@@ -298,11 +362,13 @@ impl Scheduler {
                 ..JobState::default()
             })
             .collect();
+        let joint = vec![JointRun::default(); plan.joint.len()];
         Ok((
             Self {
                 plan,
                 store,
                 jobs,
+                joint,
                 record: false,
             },
             dropped,
@@ -339,6 +405,11 @@ impl Scheduler {
                 };
             }
         }
+        for (i, j) in next.plan.joint.iter().enumerate() {
+            if let Some(old) = self.plan.joint.iter().position(|o| o == j) {
+                next.joint[i] = std::mem::take(&mut self.joint[old]);
+            }
+        }
         next.record = self.record;
         *self = next;
         Ok(dropped)
@@ -347,13 +418,33 @@ impl Scheduler {
     /// When the next tick of any job is due; `None` without jobs. Before the first step every
     /// job is due at once.
     pub fn next_due(&self) -> Option<Timestamp> {
+        let ticks = |next_score: Option<Timestamp>, next_fit: Option<Timestamp>| match next_score {
+            None => vec![Timestamp::from_millis(i64::MIN)],
+            Some(s) => std::iter::once(s).chain(next_fit).collect(),
+        };
         self.jobs
             .iter()
-            .flat_map(|j| match j.next_score {
-                None => vec![Timestamp::from_millis(i64::MIN)],
-                Some(s) => std::iter::once(s).chain(j.next_fit).collect(),
-            })
+            .flat_map(|j| ticks(j.next_score, j.next_fit))
+            .chain(
+                self.joint
+                    .iter()
+                    .flat_map(|j| ticks(j.next_score, j.next_fit)),
+            )
             .min()
+    }
+
+    /// Every entity's latest multivariate verdict, with each feature's share of it.
+    pub fn joint_latest(&self) -> impl Iterator<Item = JointLatest<'_>> {
+        self.plan
+            .joint
+            .iter()
+            .zip(&self.joint)
+            .flat_map(|(job, run)| run.latest(job))
+    }
+
+    /// Series and multivariate entities tracked.
+    pub fn tracked(&self) -> usize {
+        self.store.len() + self.joint.iter().map(JointRun::len).sum::<usize>()
     }
 
     /// Runs every tick due at `now`: score ticks first, then fit ticks (which then include the
@@ -392,6 +483,37 @@ impl Scheduler {
                     };
                     report.fit_time += started.elapsed();
                     self.jobs[i].next_fit = Some(next_tick(now, every));
+                }
+                Some(_) => {}
+            }
+        }
+        for (job, run) in self.plan.joint.iter().zip(&mut self.joint) {
+            let cadence = job.cadence;
+            if run.next_score.is_none_or(|t| now >= t) {
+                report.score_ticks += 1;
+                let started = Instant::now();
+                let cx = Context {
+                    store: &self.store,
+                    retention_ms: self.plan.retention_ms,
+                    record: self.record,
+                };
+                run.score(job, now, source, &cx, &mut report);
+                report.score_time += started.elapsed();
+                run.next_score = Some(next_tick(now, cadence.score_every_ms));
+            }
+            match run.next_fit {
+                None => run.next_fit = Some(next_tick(now, cadence.fit_every_ms)),
+                Some(t) if now >= t => {
+                    report.fit_ticks += 1;
+                    let started = Instant::now();
+                    let upto = now.millis().div_euclid(job.step_ms);
+                    let every = if run.fit_pools(job, None, now, upto, source, &mut report) {
+                        cadence.fit_every_ms
+                    } else {
+                        cadence.score_every_ms
+                    };
+                    report.fit_time += started.elapsed();
+                    run.next_fit = Some(next_tick(now, every));
                 }
                 Some(_) => {}
             }
@@ -758,6 +880,7 @@ mod tests {
                     score_every_ms: MIN,
                 },
             }],
+            joint: Vec::new(),
             retention_ms: 1440 * MIN,
         };
         // The same pairs in two allocations: as a state file restores them, as the source
@@ -813,6 +936,7 @@ mod tests {
         };
         let mut plan = Plan {
             jobs: vec![job],
+            joint: Vec::new(),
             retention_ms: 3_600_000,
         };
         assert!(plan.validate().is_ok());

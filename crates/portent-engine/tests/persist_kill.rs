@@ -150,6 +150,7 @@ fn sigkill_during_a_save_leaves_a_whole_snapshot_and_scoring_resumes() {
                 score_every_ms: 5 * MIN,
             },
         }],
+        joint: Vec::new(),
         retention_ms: 86_400_000,
     };
     let mut src = MemorySource::new();

@@ -102,6 +102,7 @@ fn plan() -> Plan {
                 score_every_ms: 5 * MIN,
             },
         }],
+        joint: Vec::new(),
         retention_ms: RETENTION,
     }
 }

@@ -140,6 +140,7 @@ fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
                 score_every_ms: MIN,
             },
         }],
+        joint: Vec::new(),
         retention_ms: DAY,
     };
     let (scheduler, _) = Scheduler::with_store(plan, store).unwrap_or_else(|e| panic!("plan: {e}"));

@@ -118,6 +118,7 @@ fn main() {
                 score_every_ms: MIN,
             },
         }],
+        joint: Vec::new(),
         retention_ms: DAY,
     };
     let (mut scheduler, _) =

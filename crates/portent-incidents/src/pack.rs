@@ -397,7 +397,14 @@ impl EvidencePack {
                 top.series,
                 top.reason.map_or("anomalous", |r| r.as_str()),
                 top.level,
-                actual_vs_expected(&top.peak)
+                match top.reason {
+                    // A multivariate verdict's value is its model's raw score, with no band.
+                    Some(Reason::Combination) => format!(
+                        "its metrics are unusual together (model score {})",
+                        top.peak.actual.map_or_else(|| "unknown".to_owned(), num)
+                    ),
+                    _ => actual_vs_expected(&top.peak),
+                }
             ));
         }
         let s = &self.scope;

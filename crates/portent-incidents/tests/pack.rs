@@ -95,3 +95,26 @@ fn the_size_bound_is_respected_and_said() {
     let p = EvidencePack::build(inc, &c.config().topology, &tiny);
     assert!(p.series.is_empty() && p.candidates.is_empty());
 }
+
+#[test]
+fn a_multivariate_verdict_is_explained_as_a_combination_not_as_a_value() {
+    // A multivariate model's verdict names the pod by its join labels; its value is the
+    // model's raw score and it has no band.
+    let pod = labels(&[("namespace", "shop"), ("pod", "cart-5c6b7d8f9-2x4zq")]);
+    let mut a = anomaly(&pod, 0, 0.71, 0.92, Reason::Combination);
+    a.query = "pod_health".into();
+    a.model = "pod_health".into();
+    a.scored.yhat = f64::NAN;
+    a.scored.yhat_lower = f64::NAN;
+    a.scored.yhat_upper = f64::NAN;
+    let mut later = a.clone();
+    later.scored.t = portent_core::Timestamp::from_millis(a.scored.t.millis() + 60_000);
+    let c = run(CorrelatorConfig::default(), &[a, later]);
+    let inc = &c.incidents()[0];
+    let text = EvidencePack::build(inc, &c.config().topology, &PackConfig::default()).explain();
+    assert!(
+        text.contains("combination (pod): its metrics are unusual together (model score 0.71)"),
+        "{text}"
+    );
+    assert!(!text.contains("NaN"), "{text}");
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use portent_config::{Config, ModelKind};
+use portent_config::Config;
 use portent_core::{Score, Timestamp};
 use portent_engine::{Interval, IntervalTracker, MemorySource, Plan, Scheduler, StepScore};
 
@@ -137,8 +137,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let mut held_back = 0usize;
     let mut tracker = IntervalTracker::new(Score::ALERT);
     for (alias, model) in &config.models {
-        let ModelKind::Auto(auto) = &model.kind;
-        tracker = tracker.with_threshold(alias.as_str(), auto.threshold);
+        tracker = tracker.with_threshold(alias.as_str(), model.threshold());
     }
     let mut csv = match &args.output {
         None => None,

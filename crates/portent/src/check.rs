@@ -69,11 +69,18 @@ fn summary(name: &str, c: &Config) -> String {
         );
     }
     for (alias, m) in &c.models {
-        let ModelKind::Auto(auto) = &m.kind;
+        let kind = match &m.kind {
+            ModelKind::Auto(auto) => format!("auto ({})", auto.direction),
+            ModelKind::Joint(j) => format!(
+                "{} joined on {} pooled by {}",
+                j.method.as_str(),
+                j.join_on.join(","),
+                j.pool_by.join(",")
+            ),
+        };
         let _ = writeln!(
             s,
-            "  model     {alias}: auto ({}) on {}; schedules {}; outputs {}",
-            auto.direction,
+            "  model     {alias}: {kind} on {}; schedules {}; outputs {}",
             aliases(m.queries.iter()),
             aliases(m.schedules.iter()),
             aliases(m.outputs.iter()),

@@ -75,6 +75,15 @@ queries:
     expr: '{__name__=~"service:.+"}'
   nodes:
     expr: '{__name__=~"node:.+"}'
+  # The same pod series again, one query per feature of the multivariate model.
+  pod_cpu:
+    expr: 'pod:cpu_usage:cores'
+  pod_memory:
+    expr: 'pod:memory_working_set:bytes'
+  pod_latency:
+    expr: 'pod:http_latency_p99:seconds'
+  pod_errors:
+    expr: 'pod:http_errors:ratio'
 schedules:
   demo:
     score_every: 1m
@@ -83,6 +92,14 @@ schedules:
 models:
   default:
     type: auto
+    queries: [pods, services, nodes]
+  # Each pod's row of CPU, memory, p99 latency and error ratio, one Isolation Forest per
+  # deployment: values that are each normal but unusual together.
+  pod_health:
+    type: isolation_forest
+    queries: [pod_cpu, pod_memory, pod_latency, pod_errors]
+    join_on: [namespace, pod]
+    pool_by: [namespace, deployment]
 storage:
   dir: "{dir}"
 "#;

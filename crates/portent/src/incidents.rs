@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use portent_config::{Config, ModelKind};
+use portent_config::Config;
 use portent_core::{Score, Series};
 use portent_engine::{HistorySource, RangeQuery, Request, StepScore};
 use portent_incidents::feedback::{FeedbackStore, SeriesWindow, ThresholdRule};
@@ -120,10 +120,7 @@ fn thresholds(config: &Config) -> HashMap<String, Score> {
     config
         .models
         .iter()
-        .map(|(alias, m)| {
-            let ModelKind::Auto(auto) = &m.kind;
-            (alias.to_string(), auto.threshold)
-        })
+        .map(|(alias, m)| (alias.to_string(), m.threshold()))
         .collect()
 }
 

@@ -165,25 +165,52 @@ pub(crate) fn rule_file(config: &Config, args: &Args) -> RuleFile {
         .models
         .iter()
         .map(|(model, m)| {
-            let ModelKind::Auto(auto) = &m.kind;
-            let threshold = auto.threshold.get();
-            let rules = config
-                .queries_of(m)
-                .map(|(query, q)| {
+            let threshold = m.threshold().get();
+            // What each rule watches: a univariate model's verdicts carry the query they
+            // score; a multivariate model's carry its own alias as `query`, one per entity.
+            let watched: Vec<(String, String, String)> = match &m.kind {
+                ModelKind::Auto(_) => config
+                    .queries_of(m)
+                    .map(|(query, q)| {
+                        let expr = q.expr.split_whitespace().collect::<Vec<_>>().join(" ");
+                        let summary = format!("Anomalous {query} (model {model}): {SERIES_LABELS}");
+                        let description = format!(
+                            "portent scored the result series of query {query} ({expr}) at \
+                             {{{{ $value | printf \"%.2f\" }}}} within the last {window}, at \
+                             or above the threshold {threshold} of model {model}: it departs \
+                             from what portent learnt as normal for it. The score is high at \
+                             the onset of an anomaly and when it worsens, so this alert keeps \
+                             firing until {window} pass without a high score. Compare the \
+                             series with portent_yhat_lower and portent_yhat_upper (its \
+                             expected band)."
+                        );
+                        (query.to_string(), summary, description)
+                    })
+                    .collect(),
+                ModelKind::Joint(j) => {
+                    let features = aliases_of(m);
+                    let summary = format!(
+                        "Unusual combination of {features} (model {model}): {SERIES_LABELS}"
+                    );
+                    let description = format!(
+                        "portent's {method} model {model} scored the row of queries \
+                         {features} joined on {join} at {{{{ $value | printf \"%.2f\" }}}} \
+                         within the last {window}, at or above its threshold {threshold}: \
+                         together the values depart from what portent learnt as normal for \
+                         this entity, even where each is within its usual range. The score \
+                         also rises with the univariate scores of the same queries.",
+                        method = j.method.as_str(),
+                        join = j.join_on.join(", "),
+                    );
+                    vec![(model.to_string(), summary, description)]
+                }
+            };
+            let rules = watched
+                .into_iter()
+                .map(|(query, summary, description)| {
                     let expr = format!(
                         "max_over_time(portent_anomaly_score{{model=\"{model}\",query=\"{query}\"}}\
                          [{window}]) >= {threshold}"
-                    );
-                    let summary = format!("Anomalous {query} (model {model}): {SERIES_LABELS}");
-                    let description = format!(
-                        "portent scored the result series of query {query} ({expr}) at \
-                         {{{{ $value | printf \"%.2f\" }}}} within the last {window}, at or \
-                         above the threshold {threshold} of model {model}: it departs from \
-                         what portent learnt as normal for it. The score is high at the \
-                         onset of an anomaly and when it worsens, so this alert keeps firing \
-                         until {window} pass without a high score. Compare the series with \
-                         portent_yhat_lower and portent_yhat_upper (its expected band).",
-                        expr = q.expr.split_whitespace().collect::<Vec<_>>().join(" "),
                     );
                     AlertRule {
                         alert: ALERT_NAME.to_owned(),
@@ -211,6 +238,15 @@ pub(crate) fn rule_file(config: &Config, args: &Args) -> RuleFile {
         })
         .collect();
     RuleFile { groups }
+}
+
+/// `a, b and c`: a model's query aliases.
+fn aliases_of(m: &portent_config::Model) -> String {
+    let names: Vec<&str> = m.queries.iter().map(|a| a.as_str()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }
 
 /// The YAML with a header that says where it came from and how its rules work.

@@ -314,7 +314,7 @@ async fn serve(
         push_queries: push_aliases(&config),
         incidents,
     }));
-    metrics.set_series_tracked(lock(&engine).scheduler.store().len());
+    metrics.set_series_tracked(lock(&engine).scheduler.tracked());
 
     // The reloader needs the control (for the token) and the control the reloader: fill the
     // control in once built.
@@ -654,7 +654,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 .as_ref()
                 .map(|i| i.observe(&report.scores, t))
                 .unwrap_or_default();
-            publish(e.scheduler.store(), &sc);
+            publish(&e.scheduler, &sc);
             let pushed = {
                 let mut b = lock(&push);
                 b.expire(t.add_millis(-retention_ms));
@@ -667,7 +667,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 .iter()
                 .map(|j| e.push_queries.contains(&j.query))
                 .collect();
-            let tracked = e.scheduler.store().len();
+            let tracked = e.scheduler.tracked();
             let observed = (observed.anomalies, observed.held_back_by_feedback);
             (
                 report,
@@ -715,13 +715,21 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Makes `scores` hold exactly the latest verdict of every series in `store`: new verdicts
-/// set, series the store forgot (expired, or dropped by a reload) removed.
-fn publish(store: &portent_engine::Store, scores: &Scores) {
+/// Makes `scores` hold exactly the latest verdict of every series and multivariate entity the
+/// scheduler tracks: new verdicts set, series it forgot (expired, or dropped by a reload)
+/// removed.
+fn publish(scheduler: &portent_engine::Scheduler, scores: &Scores) {
     let mut keys = HashSet::new();
     let mut names: Vec<(Arc<str>, Arc<str>)> = Vec::new();
     let mut updates = Vec::new();
-    for l in store.latest() {
+    // A multivariate verdict's `query` is its model's alias.
+    let joint = scheduler.joint_latest().map(|j| portent_engine::Latest {
+        model: j.model,
+        query: j.model,
+        labels: j.labels,
+        scored: j.scored,
+    });
+    for l in scheduler.store().latest().chain(joint) {
         let (query, model) = match names
             .iter()
             .find(|(q, m)| &**q == l.query && &**m == l.model)

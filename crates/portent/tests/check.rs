@@ -46,7 +46,7 @@ fn kubernetes_example_passes_without_warnings() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "examples/kubernetes.yaml: ok (9 queries, 5 models, 1 schedule, 1 output)"
+        "examples/kubernetes.yaml: ok (9 queries, 6 models, 1 schedule, 1 output)"
     );
     assert_eq!(
         lines[1],
@@ -57,13 +57,18 @@ fn kubernetes_example_passes_without_warnings() {
         .copied()
         .filter(|l| l.starts_with("  model "))
         .collect();
-    assert_eq!(models.len(), 5, "{}", run.stdout);
+    assert_eq!(models.len(), 6, "{}", run.stdout);
     assert!(models.contains(
         &"  model     latency: auto (above) on http_p99_latency; schedules default; outputs metrics"
     ));
     assert!(models.contains(
         &"  model     saturation: auto (above) on node_cpu_busy, pod_cpu, pod_memory_working_set; \
           schedules default; outputs metrics"
+    ));
+    assert!(models.contains(
+        &"  model     pod_resources: isolation_forest joined on namespace,pod pooled by \
+          namespace,workload on pod_cpu, pod_memory_working_set; schedules default; outputs \
+          metrics"
     ));
     // Every query is used by some model (or check would have warned), cAdvisor, node-exporter,
     // kube-state-metrics and HTTP histograms alike.

@@ -49,6 +49,16 @@ fn the_demo_shows_an_incident_within_two_minutes_and_stops_cleanly_on_ctrl_c() {
             .any(|l| l.starts_with("portent_anomaly_score{") && l.contains("service=\"frontend\"")),
         "{metrics}"
     );
+    // And the multivariate model's, one per pod, named by the pod alone.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portent_anomaly_score{namespace=")
+                && l.contains("model=\"pod_health\"")
+                && l.contains("query=\"pod_health\"")
+                && !l.contains("metric=")),
+        "{metrics}"
+    );
     // The same incident in the UI, in a real browser (skipped without Chromium unless the
     // servers are required), with screenshots for the README's tour.
     if let (Some(chromium), Some(chromedriver)) = (require("chromium"), require("chromedriver")) {

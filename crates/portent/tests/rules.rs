@@ -116,7 +116,7 @@ fn example_rules_pass_promtool() {
         check.stderr
     );
     assert!(
-        check.stdout.contains("SUCCESS: 9 rules found"),
+        check.stdout.contains("SUCCESS: 10 rules found"),
         "{}",
         check.stdout
     );
@@ -131,9 +131,23 @@ fn example_rules_pass_promtool() {
             "portent-errors",
             "portent-latency",
             "portent-memory_headroom",
+            "portent-pod_resources",
             "portent-saturation",
             "portent-traffic"
         ]
+    );
+    // A multivariate model has one rule: its verdicts carry its own alias as `query`.
+    let pods = &file.groups[3].rules;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        pods[0].expr,
+        r#"max_over_time(portent_anomaly_score{model="pod_resources",query="pod_resources"}[15m]) >= 0.8"#
+    );
+    assert!(
+        pods[0].annotations["summary"]
+            .starts_with("Unusual combination of pod_cpu and pod_memory_working_set"),
+        "{}",
+        pods[0].annotations["summary"]
     );
     let latency = &file.groups[1].rules[0];
     assert_eq!(latency.alert, "PortentAnomaly");
@@ -180,7 +194,7 @@ fn kubernetes_manifest_has_the_same_groups() {
             .iter()
             .map(|g| g.rules.len())
             .sum::<usize>(),
-        9
+        10
     );
 }
 

@@ -1,0 +1,261 @@
+//! Multivariate jobs over a replayed clock: three replicas of one workload, each with memory
+//! and latency that both follow the workload's traffic, joined per pod and scored by one
+//! Isolation Forest pooled over the workload. Pod `a` breaks the correlation for ten minutes
+//! (memory up, latency down, each inside the range the replicas show every day); pod `new`
+//! appears after the first day and is scored at once by the pool's model; pod `b` misses its
+//! latency for an hour, and its memory goes NaN for a while.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap fixtures known good
+
+use portent_config::JointMethod;
+use portent_core::seeded::gauss;
+use portent_core::{Labels, Reason, Sample, Score, Series, Timestamp};
+use portent_engine::{
+    Cadence, Feature, HistorySource, JointJob, MemorySource, Plan, RangeQuery, Request, Scheduler,
+    StepReport,
+};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// A Monday, 00:00 UTC.
+const T0: i64 = 1_700_438_400_000;
+const START: i64 = T0 + DAY;
+const END: i64 = T0 + 2 * DAY;
+const BREAK: (i64, i64) = (T0 + DAY + 14 * HOUR, T0 + DAY + 14 * HOUR + 10 * MIN);
+const NEW_FROM: i64 = T0 + DAY + 2 * HOUR;
+const B_NO_LATENCY: (i64, i64) = (T0 + DAY + 6 * HOUR, T0 + DAY + 7 * HOUR);
+const B_NAN: (i64, i64) = (T0 + DAY + 9 * HOUR, T0 + DAY + 9 * HOUR + 30 * MIN);
+
+fn labels(metric: &str, pod: &str) -> Labels {
+    Labels::new([
+        ("__name__", metric),
+        ("namespace", "shop"),
+        ("pod", pod),
+        ("workload", "cart"),
+    ])
+    .unwrap()
+}
+
+/// Traffic with a daily cycle, shared by the replicas.
+fn traffic(t: i64) -> f64 {
+    let day = (t.rem_euclid(DAY)) as f64 / DAY as f64;
+    1.0 + 0.6 * (std::f64::consts::TAU * day).sin()
+}
+
+/// The workload's memory and latency, `seed` for each pod's noise.
+fn source() -> MemorySource {
+    let mut m = MemorySource::new();
+    for (k, pod) in ["a", "b", "new"].into_iter().enumerate() {
+        let from = if pod == "new" { NEW_FROM } else { T0 };
+        let mut memory = Vec::new();
+        let mut latency = Vec::new();
+        for t in (from..END).step_by(MIN as usize) {
+            let i = (t - T0) as u64 / MIN as u64 * 7 + k as u64;
+            let x = traffic(t);
+            let mut mem = 200.0 + 100.0 * x + 2.0 * gauss(i);
+            let mut lat = 0.05 + 0.05 * x + 0.001 * gauss(i + 3);
+            if pod == "a" && (BREAK.0..BREAK.1).contains(&t) {
+                // Memory of peak traffic with latency of the night: each usual, never together.
+                mem = 200.0 + 100.0 * 1.5;
+                lat = 0.05 + 0.05 * 0.5;
+            }
+            if pod == "b" && (B_NAN.0..B_NAN.1).contains(&t) {
+                mem = f64::NAN;
+            }
+            memory.push(Sample::new(Timestamp::from_millis(t), mem));
+            if !(pod == "b" && (B_NO_LATENCY.0..B_NO_LATENCY.1).contains(&t)) {
+                latency.push(Sample::new(Timestamp::from_millis(t), lat));
+            }
+        }
+        m.insert(
+            "memory",
+            Series {
+                labels: labels("memory", pod),
+                samples: memory,
+            },
+        );
+        m.insert(
+            "latency",
+            Series {
+                labels: labels("latency", pod),
+                samples: latency,
+            },
+        );
+    }
+    m
+}
+
+fn plan() -> Plan {
+    Plan {
+        jobs: Vec::new(),
+        joint: vec![JointJob {
+            model: "pods".into(),
+            method: JointMethod::IsolationForest,
+            features: ["memory", "latency"]
+                .map(|q| Feature {
+                    query: q.into(),
+                    expr: q.into(),
+                })
+                .to_vec(),
+            step_ms: MIN,
+            join_on: vec!["namespace".into(), "pod".into()],
+            pool_by: vec!["namespace".into(), "workload".into()],
+            cadence: Cadence {
+                fit_every_ms: DAY,
+                fit_window_ms: DAY,
+                score_every_ms: 5 * MIN,
+            },
+        }],
+        retention_ms: DAY,
+    }
+}
+
+fn run(
+    source: &mut dyn HistorySource<Error = portent_engine::source::UnknownQuery>,
+) -> Vec<StepReport> {
+    let mut s = Scheduler::new(plan()).unwrap();
+    s.record_scores(true);
+    let mut reports = Vec::new();
+    s.replay(
+        Timestamp::from_millis(START),
+        Timestamp::from_millis(END),
+        source,
+        |r| reports.push(r.clone()),
+    );
+    reports
+}
+
+#[test]
+fn a_broken_correlation_scores_high_and_calm_rows_do_not() {
+    let reports = run(&mut source());
+    assert!(reports.iter().all(|r| r.errors.is_empty()));
+    let scores: Vec<_> = reports.iter().flat_map(|r| &r.scores).collect();
+    let pod = |s: &&&portent_engine::StepScore| s.labels.get("pod").unwrap().to_owned();
+    // Entities are named by the join labels only, and verdicts carry the model as query.
+    for s in &scores {
+        assert_eq!(s.labels.len(), 2, "{}", s.labels);
+        assert_eq!((&*s.model, &*s.query), ("pods", "pods"));
+        assert!(s.scored.yhat.is_nan());
+    }
+    let in_break = |s: &&&portent_engine::StepScore| {
+        (BREAK.0..BREAK.1).contains(&s.scored.t.millis()) && pod(s) == "a"
+    };
+    let broken: Vec<_> = scores.iter().filter(in_break).collect();
+    assert_eq!(broken.len(), 10);
+    // The model's evidence needs two rows in a row (one step of delay): see `sustained`.
+    assert!(broken[0].scored.score < Score::ALERT);
+    for s in &broken[1..] {
+        assert!(s.scored.score >= Score::ALERT, "{:?}", s.scored);
+        assert_eq!(s.scored.reason, Some(Reason::Combination));
+    }
+    // Every other row, on every pod, over a whole day, stays under the threshold but rarely.
+    let calm: Vec<_> = scores.iter().filter(|s| !in_break(s)).collect();
+    let high = calm
+        .iter()
+        .filter(|s| s.scored.score >= Score::ALERT)
+        .count();
+    assert!(calm.len() > 3 * 1300, "{} calm rows", calm.len());
+    assert!(
+        high <= 1,
+        "{high} of {} calm rows at the threshold",
+        calm.len()
+    );
+}
+
+#[test]
+fn a_new_replica_is_scored_by_its_pools_model_from_its_first_closed_row() {
+    let reports = run(&mut source());
+    let first_new = reports
+        .iter()
+        .flat_map(|r| &r.scores)
+        .filter(|s| s.labels.get("pod") == Some("new"))
+        .map(|s| s.scored.t.millis())
+        .min()
+        .unwrap();
+    assert_eq!(first_new, NEW_FROM);
+}
+
+#[test]
+fn rows_missing_a_feature_or_holding_nan_are_not_scored() {
+    let reports = run(&mut source());
+    let b: Vec<i64> = reports
+        .iter()
+        .flat_map(|r| &r.scores)
+        .filter(|s| s.labels.get("pod") == Some("b"))
+        .map(|s| s.scored.t.millis())
+        .collect();
+    for gap in [B_NO_LATENCY, B_NAN] {
+        assert!(!b.iter().any(|t| (gap.0..gap.1).contains(t)), "{gap:?}");
+        // The rows on either side are.
+        assert!(b.contains(&(gap.0 - MIN)) && b.contains(&gap.1));
+    }
+}
+
+/// Refuses the score reads of one feature over a window, as a Prometheus down would.
+struct Flaky {
+    inner: MemorySource,
+    down: (i64, i64),
+    now: i64,
+}
+
+impl HistorySource for Flaky {
+    type Error = portent_engine::source::UnknownQuery;
+    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, Self::Error> {
+        self.now = q.end.millis();
+        if q.query == "latency" && (self.down.0..self.down.1).contains(&self.now) {
+            return Err(portent_engine::source::UnknownQuery("down".into()));
+        }
+        self.inner.query_range(q)
+    }
+}
+
+#[test]
+fn a_source_error_is_reported_and_the_rows_are_caught_up_after() {
+    let down = (T0 + DAY + 3 * HOUR, T0 + DAY + 3 * HOUR + 30 * MIN);
+    let mut flaky = Flaky {
+        inner: source(),
+        down,
+        now: 0,
+    };
+    let reports = run(&mut flaky);
+    let failed: Vec<_> = reports.iter().filter(|r| !r.errors.is_empty()).collect();
+    assert!(!failed.is_empty());
+    for r in &failed {
+        assert_eq!(r.errors[0].query, "latency");
+        assert_eq!(r.errors[0].request, Request::Score);
+        assert!(r.scores.is_empty());
+    }
+    // Every row of pod a in the outage is scored once the source is back.
+    let a: Vec<i64> = reports
+        .iter()
+        .flat_map(|r| &r.scores)
+        .filter(|s| s.labels.get("pod") == Some("a"))
+        .map(|s| s.scored.t.millis())
+        .collect();
+    for t in (down.0..down.1).step_by(MIN as usize) {
+        assert_eq!(a.iter().filter(|x| **x == t).count(), 1, "row at {t}");
+    }
+}
+
+#[test]
+fn the_latest_verdicts_name_each_entity_with_each_features_share() {
+    let mut s = Scheduler::new(plan()).unwrap();
+    let mut src = source();
+    s.replay(
+        Timestamp::from_millis(START),
+        Timestamp::from_millis(BREAK.0 + 5 * MIN),
+        &mut src,
+        |_| {},
+    );
+    let latest: Vec<_> = s.joint_latest().collect();
+    assert_eq!(latest.len(), 3);
+    let a = latest
+        .iter()
+        .find(|l| l.labels.get("pod") == Some("a"))
+        .unwrap();
+    assert!(a.scored.score >= Score::ALERT);
+    assert_eq!(a.contributions.len(), 2);
+    assert!((a.contributions.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert_eq!(s.tracked(), 3);
+}
