@@ -25,9 +25,13 @@
 //!    every midnight on the rows of that deployment's pods before it (at most the models'
 //!    `window` most recent rows), score each pod's row during the next day. Pods of a
 //!    deployment are interchangeable replicas, and pooling them lets a pod that a rollout
-//!    created an hour ago be scored at once. The entity's score is
-//!    [`combine`](portent_models::multivariate::combine) of the row score with the pod's
-//!    univariate scores of the same four features.
+//!    created an hour ago be scored at once. Each model's evidence on a row needs two rows in
+//!    a row ([`sustained`](portent_engine::sustained)), as in the daemon. The entity's score
+//!    is [`combine`](portent_models::multivariate::combine) of the Isolation Forest's row
+//!    score with the pod's univariate scores of the same four features: portent as the demo
+//!    and the Kubernetes example ship it (`type: isolation_forest`); the autoencoder is
+//!    measured as a path of its own. These combined verdicts go to the incidents as the
+//!    daemon's `pod_health` model gives them.
 //! 5. **Static thresholds**, held for `for` like any Prometheus alert: pod CPU above 80% of its
 //!    limit (pods with a limit), working set above 90% of its limit, error ratio above 5% (pod
 //!    and service), and node CPU above 80% busy.
@@ -57,8 +61,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portent_core::{Labels, Sample, Score, Scored, Timestamp};
-use portent_engine::{RefitPolicy, SeriesRunner};
+use portent_core::{Labels, Reason, Sample, Score, Scored, Timestamp};
+use portent_engine::{RefitPolicy, SeriesRunner, sustained};
 use portent_models::DetectorConfig;
 use portent_models::multivariate::{
     AutoencoderConfig, FeatureSet, IsolationForestConfig, RowScore, ScoreRows, combine,
@@ -1016,14 +1020,25 @@ fn score_multivariate(
             }
             for (k, pod) in pods.iter().enumerate() {
                 let e = &d.entities[pod.0];
+                // Each model's previous row, as the daemon keeps it (`sustained`).
+                let mut previous: [Option<(i64, Score)>; 2] = [None; 2];
                 for step in from.max(e.first)..to.min(e.end) {
                     let r = row(pod, step);
-                    let score = |m: Option<&dyn ScoreRows>| -> RowScore {
-                        m.and_then(|m| m.score_row(&r).ok())
-                            .unwrap_or_else(|| RowScore::missing(4))
+                    let score = |m: Option<&dyn ScoreRows>, previous: &mut Option<(i64, Score)>| {
+                        let mut s = m
+                            .and_then(|m| m.score_row(&r).ok())
+                            .unwrap_or_else(|| RowScore::missing(4));
+                        if !s.missing {
+                            let bucket = step as i64;
+                            let this = s.score;
+                            s.score = sustained(this, *previous, bucket);
+                            *previous = Some((bucket, this));
+                        }
+                        s
                     };
-                    let f = score(forest.as_ref().map(|m| m as &dyn ScoreRows));
-                    let a = score(ae.as_ref().map(|m| m as &dyn ScoreRows));
+                    let [pf, pa] = &mut previous;
+                    let f = score(forest.as_ref().map(|m| m as &dyn ScoreRows), pf);
+                    let a = score(ae.as_ref().map(|m| m as &dyn ScoreRows), pa);
                     let uni: Vec<Score> = pod
                         .1
                         .iter()
@@ -1036,11 +1051,10 @@ fn score_multivariate(
                         })
                         .collect();
                     let i = step - e.first;
-                    let best = if a.score.get() > f.score.get() {
-                        &a
-                    } else {
-                        &f
-                    };
+                    // portent as shipped (the demo's and the Kubernetes example's models):
+                    // the Isolation Forest combined with the univariate scores. The
+                    // autoencoder is measured as its own path; it alarms four times as often.
+                    let best = &f;
                     let combined =
                         combine(best, &uni).map_err(|e| SimEvalError::Config(e.to_string()))?;
                     let t = &mut tracks[k];
@@ -1050,6 +1064,37 @@ fn score_multivariate(
                     t[1].top[i] = a.top_feature().map_or(u8::MAX, |x| x as u8);
                     t[2].values[i] = combined.score.get() as f32;
                     t[2].top[i] = combined.top_feature().map_or(u8::MAX, |x| x as u8);
+                    // As the daemon hands the multivariate model's verdicts to incidents: the
+                    // reason is the row's when the row is the larger part, else that of the
+                    // highest univariate verdict of the pod at this step.
+                    if combined.score >= config.threshold {
+                        let reason = if combined.multivariate >= combined.univariate {
+                            Some(Reason::Combination)
+                        } else {
+                            pod.1
+                                .iter()
+                                .flatten()
+                                .filter_map(|s| univariate.get(*s))
+                                .filter_map(|t| {
+                                    let k = t.verdicts.binary_search_by_key(&step, |v| v.0).ok()?;
+                                    Some(t.verdicts[k].1)
+                                })
+                                .max_by(|a, b| a.score.get().total_cmp(&b.score.get()))
+                                .and_then(|v| v.reason)
+                        };
+                        t[2].verdicts.push((
+                            step,
+                            Scored {
+                                t: d.start.add_millis(step as i64 * d.step_ms),
+                                value: best.raw,
+                                score: combined.score,
+                                yhat: f64::NAN,
+                                yhat_lower: f64::NAN,
+                                yhat_upper: f64::NAN,
+                                reason,
+                            },
+                        ));
+                    }
                 }
             }
         }

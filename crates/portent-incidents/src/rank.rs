@@ -210,7 +210,13 @@ pub fn rank(incident: &Incident) -> Vec<Candidate> {
                 (1.0 - onsets[i].millis_since(first) as f64 / span).clamp(0.0, 1.0)
             };
             let d = m.deviation();
-            let strength_term = 0.5 * m.max_score.get() + 0.5 * d / (1.0 + d);
+            // A verdict with no expected value (a multivariate model's, on a whole row) has no
+            // deviation to weigh: its score is all the strength it shows.
+            let strength_term = if m.peak.yhat.is_finite() {
+                0.5 * m.max_score.get() + 0.5 * d / (1.0 + d)
+            } else {
+                m.max_score.get()
+            };
             // Everything reachable downstream, transitively.
             let mut seen = vec![false; ms.len()];
             seen[i] = true;

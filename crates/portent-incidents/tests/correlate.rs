@@ -634,3 +634,30 @@ fn the_explanation_says_a_rollout_is_the_likely_cause() {
         "{text}"
     );
 }
+
+#[test]
+fn a_multivariate_verdict_ranks_by_its_score_having_no_band_to_deviate_from() {
+    // Pod a's row of metrics is unusual together (the daemon's multivariate model: join
+    // labels only, no expected value); at the same minute its sibling's error ratio spikes
+    // far outside its band with a lower score. Without a band the row's score is its strength.
+    let a = labels(&[("namespace", "shop"), ("pod", "cart-5c6b7d8f9-2x4zq")]);
+    let b = labels(&[
+        ("__name__", "http_error_ratio"),
+        ("namespace", "shop"),
+        ("pod", "cart-5c6b7d8f9-9k3mn"),
+    ]);
+    let mut row = anomaly(&a, 0, 0.71, 0.95, Reason::Combination);
+    row.query = "pod_health".into();
+    row.model = "pod_health".into();
+    row.scored.yhat = f64::NAN;
+    row.scored.yhat_lower = f64::NAN;
+    row.scored.yhat_upper = f64::NAN;
+    let spike = anomaly(&b, 0, 30.0, 0.85, Reason::Spike);
+    let c = run(CorrelatorConfig::default(), &[row, spike]);
+    assert_eq!(c.incidents().len(), 1);
+    let inc = &c.incidents()[0];
+    let top = &rank(inc)[0];
+    let m = inc.member(&top.evidence_id).unwrap();
+    assert_eq!(m.labels, a, "{:?}", rank(inc));
+    assert!((top.strength_term - 0.95).abs() < 1e-9);
+}

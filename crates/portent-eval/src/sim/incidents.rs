@@ -1,5 +1,7 @@
 //! Incidents on the simulated cluster: the univariate verdicts at or above the alerting
-//! threshold go through [`Correlator`] in time order, as the daemon feeds it (every verdict of a
+//! threshold, and each pod's combined multivariate verdicts (labelled `namespace, pod`, model
+//! `pod_health`, as the daemon's multivariate model gives them), go through [`Correlator`] in
+//! time order, as the daemon feeds it (every verdict of a
 //! step observed, then the clock advanced to the step), and each scenario is checked against the
 //! incidents that result.
 //!
@@ -133,31 +135,79 @@ fn entity_labels(d: &Derived) -> Vec<Labels> {
         .collect()
 }
 
-/// Feeds the univariate verdicts of `tracks` to a correlator, step by step; returns the
-/// incidents kept (all of them: nothing resolved is dropped within the run) and which series
-/// each member is.
+/// What a correlator member stands for: a derived series, or a pod's multivariate row.
+struct Origin {
+    entity: usize,
+    /// The series' name, or the multivariate model's.
+    name: String,
+    /// The raw series it was derived from.
+    sources: Vec<Labels>,
+}
+
+/// The alias the daemon's multivariate model has in the demo and the Kubernetes example.
+const ROW_MODEL: &str = "pod_health";
+
+/// The labels a multivariate verdict carries: the pod's `namespace` and `pod` (its `join_on`).
+fn row_labels(t: &Track) -> Option<Labels> {
+    let l = t.sources.iter().find(|l| l.get("pod").is_some())?;
+    Labels::new([("namespace", l.get("namespace")?), ("pod", l.get("pod")?)]).ok()
+}
+
+/// Feeds the univariate verdicts of `tracks`, and the combined multivariate verdicts of each
+/// pod (as the daemon's `pod_health` model gives them), to a correlator, step by step; returns
+/// the incidents kept (all of them: nothing resolved is dropped within the run), what each
+/// member is, and which origin each member's labels name.
 fn correlate(
     config: &SimEvalConfig,
     d: &Derived,
     tracks: &[Track],
-) -> (Vec<Incident>, HashMap<Labels, usize>) {
+) -> (Vec<Incident>, Vec<Origin>, HashMap<Labels, usize>) {
     let index: HashMap<(usize, &str), usize> = d
         .series
         .iter()
         .enumerate()
         .map(|(i, s)| ((s.entity, s.name), i))
         .collect();
+    let mut origins: Vec<Origin> = d
+        .series
+        .iter()
+        .map(|s| Origin {
+            entity: s.entity,
+            name: s.name.to_string(),
+            sources: s.sources.clone(),
+        })
+        .collect();
     let mut by_labels = HashMap::new();
+    let mut labels_of: HashMap<usize, Labels> = HashMap::new();
     let mut events: Vec<(usize, usize, Scored)> = Vec::new();
-    for t in tracks.iter().filter(|t| t.path == Path::Univariate) {
-        let Some(&i) = index.get(&(t.entity, t.name.as_str())) else {
-            continue;
+    for t in tracks {
+        let (o, labels) = match t.path {
+            Path::Univariate => {
+                let Some(&i) = index.get(&(t.entity, t.name.as_str())) else {
+                    continue;
+                };
+                let labels = query_labels(d, i);
+                labels_of.insert(i, labels.clone());
+                (i, labels)
+            }
+            Path::Combined if !t.verdicts.is_empty() => {
+                let Some(labels) = row_labels(t) else {
+                    continue;
+                };
+                origins.push(Origin {
+                    entity: t.entity,
+                    name: "combination".into(),
+                    sources: t.sources.clone(),
+                });
+                (origins.len() - 1, labels)
+            }
+            _ => continue,
         };
-        by_labels.insert(query_labels(d, i), i);
-        events.extend(t.verdicts.iter().map(|&(step, sc)| (step, i, sc)));
+        by_labels.insert(labels, o);
+        events.extend(t.verdicts.iter().map(|&(step, sc)| (step, o, sc)));
     }
-    let labels_of: HashMap<usize, Labels> =
-        by_labels.iter().map(|(l, &i)| (i, l.clone())).collect();
+    let member_labels: HashMap<usize, Labels> =
+        by_labels.iter().map(|(l, &o)| (o, l.clone())).collect();
     events.sort_by_key(|&(step, i, _)| (step, i));
     let run_ms = d.steps as i64 * d.step_ms;
     let mut c = Correlator::new(CorrelatorConfig {
@@ -166,11 +216,18 @@ fn correlate(
         max_resolved: usize::MAX,
         ..CorrelatorConfig::default()
     });
-    let anomaly = |i: usize, labels: &Labels, scored: Scored| Anomaly {
-        labels: labels.clone(),
-        query: d.series[i].name.to_string(),
-        model: "default".into(),
-        scored,
+    let anomaly = |o: usize, labels: &Labels, scored: Scored| {
+        let row = o >= d.series.len();
+        Anomaly {
+            labels: labels.clone(),
+            query: if row {
+                ROW_MODEL.into()
+            } else {
+                origins[o].name.clone()
+            },
+            model: if row { ROW_MODEL } else { "default" }.into(),
+            scored,
+        }
     };
     let mut next = 0;
     let mut high = Vec::new();
@@ -185,12 +242,12 @@ fn correlate(
             }
         }
         high.clear();
-        while let Some(&(s, i, scored)) = events.get(next)
+        while let Some(&(s, o, scored)) = events.get(next)
             && s == step
         {
-            if let Some(labels) = labels_of.get(&i) {
-                c.observe(&anomaly(i, labels, scored));
-                high.push(i);
+            if let Some(labels) = member_labels.get(&o) {
+                c.observe(&anomaly(o, labels, scored));
+                high.push(o);
             }
             next += 1;
         }
@@ -206,22 +263,21 @@ fn correlate(
         }
         c.advance(t);
     }
-    (c.incidents().to_vec(), by_labels)
+    (c.incidents().to_vec(), origins, by_labels)
 }
 
 /// Runs the correlator over the univariate verdicts and scores every scenario's incidents.
 pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> IncidentEval {
-    let (incidents, series_of) = correlate(config, d, tracks);
+    let (incidents, origins, origin_of) = correlate(config, d, tracks);
     let entities = entity_labels(d);
-    let series_of_member = |labels: &Labels| series_of.get(labels).copied();
+    let origin_of_member = |labels: &Labels| origin_of.get(labels).map(|&o| &origins[o]);
     let related = |g: &GroundTruth, inc: &Incident| -> bool {
         let to = g.end.add_millis(config.grace_ms);
         inc.started_at < to
             && inc.last_anomaly_at >= g.start
             && inc.members.iter().any(|m| {
-                series_of_member(&m.labels).is_some_and(|i| {
-                    d.series[i].sources.iter().any(|l| g.affects(l))
-                        || matches(&g.cause, &entities[d.series[i].entity])
+                origin_of_member(&m.labels).is_some_and(|o| {
+                    o.sources.iter().any(|l| g.affects(l)) || matches(&g.cause, &entities[o.entity])
                 })
             })
     };
@@ -234,19 +290,13 @@ pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) ->
             let top = mine.first().and_then(|inc| {
                 let c = rank(inc).into_iter().next()?;
                 let m = inc.member(&c.evidence_id)?;
-                series_of_member(&m.labels)
+                origin_of_member(&m.labels)
             });
             ScenarioIncidents {
                 incidents: mine.len(),
                 one_incident: mine.len() == 1,
-                top_cause_correct: top
-                    .is_some_and(|i| matches(&g.cause, &entities[d.series[i].entity])),
-                top_candidate: top.map(|i| {
-                    format!(
-                        "{}: {}",
-                        d.entities[d.series[i].entity].name, d.series[i].name
-                    )
-                }),
+                top_cause_correct: top.is_some_and(|o| matches(&g.cause, &entities[o.entity])),
+                top_candidate: top.map(|o| format!("{}: {}", d.entities[o.entity].name, o.name)),
                 incident_series: mine.first().map_or(0, |i| i.members.len()),
             }
         })
