@@ -136,8 +136,10 @@ pub struct JointLatest<'a> {
     pub labels: &'a Labels,
     /// The verdict.
     pub scored: &'a Scored,
-    /// The features' names and shares of the score, in row order, summing to 1 (0 when
-    /// nothing stood out).
+    /// The features (the model's queries), in row order.
+    pub features: &'a [Feature],
+    /// Each feature's share of the score, in row order, summing to 1 (all 0 when nothing
+    /// stood out).
     pub contributions: &'a [f64],
 }
 
@@ -252,6 +254,7 @@ impl JointRun {
                 model: &job.model,
                 labels,
                 scored: e.latest.as_ref()?,
+                features: &job.features,
                 contributions: &e.contributions,
             })
         })

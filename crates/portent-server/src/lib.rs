@@ -4,7 +4,8 @@
 //!   `portent_anomaly_score`, `portent_yhat`, `portent_yhat_lower` and `portent_yhat_upper`
 //!   with the input series' labels plus `query` and `model` (clashes: see
 //!   [`output_label_name`]), and read back as [`Series`](portent_core::Series) for
-//!   remote_write;
+//!   remote_write; and each multivariate verdict's features' shares of its score, as
+//!   `portent_feature_contribution` with a `feature` label;
 //! * [`SelfMetrics`]: `portent_*` metrics about portent itself;
 //! * [`Control`] and [`Reloader`]: readiness, the API token and config reloads shared between
 //!   the daemon and the routes;
@@ -65,7 +66,8 @@ pub use routes::{
     router,
 };
 pub use scores::{
-    METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
+    CONTRIBUTION_METRIC, Contributions, FEATURE_LABEL, METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS,
+    QUERY_LABEL, ScoreKey, Scores, output_label_name,
 };
 pub use telemetry::{PUSH_DROP_REASONS, SelfMetrics};
 pub use ui::ui_router;

@@ -162,7 +162,18 @@ pub fn output_label_name<'a>(input: &Labels, name: &'a str) -> Cow<'a, str> {
 #[derive(Clone, Default)]
 pub struct Scores {
     inner: Arc<RwLock<BTreeMap<ScoreKey, Scored>>>,
+    /// Each multivariate verdict's features and their shares of its score, exposed as
+    /// [`CONTRIBUTION_METRIC`].
+    contributions: Arc<RwLock<Contributions>>,
 }
+
+/// Per multivariate verdict (keyed as its score), each feature's name and share of the score.
+pub type Contributions = BTreeMap<ScoreKey, Vec<(Arc<str>, f64)>>;
+
+/// The metric that carries each feature's share of a multivariate model's latest score.
+pub const CONTRIBUTION_METRIC: &str = "portent_feature_contribution";
+/// The label naming the feature (the query alias) on [`CONTRIBUTION_METRIC`].
+pub const FEATURE_LABEL: &str = "feature";
 
 impl fmt::Debug for Scores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -297,6 +308,24 @@ impl Scores {
         self.read().is_empty()
     }
 
+    /// Replaces every multivariate verdict's feature shares (the daemon sets them all after
+    /// each step, so entities it forgot disappear with them).
+    pub fn set_contributions(&self, contributions: Contributions) {
+        *self
+            .contributions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = contributions;
+    }
+
+    /// The feature shares held for `key`.
+    pub fn contributions(&self, key: &ScoreKey) -> Option<Vec<(Arc<str>, f64)>> {
+        self.contributions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
     /// The four output series of every held score (see [`ScoreKey::output_series`]): a full
     /// snapshot, e.g. for a remote_write output's first send.
     pub fn to_series(&self) -> Vec<Series> {
@@ -309,13 +338,17 @@ impl Scores {
     }
 }
 
-/// A [`ScoreKey`]'s output labels as prometheus-client encodes them.
-struct OutputLabels<'a>(&'a ScoreKey);
+/// A [`ScoreKey`]'s output labels as prometheus-client encodes them, with a `feature` label
+/// for [`CONTRIBUTION_METRIC`].
+struct OutputLabels<'a>(&'a ScoreKey, Option<&'a str>);
 
 impl EncodeLabelSet for OutputLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
         for (name, value) in self.0.output_labels() {
             EncodeLabel::encode(&(name, value), encoder.encode_label())?;
+        }
+        if let Some(feature) = self.1 {
+            EncodeLabel::encode(&(FEATURE_LABEL, feature), encoder.encode_label())?;
         }
         Ok(())
     }
@@ -327,8 +360,29 @@ impl Collector for Scores {
         for m in &OUTPUTS {
             let mut family = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
             for (key, s) in map.iter() {
-                let labels = OutputLabels(key);
+                let labels = OutputLabels(key, None);
                 ConstGauge::new((m.value)(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        drop(map);
+        let contributions = self
+            .contributions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !contributions.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                CONTRIBUTION_METRIC,
+                "Each feature's share, in [0, 1], of a multivariate model's latest score for the \
+                 entity (the shares sum to 1, or are all 0 when nothing stood out): which of \
+                 its metrics made the row unusual.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, features) in contributions.iter() {
+                for (feature, share) in features {
+                    let labels = OutputLabels(key, Some(feature));
+                    ConstGauge::new(*share).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())
@@ -395,6 +449,41 @@ mod tests {
         assert_eq!(scores.get(&key).unwrap().value, 1.0);
         assert_eq!(scores.remove_older_than(Timestamp::from_secs(101)), 1);
         assert!(scores.is_empty());
+    }
+
+    #[test]
+    fn feature_contributions_are_exposed_per_feature() {
+        let scores = Scores::new();
+        let key = ScoreKey::new(
+            "pods".into(),
+            "pods".into(),
+            labels(&[("namespace", "shop"), ("pod", "cart-1")]),
+        );
+        scores.set(key.clone(), Scored::unknown(Timestamp::from_secs(7), 0.5));
+        scores.set_contributions(BTreeMap::from([(
+            key.clone(),
+            vec![("memory".into(), 0.75), ("latency".into(), 0.25)],
+        )]));
+        let mut registry = Registry::default();
+        scores.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("# TYPE portent_feature_contribution gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "portent_feature_contribution{namespace=\"shop\",pod=\"cart-1\",query=\"pods\",\
+                 model=\"pods\",feature=\"memory\"} 0.75"
+            ),
+            "{text}"
+        );
+        assert_eq!(scores.contributions(&key).unwrap().len(), 2);
+        scores.set_contributions(BTreeMap::new());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("portent_feature_contribution"), "{text}");
     }
 
     #[test]

@@ -722,7 +722,22 @@ fn publish(scheduler: &portent_engine::Scheduler, scores: &Scores) {
     let mut keys = HashSet::new();
     let mut names: Vec<(Arc<str>, Arc<str>)> = Vec::new();
     let mut updates = Vec::new();
-    // A multivariate verdict's `query` is its model's alias.
+    // A multivariate verdict's `query` is its model's alias; its features' shares go beside.
+    let mut contributions = portent_server::Contributions::new();
+    for j in scheduler.joint_latest() {
+        let model: Arc<str> = j.model.into();
+        let features = j
+            .features
+            .iter()
+            .zip(j.contributions)
+            .map(|(f, c)| (Arc::<str>::from(f.query.as_str()), *c))
+            .collect();
+        contributions.insert(
+            ScoreKey::new(Arc::clone(&model), model, j.labels.clone()),
+            features,
+        );
+    }
+    scores.set_contributions(contributions);
     let joint = scheduler.joint_latest().map(|j| portent_engine::Latest {
         model: j.model,
         query: j.model,

@@ -59,6 +59,15 @@ fn the_demo_shows_an_incident_within_two_minutes_and_stops_cleanly_on_ctrl_c() {
                 && !l.contains("metric=")),
         "{metrics}"
     );
+    // With each feature's share of it.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portent_feature_contribution{namespace=")
+                && l.contains("model=\"pod_health\"")
+                && l.contains("feature=\"pod_memory\"")),
+        "{metrics}"
+    );
     // The same incident in the UI, in a real browser (skipped without Chromium unless the
     // servers are required), with screenshots for the README's tour.
     if let (Some(chromium), Some(chromedriver)) = (require("chromium"), require("chromedriver")) {
