@@ -11,9 +11,9 @@
 //!
 //! Entities that agree on the `pool_by` labels share one model, fitted on all their rows: the
 //! replicas of one workload, so that a pod that a rollout created a minute ago is scored at
-//! once. A pool without a model is fitted on its history when first seen (and after a restart),
-//! every pool is refitted at each fit tick, and a fit reads only rows up to the last closed
-//! bucket, so it never sees the future.
+//! once. A pool without a model is fitted on its history when first seen, every pool is
+//! refitted at each fit tick, and a fit reads only rows up to the last closed bucket, so it
+//! never sees the future. The pools live in the [`Store`], so a restart resumes with them.
 //!
 //! The verdict on a row is [`combine`] of the model's row score with the entity's univariate
 //! scores of the same features (from the store, when an `auto` model scores those queries):
@@ -29,10 +29,11 @@ use portent_models::multivariate::{
     Autoencoder, AutoencoderConfig, FeatureSet, IsolationForest, IsolationForestConfig, RowScore,
     ScoreRows, combine,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::schedule::{Cadence, Request, SourceError, StepReport, StepScore};
 use crate::source::{HistorySource, RangeQuery};
-use crate::store::Store;
+use crate::store::{Group, Store};
 
 /// One query of a joint job: a feature of its rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +64,7 @@ pub struct JointJob {
 }
 
 /// A fitted pool model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Fitted {
     Forest(IsolationForest),
     Autoencoder(Autoencoder),
@@ -89,9 +90,10 @@ impl Fitted {
     }
 }
 
-/// A pool: its model, if one could be fitted.
-#[derive(Clone, Debug, Default)]
-struct Pool {
+/// A pool: its model, if one could be fitted. Kept in the [`Store`] (and so in the state
+/// file), so that a restart scores at once instead of refitting every pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
     model: Option<Fitted>,
     /// When a fit last failed (too few complete rows): retried after [`RETRY_FIT_MS`].
     failed_at: Option<Timestamp>,
@@ -123,7 +125,6 @@ pub(crate) struct JointRun {
     pub(crate) next_score: Option<Timestamp>,
     pub(crate) next_fit: Option<Timestamp>,
     scored_until: Option<Timestamp>,
-    pools: HashMap<Labels, Pool>,
     entities: HashMap<Labels, Entity>,
 }
 
@@ -160,8 +161,8 @@ struct EntityRows {
 
 /// What a joint job's score tick reads of the scheduler besides its own state.
 pub(crate) struct Context<'a> {
-    /// The univariate state, for the verdicts combined with the rows'.
-    pub(crate) store: &'a Store,
+    /// The univariate state, for the verdicts combined with the rows', and the pools.
+    pub(crate) store: &'a mut Store,
     /// Entities unseen this long are forgotten.
     pub(crate) retention_ms: i64,
     /// Whether to put every verdict in the report.
@@ -272,7 +273,7 @@ impl JointRun {
         job: &JointJob,
         now: Timestamp,
         source: &mut S,
-        cx: &Context<'_>,
+        cx: &mut Context<'_>,
         report: &mut StepReport,
     ) {
         let step = job.step_ms;
@@ -295,15 +296,17 @@ impl JointRun {
                 .entities
                 .values()
                 .map(|r| &r.pool)
-                .filter(|p| match self.pools.get(*p) {
-                    None => true,
-                    Some(pool) => {
-                        pool.model.is_none()
-                            && pool
-                                .failed_at
-                                .is_none_or(|t| now.millis() - t.millis() >= RETRY_FIT_MS)
-                    }
-                })
+                .filter(
+                    |p| match cx.store.pools(&job.model).and_then(|m| m.get(*p)) {
+                        None => true,
+                        Some(pool) => {
+                            pool.model.is_none()
+                                && pool
+                                    .failed_at
+                                    .is_none_or(|t| now.millis() - t.millis() >= RETRY_FIT_MS)
+                        }
+                    },
+                )
                 .cloned()
                 .collect();
             v.sort();
@@ -312,9 +315,10 @@ impl JointRun {
         };
         if !unfitted.is_empty() {
             let upto = from.millis().div_euclid(step);
-            self.fit_pools(job, Some(&unfitted), now, upto, source, report);
+            fit_pools(job, cx.store, Some(&unfitted), now, upto, source, report);
         }
         let model: std::sync::Arc<str> = job.model.as_str().into();
+        let (groups, pools) = cx.store.split_pools(&job.model);
         for (labels, read) in rows.entities {
             let EntityRows {
                 pool,
@@ -350,8 +354,7 @@ impl JointRun {
                 if row.iter().any(|v| !v.is_finite()) {
                     continue; // a feature missing: no evidence either way
                 }
-                let Some(mut row_score) = self
-                    .pools
+                let Some(mut row_score) = pools
                     .get(&entity.pool)
                     .and_then(|p| p.model.as_ref())
                     .and_then(|m| m.score(row))
@@ -361,8 +364,7 @@ impl JointRun {
                 let this = row_score.score;
                 row_score.score = sustained(this, entity.previous, bucket);
                 entity.previous = Some((bucket, this));
-                let (verdict, contributions) =
-                    verdict(job, &row_score, t, &entity.sources, cx.store);
+                let (verdict, contributions) = verdict(job, &row_score, t, &entity.sources, groups);
                 report.joint_rows_scored += 1;
                 if cx.record {
                     report.scores.push(StepScore {
@@ -386,77 +388,77 @@ impl JointRun {
         self.entities.retain(|_, e| e.last_seen >= horizon);
         let live: std::collections::HashSet<&Labels> =
             self.entities.values().map(|e| &e.pool).collect();
-        self.pools.retain(|p, _| live.contains(p));
+        pools.retain(|p, _| live.contains(p));
         self.scored_until = Some(now);
-    }
-
-    /// Refits every pool (`only`: just those) on the rows of `[now - fit_window, now]` in
-    /// buckets before `upto`; `false` if the source failed.
-    pub(crate) fn fit_pools<S: HistorySource + ?Sized>(
-        &mut self,
-        job: &JointJob,
-        only: Option<&[Labels]>,
-        now: Timestamp,
-        upto: i64,
-        source: &mut S,
-        report: &mut StepReport,
-    ) -> bool {
-        // The plan checks the schema; without one there is nothing to fit with.
-        let Ok(schema) = job.schema() else {
-            return true;
-        };
-        let start = now.add_millis(-job.cadence.fit_window_ms);
-        let rows = match job.read(source, start, now, Request::Fit) {
-            Ok(r) => r,
-            Err(e) => {
-                report.errors.push(e);
-                return false;
-            }
-        };
-        // Time-major rows per pool: the models keep the most recent `window` of them.
-        let mut by_pool: HashMap<Labels, Vec<(i64, Vec<f64>)>> = HashMap::new();
-        for read in rows.entities.into_values() {
-            if only.is_some_and(|o| !o.contains(&read.pool)) {
-                continue;
-            }
-            let out = by_pool.entry(read.pool).or_default();
-            for (b, row) in read.buckets.range(..upto) {
-                if row.iter().all(|v| v.is_finite()) {
-                    out.push((*b, row.clone()));
-                }
-            }
-        }
-        for pool in only.into_iter().flatten() {
-            by_pool.entry(pool.clone()).or_default();
-        }
-        for (pool, mut rows) in by_pool {
-            rows.sort_by_key(|(b, _)| *b);
-            let rows: Vec<Vec<f64>> = rows.into_iter().map(|(_, r)| r).collect();
-            let entry = self.pools.entry(pool).or_default();
-            match Fitted::fit(job.method, schema.clone(), &rows) {
-                Ok(m) => {
-                    entry.model = Some(m);
-                    entry.failed_at = None;
-                    report.fitted += 1;
-                }
-                Err(_) => {
-                    // A refit that fails keeps the previous model.
-                    entry.failed_at = Some(now);
-                    report.fit_failures += 1;
-                }
-            }
-        }
-        true
     }
 }
 
+/// Refits every pool of `job` in `store` (`only`: just those) on the rows of
+/// `[now - fit_window, now]` in buckets before `upto`; `false` if the source failed.
+pub(crate) fn fit_pools<S: HistorySource + ?Sized>(
+    job: &JointJob,
+    store: &mut Store,
+    only: Option<&[Labels]>,
+    now: Timestamp,
+    upto: i64,
+    source: &mut S,
+    report: &mut StepReport,
+) -> bool {
+    // The plan checks the schema; without one there is nothing to fit with.
+    let Ok(schema) = job.schema() else {
+        return true;
+    };
+    let start = now.add_millis(-job.cadence.fit_window_ms);
+    let rows = match job.read(source, start, now, Request::Fit) {
+        Ok(r) => r,
+        Err(e) => {
+            report.errors.push(e);
+            return false;
+        }
+    };
+    // Time-major rows per pool: the models keep the most recent `window` of them.
+    let mut by_pool: HashMap<Labels, Vec<(i64, Vec<f64>)>> = HashMap::new();
+    for read in rows.entities.into_values() {
+        if only.is_some_and(|o| !o.contains(&read.pool)) {
+            continue;
+        }
+        let out = by_pool.entry(read.pool).or_default();
+        for (b, row) in read.buckets.range(..upto) {
+            if row.iter().all(|v| v.is_finite()) {
+                out.push((*b, row.clone()));
+            }
+        }
+    }
+    for pool in only.into_iter().flatten() {
+        by_pool.entry(pool.clone()).or_default();
+    }
+    for (pool, mut rows) in by_pool {
+        rows.sort_by_key(|(b, _)| *b);
+        let rows: Vec<Vec<f64>> = rows.into_iter().map(|(_, r)| r).collect();
+        let entry = store.pools_mut(&job.model).entry(pool).or_default();
+        match Fitted::fit(job.method, schema.clone(), &rows) {
+            Ok(m) => {
+                entry.model = Some(m);
+                entry.failed_at = None;
+                report.fitted += 1;
+            }
+            Err(_) => {
+                // A refit that fails keeps the previous model.
+                entry.failed_at = Some(now);
+                report.fit_failures += 1;
+            }
+        }
+    }
+    true
+}
+
 /// The model's evidence on the row of `bucket`: the lower of its score `this` and the previous
-/// row's (0 when the previous step had no scored row). `eval sim` applies it as the daemon does. A model's score has noise of its own (the forest's random
-/// splits, the network's fit), and on held-out healthy rows it crosses the threshold on lone
-/// rows a few times a day per entity (`tests/joint.rs` measured 14 in 4,112 rows); an unusual
-/// combination that matters (a joint shift, a leak with its latency) holds for many steps, and
-/// a one-step excursion is the univariate detectors' to call (a spike). The cost is one step
-/// of delay.
+/// row's (0 when the previous step had no scored row). `eval sim` applies it as the daemon
+/// does. A model's score has noise of its own (the forest's random splits, the network's fit),
+/// and on held-out healthy rows it crosses the threshold on lone rows a few times a day per
+/// entity (`tests/joint.rs` measured 14 in 4,112 rows); an unusual combination that matters (a
+/// joint shift, a leak with its latency) holds for many steps, and a one-step excursion is the
+/// univariate detectors' to call (a spike). The cost is one step of delay.
 pub fn sustained(this: Score, previous: Option<(i64, Score)>, bucket: i64) -> Score {
     match previous {
         Some((b, s)) if b == bucket - 1 => {
@@ -478,7 +480,7 @@ fn verdict(
     row: &RowScore,
     t: Timestamp,
     sources: &[Option<Labels>],
-    store: &Store,
+    groups: &[Group],
 ) -> (Scored, Vec<f64>) {
     let recent = |s: &Scored| (s.t.millis() - t.millis()).abs() <= job.step_ms;
     let univariate: Vec<Option<Scored>> = job
@@ -488,8 +490,7 @@ fn verdict(
         .map(|(_, labels)| {
             let labels = labels.as_ref()?;
             // Whichever `auto` model scores this very series, under whatever query.
-            store
-                .groups()
+            groups
                 .iter()
                 .filter_map(|g| g.series().get(labels)?.latest)
                 .filter(recent)

@@ -18,6 +18,7 @@
 //! records, each:            u32 LE length (1..=1 MiB), then that many bytes of postcard:
 //!   Group  { model, query }       the series that follow belong to this (model, query)
 //!   Series { labels, entry }      labels, detector state, last scored/seen, latest verdict
+//!   Pool   { model, labels, pool } a multivariate model's pool and its fitted model
 //! end                       u32 LE 0
 //! series count              u64 LE
 //! checksum                  u32 LE: CRC-32 (IEEE) of every byte before it
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 use portent_core::Labels;
 use serde::{Deserialize, Serialize};
 
+use crate::joint::Pool;
 use crate::store::{Entry, Store};
 
 /// The snapshot's file name in the storage directory.
@@ -46,8 +48,10 @@ pub const TEMP_FILE: &str = "state.bin.tmp";
 const MAGIC: &[u8; 8] = b"PORTENT\0";
 /// Version 2: detectors carry the volatility statistic (version 1 files predate it).
 const VERSION: u32 = 2;
-/// No record comes near this: it bounds what a corrupt length can make a load allocate.
-const MAX_RECORD: u32 = 1 << 20;
+/// No record comes near this: it bounds what a corrupt length can make a load allocate. The
+/// largest are pools: a default Isolation Forest is up to 100 trees of 511 nodes of 40 bytes,
+/// about 2 MiB.
+const MAX_RECORD: u32 = 1 << 24;
 
 /// Saving or loading failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,13 +123,29 @@ enum RecordRef<'a> {
         labels: &'a Labels,
         entry: &'a Entry,
     },
+    Pool {
+        model: &'a str,
+        labels: &'a Labels,
+        pool: &'a Pool,
+    },
 }
 
 /// Same layout as [`RecordRef`]: postcard writes the variant index, then the fields in order.
 #[derive(Deserialize)]
 enum Record {
-    Group { model: String, query: String },
-    Series { labels: Labels, entry: Box<Entry> },
+    Group {
+        model: String,
+        query: String,
+    },
+    Series {
+        labels: Labels,
+        entry: Box<Entry>,
+    },
+    Pool {
+        model: String,
+        labels: Labels,
+        pool: Box<Pool>,
+    },
 }
 
 /// Writes every series of `store` to `dir`/[`STATE_FILE`], atomically (see the module docs).
@@ -175,6 +195,18 @@ pub fn save(store: &Store, dir: &Path) -> Result<SaveStats, PersistError> {
         for (labels, entry) in g.series() {
             write_record(&mut w, &RecordRef::Series { labels, entry })?;
             series += 1;
+        }
+    }
+    for (model, pools) in store.all_pools() {
+        for (labels, pool) in pools {
+            write_record(
+                &mut w,
+                &RecordRef::Pool {
+                    model,
+                    labels,
+                    pool,
+                },
+            )?;
         }
     }
     w.write_all(&0u32.to_le_bytes()).map_err(io(&tmp))?;
@@ -286,6 +318,13 @@ fn read(file: File, path: &Path) -> Result<Store, PersistError> {
                     .ok_or_else(|| corrupt(format!("series at byte {offset} before any group")))?;
                 store.group_mut(g).series_mut().insert(labels, *entry);
                 series += 1;
+            }
+            Ok(Record::Pool {
+                model,
+                labels,
+                pool,
+            }) => {
+                store.pools_mut(&model).insert(labels, *pool);
             }
         }
     }

@@ -29,7 +29,7 @@ use portent_core::{
 };
 use portent_models::{Detector, DetectorConfig};
 
-use crate::joint::{Context, Feature, JointJob, JointLatest, JointRun};
+use crate::joint::{Context, Feature, JointJob, JointLatest, JointRun, fit_pools};
 use crate::source::{HistorySource, RangeQuery};
 use crate::store::{Entry, Store};
 
@@ -336,8 +336,9 @@ pub struct Scheduler {
     plan: Plan,
     store: Store,
     jobs: Vec<JobState>,
-    /// The multivariate jobs' progress and state, indexed as [`Plan::joint`]. Not persisted:
-    /// after a restart each pool is fitted again on its history when first seen.
+    /// The multivariate jobs' progress and entities, indexed as [`Plan::joint`]. Their pools'
+    /// models live in the store, and so survive a restart; the entities do not (a restart
+    /// scores from the tick before it, not from each entity's last row).
     joint: Vec<JointRun>,
     record: bool,
 }
@@ -354,6 +355,7 @@ impl Scheduler {
         plan.validate()?;
         let dropped =
             store.retain_groups(|m, q| plan.jobs.iter().any(|j| j.model == m && j.query == q));
+        store.retain_pools(|m| plan.joint.iter().any(|j| j.model == m));
         let jobs = plan
             .jobs
             .iter()
@@ -492,12 +494,12 @@ impl Scheduler {
             if run.next_score.is_none_or(|t| now >= t) {
                 report.score_ticks += 1;
                 let started = Instant::now();
-                let cx = Context {
-                    store: &self.store,
+                let mut cx = Context {
+                    store: &mut self.store,
                     retention_ms: self.plan.retention_ms,
                     record: self.record,
                 };
-                run.score(job, now, source, &cx, &mut report);
+                run.score(job, now, source, &mut cx, &mut report);
                 report.score_time += started.elapsed();
                 run.next_score = Some(next_tick(now, cadence.score_every_ms));
             }
@@ -507,11 +509,12 @@ impl Scheduler {
                     report.fit_ticks += 1;
                     let started = Instant::now();
                     let upto = now.millis().div_euclid(job.step_ms);
-                    let every = if run.fit_pools(job, None, now, upto, source, &mut report) {
-                        cadence.fit_every_ms
-                    } else {
-                        cadence.score_every_ms
-                    };
+                    let every =
+                        if fit_pools(job, &mut self.store, None, now, upto, source, &mut report) {
+                            cadence.fit_every_ms
+                        } else {
+                            cadence.score_every_ms
+                        };
                     report.fit_time += started.elapsed();
                     run.next_fit = Some(next_tick(now, every));
                 }

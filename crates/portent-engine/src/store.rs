@@ -1,4 +1,5 @@
-//! The live state of every tracked series.
+//! The live state of every tracked series, and the fitted pools of the multivariate models
+//! ([`crate::joint`]), so that one snapshot ([`crate::persist`]) holds all model state.
 //!
 //! Series are grouped by (model alias, query alias); inside a group an entry is keyed by the
 //! series' [`Labels`]. An entry holds the fitted [`Detector`], the time of the last sample it
@@ -21,9 +22,13 @@
 use std::mem::size_of;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use hashbrown::HashMap;
 use portent_core::{Labels, Scored, Timestamp};
 use portent_models::Detector;
+
+use crate::joint::Pool;
 use serde::{Deserialize, Serialize};
 
 /// One series' state.
@@ -146,10 +151,12 @@ impl Latest<'_> {
     }
 }
 
-/// Every tracked series, by (model, query) group.
+/// Every tracked series, by (model, query) group, and the pools of the multivariate models.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Store {
     groups: Vec<Group>,
+    /// Per multivariate model alias, its pools' models by pool labels.
+    pools: BTreeMap<String, HashMap<Labels, Pool>>,
 }
 
 impl Store {
@@ -210,6 +217,43 @@ impl Store {
     /// The entry of `labels` in `(model, query)`, if tracked.
     pub fn get(&self, model: &str, query: &str, labels: &Labels) -> Option<&Entry> {
         self.groups[self.find(model, query)?].series.get(labels)
+    }
+
+    /// The pools of multivariate model `model`, if it has any.
+    pub fn pools(&self, model: &str) -> Option<&HashMap<Labels, Pool>> {
+        self.pools.get(model)
+    }
+
+    /// The pools of multivariate model `model`, created empty if absent.
+    pub fn pools_mut(&mut self, model: &str) -> &mut HashMap<Labels, Pool> {
+        self.pools.entry(model.to_owned()).or_default()
+    }
+
+    /// Every multivariate model's pools, by model alias.
+    pub fn all_pools(&self) -> impl Iterator<Item = (&str, &HashMap<Labels, Pool>)> {
+        self.pools.iter().map(|(m, p)| (m.as_str(), p))
+    }
+
+    /// The groups to read and `model`'s pools to change, at once.
+    pub(crate) fn split_pools(&mut self, model: &str) -> (&[Group], &mut HashMap<Labels, Pool>) {
+        (
+            &self.groups,
+            self.pools.entry(model.to_owned()).or_default(),
+        )
+    }
+
+    /// Keeps only the pools of the multivariate models `keep` accepts; returns how many pools
+    /// were dropped.
+    pub fn retain_pools(&mut self, mut keep: impl FnMut(&str) -> bool) -> usize {
+        let mut dropped = 0;
+        self.pools.retain(|m, p| {
+            let k = keep(m);
+            if !k {
+                dropped += p.len();
+            }
+            k
+        });
+        dropped
     }
 
     /// Series tracked, over all groups.

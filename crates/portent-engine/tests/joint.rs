@@ -259,3 +259,44 @@ fn the_latest_verdicts_name_each_entity_with_each_features_share() {
     assert!((a.contributions.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     assert_eq!(s.tracked(), 3);
 }
+
+#[test]
+fn a_restart_scores_at_once_with_the_pools_it_saved() {
+    let restart = T0 + DAY + 12 * HOUR;
+    let mut src = source();
+    let mut s = Scheduler::new(plan()).unwrap();
+    s.replay(
+        Timestamp::from_millis(START),
+        Timestamp::from_millis(restart),
+        &mut src,
+        |_| {},
+    );
+    let dir = tempfile::tempdir().unwrap();
+    portent_engine::save(s.store(), dir.path()).unwrap();
+    let loaded = portent_engine::load(dir.path()).unwrap().unwrap();
+    assert_eq!(
+        &loaded,
+        s.store(),
+        "the pools survive the state file exactly"
+    );
+    assert_eq!(loaded.pools("pods").map(|p| p.len()), Some(1));
+
+    // The next tick after the restart scores every pod with the saved model, fitting nothing.
+    let (mut resumed, dropped) = Scheduler::with_store(plan(), loaded).unwrap();
+    assert_eq!(dropped, 0);
+    resumed.record_scores(true);
+    let next = Timestamp::from_millis(restart + 5 * MIN);
+    let r = resumed.step(next, &mut src);
+    assert_eq!((r.fitted, r.fit_failures), (0, 0));
+    assert!(r.joint_rows_scored >= 3, "{r:?}");
+    // Without the saved state the same tick has to fit the pool first.
+    let mut fresh = Scheduler::new(plan()).unwrap();
+    assert_eq!(fresh.step(next, &mut src).fitted, 1);
+
+    // A plan without the model drops its pools.
+    let mut other = plan();
+    other.joint[0].model = "renamed".into();
+    let (s2, _) =
+        Scheduler::with_store(other, portent_engine::load(dir.path()).unwrap().unwrap()).unwrap();
+    assert!(s2.store().pools("pods").is_none());
+}
