@@ -331,7 +331,7 @@ fn next_tick(now: Timestamp, every: i64) -> Timestamp {
 }
 
 /// Drives every job over the store. See the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Scheduler {
     plan: Plan,
     store: Store,
