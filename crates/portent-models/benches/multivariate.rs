@@ -1,10 +1,8 @@
 //! Benchmarks of the multivariate models, on seeded synthetic data.
 //!
-//! The data has the shape of one pod's aligned metrics over one week at one-minute steps
-//! (10,080 rows): CPU, memory and latency all follow traffic, which has a daily cycle and noise;
-//! the error rate is independent noise. One row in a hundred is an anomaly, alternately a gross
-//! outlier on one metric and a broken correlation (memory up, latency down), so that the fits
-//! do their contamination trimming on real work. That is the workload of one refit of one
+//! The data (`benches/pod_rows.rs`) has the shape of one pod's aligned metrics over one week
+//! at one-minute steps (10,080 rows), one row in a hundred an anomaly, so that the fits do
+//! their contamination trimming on real work. That is the workload of one refit of one
 //! entity, and scoring it is a week of that entity's rows.
 //!
 //! Run: `cargo bench -p portent-models --bench multivariate`. Each group has a reference
@@ -13,7 +11,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use portent_core::seeded::gauss;
+mod pod_rows;
+use pod_rows::pod_rows;
 use portent_models::multivariate::{
     AutoencoderConfig, FeatureSet, IsolationForestConfig, ScoreRows,
 };
@@ -25,28 +24,7 @@ fn schema() -> FeatureSet {
 }
 
 fn week() -> Vec<[f64; 4]> {
-    (0..ROWS as u64)
-        .map(|m| {
-            let g = |k: u64| gauss(m * 8 + k);
-            let day = std::f64::consts::TAU * m as f64 / 1440.0;
-            let t = 1.0 + 0.4 * day.sin() + 0.1 * g(0);
-            let (t_mem, t_lat) = if m % 200 == 7 {
-                (t + 0.4, t - 0.4)
-            } else {
-                (t, t)
-            };
-            let mut row = [
-                2.0 * t + 0.05 * g(1),
-                1e9 * (0.5 + 0.3 * t_mem) + 1e7 * g(2),
-                0.05 + 0.03 * t_lat + 0.002 * g(3),
-                0.2 + 0.05 * g(4),
-            ];
-            if m % 200 == 107 {
-                row[(m / 200 % 4) as usize] *= 4.0;
-            }
-            row
-        })
-        .collect()
+    pod_rows(0, ROWS).0
 }
 
 fn fit(c: &mut Criterion) {
