@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{anomaly, at, labels, node, pods, run, scenario, unrelated};
+use common::{anomaly, at, labels, node, pods, row, run, scenario, unrelated};
 use portent_core::Reason;
 use portent_incidents::{CorrelatorConfig, Level, State, rank};
 
@@ -646,14 +646,11 @@ fn a_multivariate_verdict_ranks_by_its_score_having_no_band_to_deviate_from() {
         ("namespace", "shop"),
         ("pod", "cart-5c6b7d8f9-9k3mn"),
     ]);
-    let mut row = anomaly(&a, 0, 0.71, 0.95, Reason::Combination);
-    row.query = "pod_health".into();
-    row.model = "pod_health".into();
-    row.scored.yhat = f64::NAN;
-    row.scored.yhat_lower = f64::NAN;
-    row.scored.yhat_upper = f64::NAN;
     let spike = anomaly(&b, 0, 30.0, 0.85, Reason::Spike);
-    let c = run(CorrelatorConfig::default(), &[row, spike]);
+    let c = run(
+        CorrelatorConfig::default(),
+        &[row(&a, 0, 0.71, 0.95), spike],
+    );
     assert_eq!(c.incidents().len(), 1);
     let inc = &c.incidents()[0];
     let top = &rank(inc)[0];

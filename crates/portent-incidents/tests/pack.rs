@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{anomaly, labels, run, scenario};
+use common::{anomaly, labels, row, run, scenario};
 use portent_core::Reason;
 use portent_incidents::{CorrelatorConfig, EvidencePack, PackConfig};
 
@@ -101,15 +101,10 @@ fn a_multivariate_verdict_is_explained_as_a_combination_not_as_a_value() {
     // A multivariate model's verdict names the pod by its join labels; its value is the
     // model's raw score and it has no band.
     let pod = labels(&[("namespace", "shop"), ("pod", "cart-5c6b7d8f9-2x4zq")]);
-    let mut a = anomaly(&pod, 0, 0.71, 0.92, Reason::Combination);
-    a.query = "pod_health".into();
-    a.model = "pod_health".into();
-    a.scored.yhat = f64::NAN;
-    a.scored.yhat_lower = f64::NAN;
-    a.scored.yhat_upper = f64::NAN;
-    let mut later = a.clone();
-    later.scored.t = portent_core::Timestamp::from_millis(a.scored.t.millis() + 60_000);
-    let c = run(CorrelatorConfig::default(), &[a, later]);
+    let c = run(
+        CorrelatorConfig::default(),
+        &[row(&pod, 0, 0.71, 0.92), row(&pod, 1, 0.71, 0.92)],
+    );
     let inc = &c.incidents()[0];
     let text = EvidencePack::build(inc, &c.config().topology, &PackConfig::default()).explain();
     assert!(

@@ -34,6 +34,18 @@ pub fn anomaly(labels: &Labels, min: i64, value: f64, score: f64, reason: Reason
     }
 }
 
+/// A multivariate model's verdict on a row at minute `min`: labelled by the join labels only,
+/// its value the model's raw score `raw`, with no expected value or band.
+pub fn row(labels: &Labels, min: i64, raw: f64, score: f64) -> Anomaly {
+    let mut a = anomaly(labels, min, raw, score, Reason::Combination);
+    a.query = "pod_health".into();
+    a.model = "pod_health".into();
+    a.scored.yhat = f64::NAN;
+    a.scored.yhat_lower = f64::NAN;
+    a.scored.yhat_upper = f64::NAN;
+    a
+}
+
 pub fn node() -> Labels {
     labels(&[("__name__", "node_cpu_utilisation"), ("node", "n1")])
 }
