@@ -157,6 +157,8 @@ struct EntityRows {
     sources: Vec<Option<Labels>>,
     /// Per bucket, the row (NaN where a feature had no sample).
     buckets: BTreeMap<i64, Vec<f64>>,
+    /// Whether each feature's series ended in this answer (a trailing stale marker).
+    ended: Vec<bool>,
 }
 
 /// What a joint job's score tick reads of the scheduler besides its own state.
@@ -228,8 +230,10 @@ impl JointJob {
                         pool: project(&series.labels, &self.pool_by).unwrap_or_else(|| e.clone()),
                         sources: vec![None; width],
                         buckets: BTreeMap::new(),
+                        ended: vec![false; width],
                     });
                 read.sources[k] = Some(series.labels.clone());
+                read.ended[k] = series.samples.last().is_some_and(|s| is_stale_marker(s.v));
                 for s in &series.samples {
                     if is_stale_marker(s.v) {
                         continue;
@@ -324,6 +328,7 @@ impl JointRun {
                 pool,
                 sources,
                 buckets,
+                ended,
             } = read;
             let entity = self
                 .entities
@@ -382,6 +387,12 @@ impl JointRun {
             if let Some((s, c)) = shown {
                 entity.latest = Some(s);
                 entity.contributions = c;
+            }
+            // Every feature's series ended (a pod deleted by a rollout): forgotten now, as a
+            // series is, rather than shown until the retention.
+            if ended.iter().all(|e| *e) {
+                self.entities.remove(&labels);
+                report.ended += 1;
             }
         }
         let horizon = now.add_millis(-cx.retention_ms);

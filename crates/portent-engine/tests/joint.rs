@@ -300,3 +300,45 @@ fn a_restart_scores_at_once_with_the_pools_it_saved() {
         Scheduler::with_store(other, portent_engine::load(dir.path()).unwrap().unwrap()).unwrap();
     assert!(s2.store().pools("pods").is_none());
 }
+
+#[test]
+fn a_pod_whose_series_all_end_is_forgotten_at_once() {
+    let mut src = source();
+    let mut s = Scheduler::new(plan()).unwrap();
+    let until = T0 + DAY + 3 * HOUR;
+    s.replay(
+        Timestamp::from_millis(START),
+        Timestamp::from_millis(until),
+        &mut src,
+        |_| {},
+    );
+    assert_eq!(s.tracked(), 3);
+    // Pod b is deleted: each of its series gets a stale marker, as Prometheus sends.
+    let mut ended = MemorySource::new();
+    for q in ["memory", "latency"] {
+        for pod in ["a", "b", "new"] {
+            let mut samples = vec![Sample::new(Timestamp::from_millis(until + MIN), 1.0)];
+            if pod == "b" {
+                samples.push(Sample::new(
+                    Timestamp::from_millis(until + 2 * MIN),
+                    f64::from_bits(portent_core::STALE_NAN_BITS),
+                ));
+            }
+            ended.insert(
+                q,
+                Series {
+                    labels: labels(q, pod),
+                    samples,
+                },
+            );
+        }
+    }
+    let r = s.step(Timestamp::from_millis(until + 5 * MIN), &mut ended);
+    assert_eq!(r.ended, 1);
+    let pods: Vec<String> = s
+        .joint_latest()
+        .map(|l| l.labels.get("pod").unwrap().to_owned())
+        .collect();
+    assert!(!pods.contains(&"b".to_owned()), "{pods:?}");
+    assert_eq!(s.tracked(), 2);
+}
