@@ -295,6 +295,9 @@ pub struct Incident {
     pub members: Vec<Member>,
     /// Series that would have joined beyond `max_members`.
     pub dropped_members: u64,
+    /// The IDs of the incidents merged into this one: links to them (an alert, a Slack
+    /// message) still find it.
+    pub absorbed: Vec<IncidentId>,
     next_evidence: u64,
     keys: BTreeSet<TopoKey>,
 }
@@ -321,6 +324,7 @@ impl Incident {
             active_until: a.scored.t,
             members: Vec::new(),
             dropped_members: 0,
+            absorbed: Vec::new(),
             next_evidence: 1,
             keys: BTreeSet::new(),
         };
@@ -378,6 +382,8 @@ impl Incident {
         self.last_anomaly_at = self.last_anomaly_at.max(other.last_anomaly_at);
         self.active_until = self.active_until.max(other.active_until);
         self.dropped_members += other.dropped_members;
+        self.absorbed.push(other.id);
+        self.absorbed.extend(other.absorbed);
         if self.fired_at.is_none() {
             self.fired_at = other.fired_at;
         }
@@ -548,9 +554,12 @@ impl Correlator {
         &self.incidents
     }
 
-    /// The incident called `id`.
+    /// The incident called `id`, or the one it was merged into.
     pub fn incident(&self, id: &IncidentId) -> Option<&Incident> {
-        self.incidents.iter().find(|i| &i.id == id)
+        self.incidents
+            .iter()
+            .find(|i| &i.id == id)
+            .or_else(|| self.incidents.iter().find(|i| i.absorbed.contains(id)))
     }
 
     /// What was left out so far.

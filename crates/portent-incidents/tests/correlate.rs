@@ -193,10 +193,14 @@ fn a_late_link_merges_incidents_into_the_oldest() {
     c.observe(&anomaly(&b, 1, 20.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 2);
     let first = c.incidents()[0].id.clone();
+    let second = c.incidents()[1].id.clone();
     c.observe(&anomaly(&p1, 2, 20.0, 0.9, Reason::Spike));
     c.observe(&anomaly(&p2, 2, 20.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 1);
     assert_eq!(c.incidents()[0].id, first);
+    // A link to the merged incident (its alert, its Slack message) finds the survivor.
+    assert_eq!(c.incidents()[0].absorbed, std::slice::from_ref(&second));
+    assert_eq!(c.incident(&second).map(|i| &i.id), Some(&first));
     let ids: Vec<_> = c.incidents()[0]
         .members
         .iter()
