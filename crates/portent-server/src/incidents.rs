@@ -5,7 +5,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /api/v1/incidents` | incidents kept, newest first; `?state=firing` (or `pending`, `resolved`, `open`) filters |
-//! | `GET /api/v1/incidents/{id}` | one incident: its evidence pack, its explanation (`explanation`, the text; `explanation_detail`, its parts and source: `llm`, `deterministic` or `fallback`), its feedback |
+//! | `GET /api/v1/incidents/{id}` | one incident (an ID merged into another answers with that one): its evidence pack, its explanation (`explanation`, the text; `explanation_detail`, its parts and source: `llm`, `deterministic` or `fallback`), its feedback |
 //! | `GET /api/v1/incidents/{id}/evidence` | the evidence pack alone, as explainers read it |
 //! | `POST /api/v1/incidents/{id}/feedback` | `{"verdict": "false_positive" \| "confirmed", "by": …, "note": …}`; bearer token |
 //! | `POST /api/v1/feedback` | a verdict on one anomaly: a series (`labels`, `query`, `model`) over `from`..`to`; bearer token |
