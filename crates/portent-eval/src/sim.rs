@@ -242,6 +242,9 @@ pub struct ScenarioResult {
     pub top_candidate: Option<String>,
     /// Series in that incident.
     pub incident_series: usize,
+    /// The other scenarios that incident is related to (empty: the scenario has an incident
+    /// of its own).
+    pub shared_with: Vec<String>,
 }
 
 /// The whole evaluation.
@@ -1355,6 +1358,7 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
             top_cause_correct: false,
             top_candidate: None,
             incident_series: 0,
+            shared_with: Vec::new(),
         });
     }
     SimReport {
@@ -1382,6 +1386,7 @@ impl SimReport {
             s.top_cause_correct = i.top_cause_correct;
             s.top_candidate = i.top_candidate;
             s.incident_series = i.incident_series;
+            s.shared_with = i.shared_with;
         }
         self.false_incidents = inc.false_incidents;
         self.days_after_warm_up = round2(inc.days_after_warm_up);
@@ -1396,6 +1401,11 @@ impl SimReport {
     /// The share of scenarios that yielded exactly one incident.
     pub fn one_incident_fraction(&self) -> f64 {
         self.fraction(|s| s.one_incident)
+    }
+
+    /// The share of scenarios that yielded exactly one incident, related to no other scenario.
+    pub fn own_incident_fraction(&self) -> f64 {
+        self.fraction(|s| s.one_incident && s.shared_with.is_empty())
     }
 
     /// Incidents outside every scenario per simulated day after the warm-up.
@@ -1422,6 +1432,7 @@ impl SimReport {
             "scenarios": self.scenarios,
             "top_cause_fraction": self.top_cause_fraction(),
             "one_incident_fraction": self.one_incident_fraction(),
+            "own_incident_fraction": self.own_incident_fraction(),
             "false_incidents": self.false_incidents,
             "false_incidents_per_day": self.false_incidents_per_day(),
             "rollouts_named": self.rollouts_named,
@@ -1491,10 +1502,14 @@ impl SimReport {
         );
         let _ = writeln!(
             out,
-            "incidents: one per scenario in {}/{n}, injected cause the top candidate in {}/{n} \
-             ({:.0}%), false incidents {} ({:.2} per day over {:.1} days), rollouts named in {} \
-             ({} not of a bad rollout)",
+            "incidents: one per scenario in {}/{n} (of its own, shared with no other scenario, \
+             in {}/{n}), injected cause the top candidate in {}/{n} ({:.0}%), false incidents {} \
+             ({:.2} per day over {:.1} days), rollouts named in {} ({} not of a bad rollout)",
             self.scenarios.iter().filter(|s| s.one_incident).count(),
+            self.scenarios
+                .iter()
+                .filter(|s| s.one_incident && s.shared_with.is_empty())
+                .count(),
             self.scenarios
                 .iter()
                 .filter(|s| s.top_cause_correct)
@@ -1510,11 +1525,16 @@ impl SimReport {
         for s in &self.scenarios {
             let _ = writeln!(
                 out,
-                "  {:<20} incidents {}, series in it {}, top candidate {}",
+                "  {:<20} incidents {}, series in it {}, top candidate {}{}",
                 s.name,
                 s.incidents,
                 s.incident_series,
                 s.top_candidate.as_deref().unwrap_or("-"),
+                if s.shared_with.is_empty() {
+                    String::new()
+                } else {
+                    format!(", shared with {}", s.shared_with.join(", "))
+                },
             );
         }
         out

@@ -67,7 +67,9 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
     for s in &report.scenarios {
         assert_eq!(s.incidents, 1, "{s:#?}");
         assert!(s.one_incident);
+        assert!(s.shared_with.is_empty(), "{s:#?}");
     }
+    assert_eq!(report.own_incident_fraction(), 1.0);
     assert!(leak.top_cause_correct, "{leak:#?}");
     assert!(report.scenarios[1].top_cause_correct, "{report:#?}");
     assert_eq!(report.top_cause_fraction(), 1.0);
@@ -88,6 +90,7 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
         "scenarios",
         "top_cause_fraction",
         "one_incident_fraction",
+        "own_incident_fraction",
         "false_incidents",
         "false_incidents_per_day",
         "rollouts_named",
@@ -110,6 +113,7 @@ fn short_run_reports_every_scenario_and_the_leak_beats_the_threshold() {
             "one_incident",
             "top_cause_correct",
             "top_candidate",
+            "shared_with",
         ] {
             assert!(s.get(key).is_some(), "{key} missing in {s}");
         }

@@ -73,6 +73,9 @@ pub struct ScenarioIncidents {
     pub top_candidate: Option<String>,
     /// Series in the earliest related incident.
     pub incident_series: usize,
+    /// The other scenarios that incident is related to: one incident for two problems hours
+    /// apart is a snowball, not a grouping.
+    pub shared_with: Vec<String>,
 }
 
 /// Every scenario's incidents, and the incidents outside every scenario.
@@ -281,12 +284,33 @@ pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) ->
                 })
             })
     };
-    let scenarios = d
+    let related_ids: Vec<Vec<&portent_incidents::IncidentId>> = d
         .truth
         .iter()
         .map(|g| {
+            incidents
+                .iter()
+                .filter(|i| related(g, i))
+                .map(|i| &i.id)
+                .collect()
+        })
+        .collect();
+    let scenarios = d
+        .truth
+        .iter()
+        .enumerate()
+        .map(|(n, g)| {
             let mut mine: Vec<&Incident> = incidents.iter().filter(|i| related(g, i)).collect();
             mine.sort_by_key(|i| i.started_at);
+            let shared_with = mine.first().map_or_else(Vec::new, |first| {
+                d.truth
+                    .iter()
+                    .zip(&related_ids)
+                    .enumerate()
+                    .filter(|&(k, (_, ids))| k != n && ids.contains(&&first.id))
+                    .map(|(_, (h, _))| h.kind.as_str().to_string())
+                    .collect()
+            });
             let top = mine.first().and_then(|inc| {
                 let c = rank(inc).into_iter().next()?;
                 let m = inc.member(&c.evidence_id)?;
@@ -298,6 +322,7 @@ pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) ->
                 top_cause_correct: top.is_some_and(|o| matches(&g.cause, &entities[o.entity])),
                 top_candidate: top.map(|o| format!("{}: {}", d.entities[o.entity].name, o.name)),
                 incident_series: mine.first().map_or(0, |i| i.members.len()),
+                shared_with,
             }
         })
         .collect();
