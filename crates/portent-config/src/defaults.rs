@@ -92,10 +92,15 @@ pub const INCIDENT_GAP: Duration = Duration::from_secs(600);
 /// `incidents.resolve_after`: how long without anomalies before an incident resolves.
 pub const INCIDENT_RESOLVE_AFTER: Duration = Duration::from_secs(600);
 /// `incidents.sustain`: how long after an incident started members still beyond their
-/// pre-incident band keep it open (a leak, errors that stay up after a bad rollout).
-pub const INCIDENT_SUSTAIN: Duration = Duration::from_secs(12 * 3600);
+/// pre-incident band keep it open (a leak, errors that stay up after a bad rollout). Four
+/// hours: the band's edge is fixed while a seasonal series moves on, so a longer hold keeps
+/// an incident open on the daily cycle alone; at 6 h and more, a crashloop and a noisy
+/// neighbour six hours apart became one incident on half the simulator's seeds (1 h to 4 h
+/// all gave the same results; BENCHMARKS.md).
+pub const INCIDENT_SUSTAIN: Duration = Duration::from_secs(4 * 3600);
 /// `incidents.reopen_within`: how long after resolving an incident is reopened by another
-/// anomaly of one of its series (a flapping series is one incident, not one per flap). Three
+/// anomaly of one of its series (a flapping series is one incident, not one per flap); within
+/// `incidents.gap` of resolving, by an anomaly of the same pod, workload or service. Three
 /// hours: a slow problem that the detectors adapt to is flagged again hours apart (a latency
 /// creep on the simulator: twice, 1 h 48 min apart).
 pub const INCIDENT_REOPEN_WITHIN: Duration = Duration::from_secs(3 * 3600);

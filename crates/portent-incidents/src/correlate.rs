@@ -24,11 +24,13 @@
 //! its band (not only a namespace, and not a member long back to normal) joins it: the leaking
 //! pod's latency an hour after its memory, its OOM kill ten hours later.
 //!
-//! **Flapping.** An anomaly that matches no open incident, of a series that was a member of an
-//! incident resolved at most [`CorrelatorConfig::reopen_within`] before, reopens that incident
-//! (firing again at once, as the same alert would) instead of opening a new one: a series that
-//! breaks its hour-of-day range every hour is one incident, not one an hour, and so is a slow
-//! problem the detectors flag again hours later.
+//! **Flapping.** An anomaly of a series that was a member of an incident resolved at most
+//! [`CorrelatorConfig::reopen_within`] before, or of the same pod, workload or service as one
+//! of its members when it resolved at most [`CorrelatorConfig::gap`] before, reopens that
+//! incident (firing again at once, as the same alert would) instead of opening a new one or
+//! joining an open incident it shares only a namespace with: a series that breaks its
+//! hour-of-day range every hour is one incident, not one an hour, and so is a slow problem the
+//! detectors flag again hours later, or on a sibling pod minutes after the first went quiet.
 //!
 //! **Rollouts.** Every verdict handed to [`Correlator::learn`] also teaches [`Rollouts`] what
 //! each Deployment's ReplicaSets' pods show. When a young incident's member moved on a kind of
@@ -419,10 +421,11 @@ pub struct CorrelatorConfig {
     /// How long without anomalies before it resolves (default 10 min).
     pub resolve_after: Duration,
     /// How long after an incident started members still outside their onset band can keep it
-    /// active (default 12 h; 0 turns sustained deviation off). Anomalies keep it open longer.
+    /// active (default 4 h; 0 turns sustained deviation off). Anomalies keep it open longer.
     pub sustain: Duration,
     /// How long after resolving an incident is reopened by another anomaly of one of its series
-    /// (default 3 h; 0 never reopens).
+    /// (default 3 h; 0 never reopens). Within [`CorrelatorConfig::gap`] of resolving, an anomaly
+    /// of the same pod, workload or service reopens it too.
     pub reopen_within: Duration,
     /// How long a resolved incident is kept (default 24 h).
     pub retention: Duration,
@@ -442,7 +445,7 @@ impl Default for CorrelatorConfig {
             gap: Duration::from_secs(600),
             hold: Duration::from_secs(120),
             resolve_after: Duration::from_secs(600),
-            sustain: Duration::from_secs(12 * 3600),
+            sustain: Duration::from_secs(4 * 3600),
             reopen_within: Duration::from_secs(3 * 3600),
             retention: Duration::from_secs(24 * 3600),
             max_open: 1000,
@@ -522,11 +525,18 @@ fn series_key(labels: &Labels, query: &str, model: &str) -> u64 {
 
 /// Whether two key sets share a pod, workload, service or node: a closer link than a namespace.
 fn closely_linked(a: &BTreeSet<TopoKey>, b: &BTreeSet<TopoKey>) -> bool {
-    a.intersection(b).any(|k| {
-        ["node/", "pod/", "workload/", "service/", "series/"]
-            .iter()
-            .any(|p| k.0.starts_with(p))
-    })
+    shares(a, b, &["node/", "pod/", "workload/", "service/", "series/"])
+}
+
+/// Whether two key sets share a pod, workload or service: one application's problem. Not a
+/// node, which many unrelated workloads share.
+fn same_workload(a: &BTreeSet<TopoKey>, b: &BTreeSet<TopoKey>) -> bool {
+    shares(a, b, &["pod/", "workload/", "service/", "series/"])
+}
+
+fn shares(a: &BTreeSet<TopoKey>, b: &BTreeSet<TopoKey>, kinds: &[&str]) -> bool {
+    a.intersection(b)
+        .any(|k| kinds.iter().any(|p| k.0.starts_with(p)))
 }
 
 impl Correlator {
@@ -613,18 +623,18 @@ impl Correlator {
             })
             .map(|(n, _)| n)
             .collect();
+        // A recently resolved incident of the same problem is reopened (the problem did not
+        // end) unless an open incident is as closely linked: an open one that shares only the
+        // namespace is another problem, and a link that weak must not win over the series' own.
+        let mut matching = matching;
+        if !matching
+            .iter()
+            .any(|&n| closely_linked(&self.incidents[n].keys, keys))
+            && let Some(n) = self.reopenable(a, keys)
+        {
+            matching = vec![n];
+        }
         let target = match matching.split_first() {
-            None if let Some(n) = self.reopenable(a) => {
-                let inc = &mut self.incidents[n];
-                inc.state = State::Firing;
-                inc.resolved_at = None;
-                inc.active_until = inc.active_until.max(t);
-                if inc.add(a, place, self.config.max_members) {
-                    self.counters.refused_member_cap += 1;
-                }
-                self.counters.reopened += 1;
-                n
-            }
             None => {
                 let open = self.incidents.iter().filter(|i| i.is_open()).count();
                 if open >= self.config.max_open {
@@ -642,7 +652,14 @@ impl Correlator {
                         self.incidents[first].absorb(other, self.config.max_members);
                     self.counters.merges += 1;
                 }
-                if self.incidents[first].add(a, place, self.config.max_members) {
+                let inc = &mut self.incidents[first];
+                if inc.state == State::Resolved {
+                    inc.state = State::Firing;
+                    inc.resolved_at = None;
+                    inc.active_until = inc.active_until.max(t);
+                    self.counters.reopened += 1;
+                }
+                if inc.add(a, place, self.config.max_members) {
                     self.counters.refused_member_cap += 1;
                 }
                 first
@@ -659,19 +676,25 @@ impl Correlator {
     }
 
     /// The most recently resolved incident that `a` reopens (see the module docs).
-    fn reopenable(&self, a: &Anomaly) -> Option<usize> {
+    fn reopenable(&self, a: &Anomaly, keys: &BTreeSet<TopoKey>) -> Option<usize> {
         let within = millis(self.config.reopen_within);
         if within == 0 {
             return None;
         }
         let t = a.scored.t;
+        let gap = millis(self.config.gap);
         self.incidents
             .iter()
             .enumerate()
             .filter(|(_, i)| {
                 i.state == State::Resolved
-                    && i.resolved_at.is_some_and(|r| t.millis_since(r) <= within)
-                    && i.members.iter().any(|m| m.same_series(a))
+                    && i.resolved_at.is_some_and(|r| {
+                        let since = t.millis_since(r);
+                        since <= within
+                            && i.members.iter().any(|m| {
+                                m.same_series(a) || (since <= gap && same_workload(&m.keys, keys))
+                            })
+                    })
             })
             .max_by_key(|(_, i)| i.resolved_at)
             .map(|(n, _)| n)

@@ -521,6 +521,64 @@ fn a_flapping_series_reopens_its_incident_within_three_hours() {
 }
 
 #[test]
+fn a_sibling_pod_right_after_the_incident_resolved_reopens_it() {
+    // api's pod xk2p breaks at minute 0: its incident resolves at 10. Its sibling b4zq5 (same
+    // workload) breaks at 15, five minutes after: the same problem, reopened. At 25 instead,
+    // fifteen minutes after (more than the ten-minute gap), it is a new incident.
+    let [xk2p, b4zq5] = [pods()[0].clone(), pods()[1].clone()];
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&xk2p, 0, 40.0, 0.9, Reason::Spike));
+    c.advance(at(12));
+    assert_eq!(c.incidents()[0].state, State::Resolved);
+    c.observe(&anomaly(&b4zq5, 15, 40.0, 0.9, Reason::Spike));
+    let incs = c.incidents();
+    assert_eq!(incs.len(), 1, "{incs:#?}");
+    assert_eq!(incs[0].state, State::Firing);
+    assert_eq!(incs[0].resolved_at, None);
+    assert_eq!(incs[0].members.len(), 2);
+    assert_eq!(c.counters().reopened, 1);
+
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&xk2p, 0, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&b4zq5, 25, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2, "{:#?}", c.incidents());
+    assert_eq!(c.counters().reopened, 0);
+
+    // Another workload's pod on the same node five minutes after is not the same problem.
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&xk2p, 0, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&pods()[2], 15, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2, "{:#?}", c.incidents());
+}
+
+#[test]
+fn a_series_reopens_its_own_incident_rather_than_join_one_that_shares_only_the_namespace() {
+    // api's pod breaks at 0 (resolved at 10); a cart pod on another node in the same
+    // namespace at 12 opens its own incident; api's pod again at 15 reopens api's incident
+    // instead of joining cart's through the namespace alone.
+    let api = pods()[0].clone();
+    let cart = labels(&[
+        ("__name__", "http_latency_p99"),
+        ("namespace", "shop"),
+        ("pod", "cart-5c6b7d8f9-2x4zq"),
+        ("node", "n2"),
+    ]);
+    let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
+    c.observe(&anomaly(&api, 0, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&cart, 12, 40.0, 0.9, Reason::Spike));
+    assert_eq!(c.incidents().len(), 2);
+    c.observe(&anomaly(&api, 15, 40.0, 0.9, Reason::Spike));
+    let incs = c.incidents();
+    assert_eq!(incs.len(), 2, "{incs:#?}");
+    assert!(incs.iter().all(|i| i.members.len() == 1), "{incs:#?}");
+    let own = incs.iter().find(|i| i.members[0].labels == api).unwrap();
+    assert_eq!(own.state, State::Firing);
+    assert_eq!(own.members[0].count, 2);
+    assert_eq!(c.counters().reopened, 1);
+    assert_eq!(c.counters().merges, 0);
+}
+
+#[test]
 fn a_blip_linked_only_by_the_namespace_is_not_the_cause_however_early() {
     // A cart pod blips at minute 0; two minutes later frontend's errors and latency jump (a bad
     // rollout). All share the namespace, so they are one incident, but the blip explains
