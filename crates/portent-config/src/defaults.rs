@@ -100,7 +100,7 @@ pub const INCIDENT_RESOLVE_AFTER: Duration = Duration::from_secs(600);
 pub const INCIDENT_SUSTAIN: Duration = Duration::from_secs(4 * 3600);
 /// `incidents.reopen_within`: how long after resolving an incident is reopened by another
 /// anomaly of one of its series (a flapping series is one incident, not one per flap); within
-/// `incidents.gap` of resolving, by an anomaly of the same pod, workload or service. Three
+/// twice `incidents.gap` of resolving, by an anomaly of the same pod, workload or service. Three
 /// hours: a slow problem that the detectors adapt to is flagged again hours apart (a latency
 /// creep on the simulator: twice, 1 h 48 min apart).
 pub const INCIDENT_REOPEN_WITHIN: Duration = Duration::from_secs(3 * 3600);

@@ -26,7 +26,7 @@
 //!
 //! **Flapping.** An anomaly of a series that was a member of an incident resolved at most
 //! [`CorrelatorConfig::reopen_within`] before, or of the same pod, workload or service as one
-//! of its members when it resolved at most [`CorrelatorConfig::gap`] before, reopens that
+//! of its members when it resolved at most twice [`CorrelatorConfig::gap`] before, reopens that
 //! incident (firing again at once, as the same alert would) instead of opening a new one or
 //! joining an open incident it shares only a namespace with: a series that breaks its
 //! hour-of-day range every hour is one incident, not one an hour, and so is a slow problem the
@@ -424,8 +424,10 @@ pub struct CorrelatorConfig {
     /// active (default 4 h; 0 turns sustained deviation off). Anomalies keep it open longer.
     pub sustain: Duration,
     /// How long after resolving an incident is reopened by another anomaly of one of its series
-    /// (default 3 h; 0 never reopens). Within [`CorrelatorConfig::gap`] of resolving, an anomaly
-    /// of the same pod, workload or service reopens it too.
+    /// (default 3 h; 0 never reopens). Within twice [`CorrelatorConfig::gap`] of resolving, an
+    /// anomaly of the same pod, workload or service reopens it too: on the simulator, a latency
+    /// creep flagged again on a sibling pod 15 minutes after its incident resolved (seed 21);
+    /// an hour made unrelated blips the top candidate of two scenarios.
     pub reopen_within: Duration,
     /// How long a resolved incident is kept (default 24 h).
     pub retention: Duration,
@@ -692,7 +694,8 @@ impl Correlator {
                         let since = t.millis_since(r);
                         since <= within
                             && i.members.iter().any(|m| {
-                                m.same_series(a) || (since <= gap && same_workload(&m.keys, keys))
+                                m.same_series(a)
+                                    || (since <= 2 * gap && same_workload(&m.keys, keys))
                             })
                     })
             })

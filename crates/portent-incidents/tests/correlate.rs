@@ -523,8 +523,8 @@ fn a_flapping_series_reopens_its_incident_within_three_hours() {
 #[test]
 fn a_sibling_pod_right_after_the_incident_resolved_reopens_it() {
     // api's pod xk2p breaks at minute 0: its incident resolves at 10. Its sibling b4zq5 (same
-    // workload) breaks at 15, five minutes after: the same problem, reopened. At 25 instead,
-    // fifteen minutes after (more than the ten-minute gap), it is a new incident.
+    // workload) breaks at 15, five minutes after: the same problem, reopened. At 35 instead,
+    // 25 minutes after (more than twice the ten-minute gap), it is a new incident.
     let [xk2p, b4zq5] = [pods()[0].clone(), pods()[1].clone()];
     let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
     c.observe(&anomaly(&xk2p, 0, 40.0, 0.9, Reason::Spike));
@@ -540,7 +540,7 @@ fn a_sibling_pod_right_after_the_incident_resolved_reopens_it() {
 
     let mut c = portent_incidents::Correlator::new(CorrelatorConfig::default());
     c.observe(&anomaly(&xk2p, 0, 40.0, 0.9, Reason::Spike));
-    c.observe(&anomaly(&b4zq5, 25, 40.0, 0.9, Reason::Spike));
+    c.observe(&anomaly(&b4zq5, 35, 40.0, 0.9, Reason::Spike));
     assert_eq!(c.incidents().len(), 2, "{:#?}", c.incidents());
     assert_eq!(c.counters().reopened, 0);
 
