@@ -4,6 +4,8 @@
 //! resolved, once. A replay of the same data (`portent backtest`) finds the same incident. An
 //! operator marks it a false positive through the API (refused without the token; the verdict
 //! is on disk), and a replay of the same data then opens no incident: the spike is held back.
+//! Last, an on-call engineer silences the incident's alert in Alertmanager: portent reads the
+//! silence back and records it as feedback too.
 //! 127.0.0.1 only; every wait has a deadline.
 //!
 //! Skipped (with a loud message) when `prometheus` or `prometheus-alertmanager` is not
@@ -54,6 +56,7 @@ fn an_incident_pages_through_alertmanager_resolves_and_a_false_positive_stops_it
   hold: 0s
   gap: 5s
   resolve_after: 6s
+  silences_every: 1s
   notify:
     alertmanager:
       - url: http://127.0.0.1:{am_port}
@@ -232,5 +235,54 @@ scrape_configs:
         !summary.contains("(0 anomalous samples held back"),
         "{summary}"
     );
+
+    // Someone on call silences the incident's alert in Alertmanager itself: portent reads the
+    // silence back and keeps it as feedback, with who and why, once.
+    let now = jiff::Timestamp::now();
+    let silence = serde_json::json!({
+        "matchers": [
+            {"name": "alertname", "value": "PortentIncident", "isRegex": false, "isEqual": true},
+            {"name": "incident", "value": id, "isRegex": false, "isEqual": true}
+        ],
+        "startsAt": now.to_string(),
+        "endsAt": (now + jiff::SignedDuration::from_hours(1)).to_string(),
+        "createdBy": "oncall-bob",
+        "comment": "nightly load test"
+    });
+    let (status, created) = post(am_port, "/api/v2/silences", &silence.to_string(), "").unwrap();
+    assert_eq!(status, 200, "{created}");
+    let silence_id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["silenceID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = until(
+        Duration::from_secs(30),
+        "the silence in portent's feedback",
+        &logs,
+        || {
+            get(portent_port, "/api/v1/feedback")
+                .map(|(_, b)| b)
+                .filter(|b| b.contains(&silence_id))
+        },
+    );
+    let feedback: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let from_silence: Vec<&serde_json::Value> = feedback["feedback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f.to_string().contains(&silence_id))
+        .collect();
+    assert_eq!(from_silence.len(), 1, "{listed}");
+    let f = from_silence[0];
+    assert_eq!(f["incident"], id.as_str(), "{f}");
+    assert_eq!(f["verdict"], "false_positive", "{f}");
+    assert_eq!(f["by"], "oncall-bob", "{f}");
+    assert_eq!(f["note"], "nightly load test", "{f}");
+    // Read again every second, it is still one entry.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, again) = get(portent_port, "/api/v1/feedback").unwrap();
+    assert_eq!(again.matches(&silence_id).count(), 1, "{again}");
+    let saved = std::fs::read_to_string(dir.path().join("state/feedback.json")).unwrap();
+    assert!(saved.contains(&silence_id), "{saved}");
     drop(portent);
 }
