@@ -22,6 +22,8 @@
 //!   probability `gap / stretched range`, ending its path there. The expected path length is
 //!   taken over those chances. A row inside every range scores exactly as in the paper.
 
+use std::sync::LazyLock;
+
 use portent_core::FitError;
 use serde::{Deserialize, Serialize};
 
@@ -416,7 +418,7 @@ fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
             } else if child.size <= 1 {
                 0.0
             } else {
-                f64::from(child.size).ln()
+                ln_size(child.size)
             };
             c[f] += alive * (alone * n.weight + (1.0 - alone) * (n.weight - ln_child));
         }
@@ -424,6 +426,17 @@ fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
         at = next;
         depth += 1.0;
     }
+}
+
+/// `ln(n)` of a leaf's size, from a table for the sizes a subsample of up to 1,024 rows gives:
+/// computed on every walk that credits features, `ln` was a tenth of scoring's cycles.
+fn ln_size(n: u32) -> f64 {
+    static TABLE: LazyLock<Vec<f64>> =
+        LazyLock::new(|| (0..=1024u32).map(|n| f64::from(n).ln()).collect());
+    TABLE
+        .get(n as usize)
+        .copied()
+        .unwrap_or_else(|| f64::from(n).ln())
 }
 
 impl ScoreRows for IsolationForest {
