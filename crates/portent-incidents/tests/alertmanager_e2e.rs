@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use portent_core::Timestamp;
 use portent_incidents::notify::{AlertmanagerConfig, Notifier, NotifierConfig, Sink};
 use portent_incidents::{Correlator, CorrelatorConfig, EvidencePack, PackConfig, State};
+use portent_testkit::free_port;
 
 fn require(binary: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -34,27 +35,6 @@ fn require(binary: &str) -> Option<PathBuf> {
         eprintln!("\n\nSKIPPED: {binary} is not installed, so this test did not run.\n");
     }
     found
-}
-
-/// A loopback port nothing listens on, outside the ephemeral range.
-fn free_port() -> u16 {
-    // Outside Linux's ephemeral range (32768-60999 by default), where the kernel picks the
-    // local port of every outgoing connection: a port taken from `bind(0)` and released could
-    // be a scrape's or a remote_write's local port by the time the server binds it (CI saw
-    // "Address already in use" that way). A process-wide counter never hands out one twice;
-    // each test process starts at its own offset.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let offset = (std::process::id() % 400) * 30;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = u16::try_from(FIRST + (offset + n) % SPAN).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Alertmanager, killed on drop.

@@ -8,12 +8,12 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portent_core::{Labels, Sample, Series, Timestamp};
+pub use portent_testkit::free_port;
 
 /// How long any server gets to become ready; they take well under a second here.
 pub const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -42,27 +42,6 @@ pub fn require(binary: &str) -> Option<PathBuf> {
         );
     }
     found
-}
-
-/// A loopback port nothing listens on, outside the ephemeral range.
-pub fn free_port() -> u16 {
-    // Outside Linux's ephemeral range (32768-60999 by default), where the kernel picks the
-    // local port of every outgoing connection: a port taken from `bind(0)` and released could
-    // be a scrape's or a remote_write's local port by the time the server binds it (CI saw
-    // "Address already in use" that way). A process-wide counter never hands out one twice;
-    // each test process starts at its own offset.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let offset = (std::process::id() % 400) * 30;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = u16::try_from(FIRST + (offset + n) % SPAN).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// A running server process; killed (and waited for) on drop.

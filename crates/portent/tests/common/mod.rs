@@ -5,6 +5,7 @@
 
 pub mod browser;
 
+pub use portent_testkit::free_port;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -27,27 +28,6 @@ pub fn require(binary: &str) -> Option<PathBuf> {
         eprintln!("\n\nSKIPPED: {binary} is not installed, so this test did not run.\n");
     }
     found
-}
-
-/// A loopback port nothing listens on, outside the ephemeral range.
-pub fn free_port() -> u16 {
-    // Outside Linux's ephemeral range (32768-60999 by default), where the kernel picks the
-    // local port of every outgoing connection: a port taken from `bind(0)` and released could
-    // be a scrape's or a remote_write's local port by the time the server binds it (CI saw
-    // "Address already in use" that way). A process-wide counter never hands out one twice;
-    // each test process starts at its own offset.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let offset = (std::process::id() % 400) * 30;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = u16::try_from(FIRST + (offset + n) % SPAN).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// A child process killed on drop, its output in `log`.
