@@ -247,6 +247,13 @@ pub struct ScenarioResult {
     pub shared_with: Vec<String>,
 }
 
+impl ScenarioResult {
+    /// Exactly one related incident, related to no other scenario.
+    pub fn has_own_incident(&self) -> bool {
+        self.one_incident && self.shared_with.is_empty()
+    }
+}
+
 /// The whole evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
@@ -1405,7 +1412,7 @@ impl SimReport {
 
     /// The share of scenarios that yielded exactly one incident, related to no other scenario.
     pub fn own_incident_fraction(&self) -> f64 {
-        self.fraction(|s| s.one_incident && s.shared_with.is_empty())
+        self.fraction(ScenarioResult::has_own_incident)
     }
 
     /// Incidents outside every scenario per simulated day after the warm-up.
@@ -1508,7 +1515,7 @@ impl SimReport {
             self.scenarios.iter().filter(|s| s.one_incident).count(),
             self.scenarios
                 .iter()
-                .filter(|s| s.one_incident && s.shared_with.is_empty())
+                .filter(|s| s.has_own_incident())
                 .count(),
             self.scenarios
                 .iter()

@@ -609,7 +609,7 @@ impl Correlator {
                 })
             });
         let keys = &place.keys;
-        let matching: Vec<usize> = self
+        let mut matching: Vec<usize> = self
             .incidents
             .iter()
             .enumerate()
@@ -628,7 +628,6 @@ impl Correlator {
         // A recently resolved incident of the same problem is reopened (the problem did not
         // end) unless an open incident is as closely linked: an open one that shares only the
         // namespace is another problem, and a link that weak must not win over the series' own.
-        let mut matching = matching;
         if !matching
             .iter()
             .any(|&n| closely_linked(&self.incidents[n].keys, keys))

@@ -284,30 +284,28 @@ pub(super) fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) ->
                 })
             })
     };
-    let related_ids: Vec<Vec<&portent_incidents::IncidentId>> = d
+    // Each scenario's related incidents, earliest first.
+    let mine_all: Vec<Vec<&Incident>> = d
         .truth
         .iter()
         .map(|g| {
-            incidents
-                .iter()
-                .filter(|i| related(g, i))
-                .map(|i| &i.id)
-                .collect()
+            let mut mine: Vec<&Incident> = incidents.iter().filter(|i| related(g, i)).collect();
+            mine.sort_by_key(|i| i.started_at);
+            mine
         })
         .collect();
     let scenarios = d
         .truth
         .iter()
+        .zip(&mine_all)
         .enumerate()
-        .map(|(n, g)| {
-            let mut mine: Vec<&Incident> = incidents.iter().filter(|i| related(g, i)).collect();
-            mine.sort_by_key(|i| i.started_at);
+        .map(|(n, (g, mine))| {
             let shared_with = mine.first().map_or_else(Vec::new, |first| {
                 d.truth
                     .iter()
-                    .zip(&related_ids)
+                    .zip(&mine_all)
                     .enumerate()
-                    .filter(|&(k, (_, ids))| k != n && ids.contains(&&first.id))
+                    .filter(|&(k, (_, theirs))| k != n && theirs.iter().any(|i| i.id == first.id))
                     .map(|(_, (h, _))| h.kind.as_str().to_string())
                     .collect()
             });
