@@ -476,27 +476,44 @@ impl HistorySource for PushBuffer {
     /// Every held series the query selects, with its samples in
     /// `[start - lateness, end]`; series with none there are left out.
     fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
+        let mut out = Vec::new();
+        self.visit_range(q, &mut |labels, samples| {
+            out.push(Series {
+                labels: labels.clone(),
+                samples: samples.to_vec(),
+            });
+        })?;
+        Ok(out)
+    }
+
+    /// As [`Self::query_range`], lending each series' label set and its samples (copied
+    /// into one reused buffer, as a ring's range may wrap around its end).
+    fn visit_range(
+        &mut self,
+        q: &RangeQuery<'_>,
+        visit: &mut dyn FnMut(&Labels, &[Sample]),
+    ) -> Result<(), NotAPushQuery> {
         let Some(index) = self.queries.iter().position(|p| p.alias == q.query) else {
             return Err(NotAPushQuery(q.query.to_owned()));
         };
         let start = q.start.add_millis(-self.limits.lateness_ms);
-        Ok(self
-            .series
-            .iter()
-            .filter(|(_, r)| r.queries.contains(index))
-            .filter_map(|(labels, r)| {
-                let to = bound(&r.samples, r.samples.len(), |x| x.t <= q.end);
-                let from = bound(&r.samples, to, |x| x.t < start).min(to);
-                let mut samples: Vec<Sample> = r.samples.range(from..to).copied().collect();
-                if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
-                    samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
-                }
-                (!samples.is_empty()).then(|| Series {
-                    labels: labels.clone(),
-                    samples,
-                })
-            })
-            .collect())
+        let mut samples = Vec::new();
+        for (labels, r) in &self.series {
+            if !r.queries.contains(index) {
+                continue;
+            }
+            let to = bound(&r.samples, r.samples.len(), |x| x.t <= q.end);
+            let from = bound(&r.samples, to, |x| x.t < start).min(to);
+            samples.clear();
+            samples.extend(r.samples.range(from..to));
+            if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
+                samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
+            }
+            if !samples.is_empty() {
+                visit(labels, &samples);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -679,6 +696,42 @@ mod tests {
         let stats = b.ingest(vec![series(&x, &points)]);
         assert_eq!(stats.accepted, 10);
         assert_eq!(stats.thinned, 30);
+    }
+
+    #[test]
+    fn visiting_lends_what_a_read_copies() {
+        let mut b = PushBuffer::new(vec![query("q", "x", 1)], limits(5, 100));
+        let a = labels(&[("__name__", "x"), ("s", "a")]);
+        let c = labels(&[("__name__", "x"), ("s", "c")]);
+        let points: Vec<(i64, f64)> = (0..20).map(|i| (i, i as f64)).collect();
+        // A wrapped ring (20 samples through 5 slots) and a short one.
+        b.ingest(vec![series(&a, &points), series(&c, &points[..2])]);
+        let q = RangeQuery {
+            query: "q",
+            expr: "",
+            start: Timestamp::from_millis(1),
+            end: Timestamp::from_millis(18),
+            step_ms: 1,
+            request: crate::Request::Score,
+        };
+        let mut lent = Vec::new();
+        b.visit_range(&q, &mut |l, s| lent.push((l.clone(), s.to_vec())))
+            .unwrap();
+        lent.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut copied = b.query_range(&q).unwrap();
+        copied.sort_by(|x, y| x.labels.cmp(&y.labels));
+        assert_eq!(lent.len(), 2);
+        for ((l, s), series) in lent.iter().zip(&copied) {
+            assert!(Labels::ptr_eq(l, &series.labels));
+            assert_eq!(s, &series.samples);
+        }
+        let ts: Vec<i64> = lent[0].1.iter().map(|s| s.t.millis()).collect();
+        assert_eq!(ts, [15, 16, 17, 18]);
+        let mut visited = 0;
+        let unknown = RangeQuery { query: "nope", ..q };
+        let err = b.visit_range(&unknown, &mut |_, _| visited += 1);
+        assert_eq!(err, Err(NotAPushQuery("nope".into())));
+        assert_eq!(visited, 0);
     }
 
     #[test]

@@ -586,13 +586,6 @@ impl Scheduler {
             step_ms: job.step_ms,
             request: Request::Score,
         };
-        let answer = match source.query_range(&q) {
-            Ok(a) => a,
-            Err(e) => {
-                report.errors.push(self.error(i, Request::Score, &e));
-                return;
-            }
-        };
         let record = self.record;
         let group = self.store.group_mut(state.group);
         let (model, query) = (group.model_arc(), group.query_arc());
@@ -611,37 +604,43 @@ impl Scheduler {
         // then forgotten, so a pod deleted by a rollout is not reported missing for the
         // retention. One that comes back is new again and warms up on its history.
         let mut ended = Vec::new();
-        for mut series in answer {
-            if series.samples.last().is_some_and(|s| is_stale_marker(s.v)) {
-                series.samples.retain(|s| !is_stale_marker(s.v));
-                ended.push(series.labels.clone());
-            } else {
-                series.samples.retain(|s| !is_stale_marker(s.v));
+        let mut live = Vec::new();
+        let visited = source.visit_range(&q, &mut |labels, samples| {
+            let is_ended = samples.last().is_some_and(|s| is_stale_marker(s.v));
+            if is_ended {
+                ended.push(labels.clone());
             }
-            let is_ended = ended.last() == Some(&series.labels);
+            let samples = if samples.iter().any(|s| is_stale_marker(s.v)) {
+                live.clear();
+                live.extend(samples.iter().filter(|s| !is_stale_marker(s.v)));
+                &live[..]
+            } else {
+                samples
+            };
             // An equal label set in another allocation (restored from a state file, or the
             // source rebuilt it) is swapped for the source's, so that the next ticks compare
             // pointers rather than every pair, and the two share one copy of the labels.
-            let mut swap = None;
-            match group.series_mut().get_key_value_mut(&series.labels) {
+            let mut swap = false;
+            match group.series_mut().get_key_value_mut(labels) {
                 Some((key, entry)) => {
-                    observe_new(entry, &series.samples, |s| {
-                        emit(&series.labels, s, report);
-                    })
-                    .count_into(report);
-                    if !Labels::ptr_eq(key, &series.labels) {
-                        swap = Some(series.labels);
-                    }
+                    observe_new(entry, samples, |s| emit(labels, s, report)).count_into(report);
+                    swap = !Labels::ptr_eq(key, labels);
                 }
-                None if series.samples.is_empty() || is_ended => {}
-                None => new.push(series),
+                None if samples.is_empty() || is_ended => {}
+                None => new.push(Series {
+                    labels: labels.clone(),
+                    samples: samples.to_vec(),
+                }),
             }
-            if let Some(labels) = swap
-                && let Some((_, entry)) = group.series_mut().remove_entry(&labels)
-            {
-                group.series_mut().insert(labels, entry);
+            if swap && let Some((_, entry)) = group.series_mut().remove_entry(labels) {
+                group.series_mut().insert(labels.clone(), entry);
             }
+        });
+        if let Err(e) = visited {
+            report.errors.push(self.error(i, Request::Score, &e));
+            return;
         }
+        let group = self.store.group_mut(state.group);
         for labels in &ended {
             if group.series_mut().remove(labels).is_some() {
                 report.ended += 1;

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use portent_core::{Series, Timestamp};
+use portent_core::{Labels, Sample, Series, Timestamp};
 
 use crate::Request;
 
@@ -41,12 +41,36 @@ pub trait HistorySource {
 
     /// Every series the query gives over `[q.start, q.end]`, samples sorted by time.
     fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, Self::Error>;
+
+    /// Calls `visit` with each series [`Self::query_range`] would give, in any order. A source
+    /// that holds its series in memory (the push buffer) lends them instead of copying each
+    /// into a new [`Series`]: at 100,000 series a score tick's copies, and the reference count
+    /// of each label set touched twice, were a third of the scheduler's time. An error comes
+    /// before any series is visited.
+    fn visit_range(
+        &mut self,
+        q: &RangeQuery<'_>,
+        visit: &mut dyn FnMut(&Labels, &[Sample]),
+    ) -> Result<(), Self::Error> {
+        for s in self.query_range(q)? {
+            visit(&s.labels, &s.samples);
+        }
+        Ok(())
+    }
 }
 
 impl<S: HistorySource + ?Sized> HistorySource for &mut S {
     type Error = S::Error;
     fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, Self::Error> {
         (**self).query_range(q)
+    }
+
+    fn visit_range(
+        &mut self,
+        q: &RangeQuery<'_>,
+        visit: &mut dyn FnMut(&Labels, &[Sample]),
+    ) -> Result<(), Self::Error> {
+        (**self).visit_range(q, visit)
     }
 }
 

@@ -106,6 +106,17 @@ impl HistorySource for Routed<'_> {
             Err(poisoned) => poisoned.into_inner().query_range(q),
         }
     }
+
+    fn visit_range(
+        &mut self,
+        q: &RangeQuery<'_>,
+        visit: &mut dyn FnMut(&Labels, &[Sample]),
+    ) -> Result<(), NotAPushQuery> {
+        match self.0.lock() {
+            Ok(mut b) => b.visit_range(q, visit),
+            Err(poisoned) => poisoned.into_inner().visit_range(q, visit),
+        }
+    }
 }
 
 /// A scheduler tracking every series of `labels` with a fitted detector, scored up to `t0`, and
