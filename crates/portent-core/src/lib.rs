@@ -23,6 +23,8 @@ mod score;
 pub mod seeded;
 
 pub use detector::{Detect, Direction, Fit, FitError};
-pub use labels::{Label, Labels, LabelsError, LabelsRef};
+pub use labels::{
+    Label, LabelRef, Labels, LabelsError, LabelsHash, LabelsHasher, LabelsIter, LabelsRef,
+};
 pub use sample::{Gap, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
 pub use score::{Reason, Score, ScoreError, Scored};

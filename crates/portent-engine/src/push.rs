@@ -34,7 +34,9 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
-use portent_core::{Labels, LabelsRef, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
+use portent_core::{
+    Labels, LabelsHash, LabelsRef, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker,
+};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr};
 
@@ -186,7 +188,7 @@ pub struct NotAPushQuery(pub String);
 pub struct PushBuffer {
     queries: Vec<PushQuery>,
     limits: PushLimits,
-    series: HashMap<Labels, Ring>,
+    series: HashMap<Labels, Ring, LabelsHash>,
     total: usize,
 }
 
@@ -199,7 +201,7 @@ impl PushBuffer {
                 max_samples_per_series: limits.max_samples_per_series.max(1),
                 ..limits
             },
-            series: HashMap::new(),
+            series: HashMap::default(),
             total: 0,
         }
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use portent_core::{Labels, Scored, Timestamp};
+use portent_core::{Labels, LabelsHash, Scored, Timestamp};
 use portent_models::Detector;
 
 use crate::joint::Pool;
@@ -65,7 +65,7 @@ impl Entry {
 pub struct Group {
     model: Arc<str>,
     query: Arc<str>,
-    series: HashMap<Labels, Entry>,
+    series: HashMap<Labels, Entry, LabelsHash>,
 }
 
 impl Group {
@@ -88,12 +88,12 @@ impl Group {
     }
 
     /// The entries by labels.
-    pub fn series(&self) -> &HashMap<Labels, Entry> {
+    pub fn series(&self) -> &HashMap<Labels, Entry, LabelsHash> {
         &self.series
     }
 
     /// The entries by labels, to change.
-    pub fn series_mut(&mut self) -> &mut HashMap<Labels, Entry> {
+    pub fn series_mut(&mut self) -> &mut HashMap<Labels, Entry, LabelsHash> {
         &mut self.series
     }
 
@@ -173,7 +173,7 @@ impl Store {
         self.groups.push(Group {
             model: model.into(),
             query: query.into(),
-            series: HashMap::new(),
+            series: HashMap::default(),
         });
         self.groups.len() - 1
     }
@@ -304,22 +304,17 @@ impl Store {
 const ALLOC_OVERHEAD: usize = 16;
 
 fn labels_heap(l: &Labels) -> usize {
-    let strings: usize = l
-        .iter()
-        .map(|p| p.name.len() + p.value.len() + 2 * ALLOC_OVERHEAD)
-        .sum();
-    l.len() * size_of::<portent_core::Label>() + ALLOC_OVERHEAD + strings
+    l.heap_bytes() + ALLOC_OVERHEAD
 }
 
 /// The detector's heap, bounded above: only a series with an evident daily or weekly cycle has
-/// per-hour ranges, at most 168 hours of the week, each a pair of `f32`, in a boxed struct of
-/// two vectors (three allocations).
+/// per-hour ranges, at most 168 hours of the week, each a pair of `f32`, in one allocation.
 fn detector_heap(d: &Detector) -> usize {
     let cycles = d.selection().evident;
     if cycles.daily == 0 && cycles.weekly == 0 {
         return 0;
     }
-    56 + 2 * 168 * size_of::<f32>() + 3 * ALLOC_OVERHEAD
+    2 * 168 * size_of::<f32>() + ALLOC_OVERHEAD
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl ScoreKey {
     pub fn output_labels(&self) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
         self.labels
             .iter()
-            .map(|l| (output_label_name(&self.labels, &l.name), &*l.value))
+            .map(|l| (output_label_name(&self.labels, l.name), l.value))
             .chain([
                 (Cow::Borrowed(QUERY_LABEL), &*self.query),
                 (Cow::Borrowed(MODEL_LABEL), &*self.model),

@@ -184,7 +184,7 @@ async fn list(State(ui): State<Ui>, Query(q): Query<ListQuery>) -> Response {
 /// Labels as a JSON object, name to value (the `Labels` serde form is a list of pairs, for
 /// state files).
 fn label_map(labels: &Labels) -> BTreeMap<&str, &str> {
-    labels.iter().map(|l| (&*l.name, &*l.value)).collect()
+    labels.iter().map(|l| (l.name, l.value)).collect()
 }
 
 fn id_of(key: &ScoreKey) -> String {

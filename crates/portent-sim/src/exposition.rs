@@ -73,10 +73,10 @@ fn family(name: &str) -> usize {
 fn write_sample(out: &mut String, labels: &Labels, value: f64) {
     out.push_str(labels.metric_name().unwrap_or("unnamed"));
     let mut first = true;
-    for l in labels.iter().filter(|l| &*l.name != Labels::METRIC_NAME) {
+    for l in labels.iter().filter(|l| l.name != Labels::METRIC_NAME) {
         out.push(if first { '{' } else { ',' });
         first = false;
-        out.push_str(&l.name);
+        out.push_str(l.name);
         out.push_str("=\"");
         for c in l.value.chars() {
             match c {

@@ -196,7 +196,7 @@ impl GroundTruth {
 pub fn matches(selector: &Labels, labels: &Labels) -> bool {
     selector
         .iter()
-        .all(|l| labels.get(&l.name) == Some(&*l.value))
+        .all(|l| labels.get(l.name) == Some(l.value))
 }
 
 /// [`GroundTruth`] as written to JSON: times in ms since the epoch, labels in Prometheus

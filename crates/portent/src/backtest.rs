@@ -369,7 +369,7 @@ fn interval_json(i: &Interval) -> serde_json::Value {
         "query": &*i.query,
         "series": i.labels.to_string(),
         "labels": i.labels.iter()
-            .map(|l| (l.name.to_string(), serde_json::Value::from(&*l.value)))
+            .map(|l| (l.name.to_string(), serde_json::Value::from(l.value)))
             .collect::<serde_json::Map<_, _>>(),
         "from": human_time(i.from),
         "to": human_time(i.to),

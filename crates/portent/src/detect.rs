@@ -471,7 +471,7 @@ fn write_json(w: &mut dyn Write, results: &[Scoredseries]) -> anyhow::Result<()>
     let out: Vec<Out<'_>> = results
         .iter()
         .map(|r| Out {
-            labels: r.labels.iter().map(|l| (&*l.name, &*l.value)).collect(),
+            labels: r.labels.iter().map(|l| (l.name, l.value)).collect(),
             samples: &r.scored,
         })
         .collect();

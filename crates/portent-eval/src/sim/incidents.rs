@@ -101,8 +101,8 @@ fn query_labels(d: &Derived, i: usize) -> Labels {
         .first()
         .map(|l| {
             l.iter()
-                .filter(|l| !DIMENSIONS.contains(&&*l.name))
-                .map(|l| (&*l.name, &*l.value))
+                .filter(|l| !DIMENSIONS.contains(&l.name))
+                .map(|l| (l.name, l.value))
                 .collect()
         })
         .unwrap_or_default();
@@ -115,7 +115,7 @@ fn entity_labels(d: &Derived) -> Vec<Labels> {
     let mut pairs: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); d.entities.len()];
     for s in &d.series {
         for l in s.sources.iter().flat_map(Labels::iter) {
-            if TOPOLOGY.contains(&&*l.name) {
+            if TOPOLOGY.contains(&l.name) {
                 pairs[s.entity]
                     .entry(l.name.to_string())
                     .or_insert_with(|| l.value.to_string());
