@@ -307,11 +307,11 @@ fn labels_heap(l: &Labels) -> usize {
     l.heap_bytes() + ALLOC_OVERHEAD
 }
 
-/// The detector's heap, bounded above: only a series with an evident daily or weekly cycle has
-/// per-hour ranges, at most 168 hours of the week, each a pair of `f32`, in one allocation.
+/// The detector's heap, bounded above: only a series with an evident weekly cycle can have
+/// per-hour-of-week ranges on the heap (168 pairs of `f32`, in one allocation); a day's are
+/// inline in the detector, counted in the size of an entry.
 fn detector_heap(d: &Detector) -> usize {
-    let cycles = d.selection().evident;
-    if cycles.daily == 0 && cycles.weekly == 0 {
+    if d.selection().evident.weekly == 0 {
         return 0;
     }
     2 * 168 * size_of::<f32>() + ALLOC_OVERHEAD
