@@ -31,7 +31,7 @@
 //! Nothing a sender pushes makes the buffer panic or grow past its bounds.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
 use portent_core::{
@@ -318,6 +318,32 @@ impl PushBuffer {
         }
     }
 
+    /// Takes a batch of series (a few from one request), as [`Self::ingest_series`] would one
+    /// by one, with the same result. At 100,000 series each lookup waits on two or three
+    /// cache misses (the map's bucket, the series' labels, the end of its ring), and one by
+    /// one those waits follow each other. So a light first pass finds each series by its hash
+    /// alone and reads those three places, a pass whose loads the processor overlaps across
+    /// the batch; the real pass then finds them in cache. Batches of about 16 suit: more would
+    /// push the first ones out before their turn.
+    pub fn ingest_batch(&mut self, batch: &[(LabelsRef<'_>, &[Sample])], stats: &mut IngestStats) {
+        let mut touched = 0u64;
+        for (labels, _) in batch {
+            let hash = LabelsHash.hash_one(labels);
+            if let Some((known, ring)) = self.series.get_key_value(&SameHash(hash)) {
+                let first = known.iter().next().map_or(0, |l| l.name.len());
+                let newest = ring.samples.back().map_or(0, |x| x.t.millis());
+                touched = touched
+                    .wrapping_add(first as u64)
+                    .wrapping_add(newest as u64);
+            }
+        }
+        // Keeps the loads of the first pass: their value is not needed, their effect is.
+        std::hint::black_box(touched);
+        for &(labels, samples) in batch {
+            self.ingest_series(labels, samples, stats);
+        }
+    }
+
     /// Drops every series whose newest sample is older than `before`; returns how many.
     pub fn expire(&mut self, before: Timestamp) -> usize {
         let n = self.series.len();
@@ -361,6 +387,22 @@ impl Hash for Key<'_> {
 impl Equivalent<Labels> for Key<'_> {
     fn equivalent(&self, labels: &Labels) -> bool {
         self.0.matches(labels)
+    }
+}
+
+/// A lookup by hash alone, for [`PushBuffer::ingest_batch`]'s first pass: it may find another
+/// series of the same hash, which only costs that pass a useless load.
+struct SameHash(u64);
+
+impl Hash for SameHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+impl Equivalent<Labels> for SameHash {
+    fn equivalent(&self, labels: &Labels) -> bool {
+        LabelsHash.hash_one(labels) == self.0
     }
 }
 
@@ -698,6 +740,54 @@ mod tests {
         let stats = b.ingest(vec![series(&x, &points)]);
         assert_eq!(stats.accepted, 10);
         assert_eq!(stats.thinned, 30);
+    }
+
+    #[test]
+    fn a_batch_ingests_as_its_series_one_by_one() {
+        // New and known series, a series twice in one batch, a stale marker, an old sample
+        // and an unmatched series: the same counts and the same buffer either way.
+        let x = |s: &str| labels(&[("__name__", "x"), ("s", s)]);
+        let y = labels(&[("__name__", "y")]);
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let requests = [
+            vec![series(&x("a"), &[(1, 1.0)]), series(&x("b"), &[(1, 2.0)])],
+            vec![
+                series(&x("a"), &[(2, 1.0)]),
+                series(&x("a"), &[(2, 5.0), (3, 1.0)]),
+                series(&x("c"), &[(3, 1.0)]),
+                series(&y, &[(3, 1.0)]),
+                series(&x("b"), &[(0, 1.0), (4, stale)]),
+            ],
+        ];
+        let mut one = PushBuffer::new(vec![query("q", "x", 1)], limits(3, 100));
+        let mut batched = PushBuffer::new(vec![query("q", "x", 1)], limits(3, 100));
+        for request in &requests {
+            let mut a = IngestStats::default();
+            for s in request {
+                one.ingest_series(LabelsRef::from(&s.labels), &s.samples, &mut a);
+            }
+            let refs: Vec<(LabelsRef<'_>, &[Sample])> = request
+                .iter()
+                .map(|s| (LabelsRef::from(&s.labels), &s.samples[..]))
+                .collect();
+            let mut b = IngestStats::default();
+            for chunk in refs.chunks(2) {
+                batched.ingest_batch(chunk, &mut b);
+            }
+            assert_eq!(a, b);
+        }
+        // Bit for bit: the stale marker is a NaN.
+        let bits = |b: &mut PushBuffer| -> Vec<(Labels, Vec<(i64, u64)>)> {
+            read(b, "q", 0, 10)
+                .into_iter()
+                .map(|s| {
+                    let v = s.samples.iter().map(|x| (x.t.millis(), x.v.to_bits()));
+                    (s.labels, v.collect())
+                })
+                .collect()
+        };
+        assert_eq!(bits(&mut one), bits(&mut batched));
+        assert_eq!(one.sample_count(), batched.sample_count());
     }
 
     #[test]

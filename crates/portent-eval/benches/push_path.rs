@@ -44,6 +44,8 @@ const MIN: i64 = 60_000;
 const DAY: i64 = 1440 * MIN;
 /// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
 const PER_REQUEST: usize = 2_000;
+/// Series per `PushBuffer::ingest_batch`, as the daemon's receiver uses.
+const INGEST_BATCH: usize = 16;
 /// 2026-11-02, a Monday and a multiple of a week since the epoch plus four days: fits (weekly,
 /// aligned to the epoch) stay out of the measured minutes.
 const T0: i64 = 1_793_577_600_000;
@@ -170,7 +172,7 @@ fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
 /// its labels as decoded (`PushSink::ingest_write`).
 fn ingest(buffer: &mut PushBuffer, write: &portent_prom::DecodedWrite) -> IngestStats {
     let mut stats = IngestStats::default();
-    write.for_each(|labels, samples| buffer.ingest_series(labels, samples, &mut stats));
+    write.for_each_batch(INGEST_BATCH, |batch| buffer.ingest_batch(batch, &mut stats));
     stats
 }
 

@@ -172,7 +172,7 @@ fn main() {
             if let Ok(mut b) = buffer.lock() {
                 // As the daemon's receiver does: known series looked up by the decoded labels.
                 let mut stats = IngestStats::default();
-                decoded.for_each(|labels, samples| b.ingest_series(labels, samples, &mut stats));
+                decoded.for_each_batch(16, |batch| b.ingest_batch(batch, &mut stats));
             }
             t_ingest += started.elapsed().as_secs_f64();
         }

@@ -141,6 +141,40 @@ impl DecodedWrite {
         }
     }
 
+    /// Calls `f` with the series in request order, up to `n` (at least 1) at a time, so that
+    /// the receiver can look a batch up at once ([`portent_engine`'s `PushBuffer::ingest_batch`]
+    /// overlaps the cache misses of a batch). Labels borrow the decoded body as in
+    /// [`Self::for_each`].
+    pub fn for_each_batch(&self, n: usize, mut f: impl FnMut(&[(LabelsRef<'_>, &[Sample])])) {
+        let p = &self.parsed;
+        for chunk in p.series.chunks(n.max(1)) {
+            let mut pairs: Vec<(&str, &str)> = Vec::new();
+            let mut ends = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                if s.built.is_none() {
+                    let raw = p.pairs.get(s.pairs.0..s.pairs.1).unwrap_or(&[]);
+                    pairs.extend(raw.iter().map(|&[n, v, e]| (p.piece(n, v), p.piece(v, e))));
+                }
+                ends.push(pairs.len());
+            }
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut from = 0;
+            for (s, &to) in chunk.iter().zip(&ends) {
+                let samples = p.samples.get(s.samples.0..s.samples.1).unwrap_or(&[]);
+                let labels = match &s.built {
+                    Some(labels) => Some(LabelsRef::from(labels)),
+                    // Checked canonical when decoded, so this is always `Some`.
+                    None => LabelsRef::canonical(pairs.get(from..to).unwrap_or(&[])),
+                };
+                from = to;
+                if let Some(labels) = labels {
+                    batch.push((labels, samples));
+                }
+            }
+            f(&batch);
+        }
+    }
+
     /// The series as owned [`Series`] (allocating every label set).
     pub fn to_series(&self) -> Vec<Series> {
         let mut out = Vec::with_capacity(self.len());
@@ -610,5 +644,16 @@ mod tests {
                 (r#"é{b="x"}"#.to_owned(), 2),
             ]
         );
+        // In batches of any size: the same series, in the same order.
+        for n in [0, 1, 2, 3, 16] {
+            let mut batched = Vec::new();
+            write.for_each_batch(n, |batch| {
+                assert!(batch.len() <= n.max(1));
+                for (labels, samples) in batch {
+                    batched.push((labels.to_labels().to_string(), samples.len()));
+                }
+            });
+            assert_eq!(batched, seen, "batches of {n}");
+        }
     }
 }

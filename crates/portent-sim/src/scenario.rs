@@ -194,9 +194,7 @@ impl GroundTruth {
 
 /// Whether every pair of `selector` is in `labels`.
 pub fn matches(selector: &Labels, labels: &Labels) -> bool {
-    selector
-        .iter()
-        .all(|l| labels.get(l.name) == Some(l.value))
+    selector.iter().all(|l| labels.get(l.name) == Some(l.value))
 }
 
 /// [`GroundTruth`] as written to JSON: times in ms since the epoch, labels in Prometheus
