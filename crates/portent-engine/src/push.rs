@@ -489,6 +489,9 @@ impl QuerySet {
     }
 }
 
+/// Series whose rings a read touches together before it lends them (see `visit_range`).
+const VISIT_BATCH: usize = 16;
+
 /// How many samples [`bound`] steps back over before it searches instead.
 const SCAN_BACK: usize = 8;
 
@@ -542,22 +545,36 @@ impl HistorySource for PushBuffer {
         };
         let start = q.start.add_millis(-self.limits.lateness_ms);
         let mut samples = Vec::new();
-        for (labels, r) in &self.series {
-            if !r.queries.contains(index) {
-                continue;
+        let mut batch = Vec::with_capacity(VISIT_BATCH);
+        let mut series = self
+            .series
+            .iter()
+            .filter(|(_, r)| r.queries.contains(index));
+        loop {
+            batch.clear();
+            batch.extend(series.by_ref().take(VISIT_BATCH));
+            if batch.is_empty() {
+                return Ok(());
             }
-            let to = bound(&r.samples, r.samples.len(), |x| x.t <= q.end);
-            let from = bound(&r.samples, to, |x| x.t < start).min(to);
-            samples.clear();
-            samples.extend(r.samples.range(from..to));
-            if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
-                samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
-            }
-            if !samples.is_empty() {
-                visit(labels, &samples);
+            // Each ring's newest samples are a cache miss: read for the whole batch first, the
+            // misses overlap (see `ingest_batch`).
+            let newest = batch.iter().fold(0i64, |acc, (_, r)| {
+                acc.wrapping_add(r.samples.back().map_or(0, |x| x.t.millis()))
+            });
+            std::hint::black_box(newest);
+            for (labels, r) in &batch {
+                let to = bound(&r.samples, r.samples.len(), |x| x.t <= q.end);
+                let from = bound(&r.samples, to, |x| x.t < start).min(to);
+                samples.clear();
+                samples.extend(r.samples.range(from..to));
+                if let Some(e) = r.ended.filter(|e| *e >= start && *e <= q.end) {
+                    samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
+                }
+                if !samples.is_empty() {
+                    visit(labels, &samples);
+                }
             }
         }
-        Ok(())
     }
 }
 
@@ -790,6 +807,10 @@ mod tests {
         assert_eq!(one.sample_count(), batched.sample_count());
     }
 
+    fn x_series(i: usize) -> Labels {
+        labels(&[("__name__", "x"), ("s", &format!("many-{i}"))])
+    }
+
     #[test]
     fn visiting_lends_what_a_read_copies() {
         let mut b = PushBuffer::new(vec![query("q", "x", 1)], limits(5, 100));
@@ -819,6 +840,18 @@ mod tests {
         }
         let ts: Vec<i64> = lent[0].1.iter().map(|s| s.t.millis()).collect();
         assert_eq!(ts, [15, 16, 17, 18]);
+        // Past one batch of rings: every series once, with its samples.
+        let many: Vec<Series> = (0..2 * VISIT_BATCH + 3)
+            .map(|i| series(&x_series(i), &[(5, i as f64), (6, 1.0)]))
+            .collect();
+        b.ingest(many);
+        let mut seen = Vec::new();
+        b.visit_range(&q, &mut |l, s| seen.push((l.to_string(), s.len())))
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen.len(), 2 * VISIT_BATCH + 5);
+        seen.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(seen.len(), 2 * VISIT_BATCH + 5);
         let mut visited = 0;
         let unknown = RangeQuery { query: "nope", ..q };
         let err = b.visit_range(&unknown, &mut |_, _| visited += 1);
