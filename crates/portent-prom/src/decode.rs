@@ -220,7 +220,15 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn varint(&mut self) -> Result<u64, RemoteWriteError> {
+        // Keys, lengths of label strings and most timestamps' neighbours are one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -239,6 +247,7 @@ impl<'a> Reader<'a> {
         Err(bad("invalid varint"))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], RemoteWriteError> {
         if n > self.buf.len() {
             return Err(bad("buffer underflow"));
@@ -248,12 +257,14 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn len_delimited(&mut self) -> Result<&'a [u8], RemoteWriteError> {
         let n = self.varint()?;
         self.take(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// The next field's number and wire type, or `None` at the end.
+    #[inline]
     fn key(&mut self) -> Result<Option<(u64, u64)>, RemoteWriteError> {
         if self.buf.is_empty() {
             return Ok(None);
