@@ -220,7 +220,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, RemoteWriteError> {
         // Keys, lengths of label strings and most timestamps' neighbours are one byte.
         if let Some((&b, rest)) = self.buf.split_first()
@@ -247,7 +247,7 @@ impl<'a> Reader<'a> {
         Err(bad("invalid varint"))
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], RemoteWriteError> {
         if n > self.buf.len() {
             return Err(bad("buffer underflow"));
@@ -257,14 +257,14 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn len_delimited(&mut self) -> Result<&'a [u8], RemoteWriteError> {
         let n = self.varint()?;
         self.take(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// The next field's number and wire type, or `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<Option<(u64, u64)>, RemoteWriteError> {
         if self.buf.is_empty() {
             return Ok(None);
