@@ -19,7 +19,8 @@
 //!   dropped by [`PushBuffer::expire`].
 //!
 //! Memory: 16 bytes a sample, so at most `16 × max_samples` bytes of samples (256 MiB with the
-//! defaults), plus per series its label set and about 100 bytes of bookkeeping. With the
+//! defaults), plus the rings' room to grow (at most a quarter of each, and of the total), plus
+//! per series its label set and about 100 bytes of bookkeeping. With the
 //! defaults (4,320 samples per series: three days at a 1 m step), a series full to its bound
 //! holds 67.5 KiB.
 //!
@@ -451,6 +452,12 @@ fn append(
             *total -= 1;
             stats.buffer_full += 1;
         }
+        if ring.samples.len() == ring.samples.capacity() {
+            // A quarter more (at least 4), not double: with 100,000 series at their share of
+            // the total bound, doubling left a third of every ring unused (167 samples in room
+            // for 256), 1.4 KiB per series. Growth stays geometric, so amortised O(1).
+            ring.samples.reserve_exact((ring.samples.len() / 4).max(4));
+        }
         ring.samples.push_back(x);
         *total += 1;
         stats.accepted += 1;
@@ -757,6 +764,21 @@ mod tests {
         let stats = b.ingest(vec![series(&x, &points)]);
         assert_eq!(stats.accepted, 10);
         assert_eq!(stats.thinned, 30);
+    }
+
+    #[test]
+    fn rings_grow_by_a_quarter_not_double() {
+        let mut b = PushBuffer::new(vec![query("q", "x", 1)], limits(10_000, 1 << 20));
+        let x = labels(&[("__name__", "x")]);
+        for t in 0..1_000 {
+            b.ingest(vec![series(&x, &[(t, 1.0)])]);
+            let ring = b.series.values().next().unwrap();
+            let (len, cap) = (ring.samples.len(), ring.samples.capacity());
+            assert!(
+                cap >= len && cap <= len + (len / 4).max(4) + 8,
+                "{len} in {cap}"
+            );
+        }
     }
 
     #[test]
