@@ -32,48 +32,21 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 // The allocator the portent binary runs with.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{
-    Cadence, Entry, HistorySource, IngestStats, Job, NotAPushQuery, Plan, PushBuffer, PushLimits,
-    PushQuery, RangeQuery, Scheduler, Selector, Store,
+    Cadence, Entry, IngestStats, Job, Plan, PushBuffer, PushLimits, PushQuery, Scheduler, Selector,
+    Store,
 };
 use portent_models::DetectorConfig;
+#[path = "common/push.rs"]
+mod push;
 use prost::Message;
+use push::{DAY, METRIC, MIN, Routed, T0, labels, value};
 
-const METRIC: &str = "container_cpu_usage_seconds_total";
-const MIN: i64 = 60_000;
-const DAY: i64 = 1440 * MIN;
 /// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
 const PER_REQUEST: usize = 2_000;
 /// Series per `PushBuffer::ingest_batch`, as the daemon's receiver uses.
 const INGEST_BATCH: usize = 16;
-/// 2026-11-02, a Monday and a multiple of a week since the epoch plus four days: fits (weekly,
-/// aligned to the epoch) stay out of the measured minutes.
-const T0: i64 = 1_793_577_600_000;
-
-fn labels(i: usize) -> Labels {
-    let pairs = [
-        ("__name__", METRIC.to_owned()),
-        ("namespace", format!("team-{}", i % 40)),
-        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
-        ("container", "checkout".to_owned()),
-        (
-            "node",
-            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
-        ),
-        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
-        ("job", "kubelet".to_owned()),
-        ("service", "checkout".to_owned()),
-    ];
-    Labels::new(pairs).unwrap_or_default()
-}
-
-fn value(series: usize, t: i64) -> f64 {
-    let day = std::f64::consts::TAU * (t.rem_euclid(DAY)) as f64 / DAY as f64;
-    let level = 50.0 + (series % 97) as f64;
-    level + 0.3 * level * day.sin() + 2.0 * gauss((t / MIN) as u64 ^ (series as u64) << 24)
-}
 
 /// The remote_write bodies of minute `t` for `labels`.
 fn bodies(labels: &[Labels], t: i64) -> Vec<Vec<u8>> {
@@ -95,32 +68,6 @@ fn bodies(labels: &[Labels], t: i64) -> Vec<Vec<u8>> {
             portent_prom::encode_write_request(&series)
         })
         .collect()
-}
-
-/// The daemon's `Routed` for a push-only config: the scheduler reads the buffer behind the
-/// mutex the receiver also takes.
-struct Routed<'a>(&'a Mutex<PushBuffer>);
-
-impl HistorySource for Routed<'_> {
-    type Error = NotAPushQuery;
-
-    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
-        match self.0.lock() {
-            Ok(mut b) => b.query_range(q),
-            Err(poisoned) => poisoned.into_inner().query_range(q),
-        }
-    }
-
-    fn visit_range(
-        &mut self,
-        q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
-    ) -> Result<(), NotAPushQuery> {
-        match self.0.lock() {
-            Ok(mut b) => b.visit_range(q, visit),
-            Err(poisoned) => poisoned.into_inner().visit_range(q, visit),
-        }
-    }
 }
 
 /// A scheduler tracking every series of `labels` with a fitted detector, scored up to `t0`, and

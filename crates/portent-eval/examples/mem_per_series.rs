@@ -18,18 +18,15 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use portent_core::seeded::gauss;
 use portent_core::{Fit, Labels, Sample, Series, Timestamp};
 use portent_engine::{
-    Cadence, Entry, HistorySource, IngestStats, Job, NotAPushQuery, Plan, PushBuffer, PushLimits,
-    PushQuery, RangeQuery, Scheduler, Selector, Store,
+    Cadence, Entry, IngestStats, Job, Plan, PushBuffer, PushLimits, PushQuery, Scheduler, Selector,
+    Store,
 };
 use portent_models::DetectorConfig;
-
-const METRIC: &str = "container_cpu_usage_seconds_total";
-const MIN: i64 = 60_000;
-const DAY: i64 = 1440 * MIN;
-const T0: i64 = 1_793_577_600_000;
+#[path = "../benches/common/push.rs"]
+mod push;
+use push::{DAY, METRIC, MIN, Routed, T0, labels, value};
 
 fn vm_rss() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -41,53 +38,6 @@ fn vm_rss() -> usize {
                 .and_then(|kb| kb.parse::<usize>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn labels(i: usize) -> Labels {
-    let pairs = [
-        ("__name__", METRIC.to_owned()),
-        ("namespace", format!("team-{}", i % 40)),
-        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
-        ("container", "checkout".to_owned()),
-        (
-            "node",
-            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
-        ),
-        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
-        ("job", "kubelet".to_owned()),
-        ("service", "checkout".to_owned()),
-    ];
-    Labels::new(pairs).unwrap_or_default()
-}
-
-fn value(series: usize, t: i64) -> f64 {
-    let day = std::f64::consts::TAU * (t.rem_euclid(DAY)) as f64 / DAY as f64;
-    let level = 50.0 + (series % 97) as f64;
-    level + 0.3 * level * day.sin() + 2.0 * gauss((t / MIN) as u64 ^ ((series as u64) << 24))
-}
-
-struct Routed<'a>(&'a Mutex<PushBuffer>);
-
-impl HistorySource for Routed<'_> {
-    type Error = NotAPushQuery;
-
-    fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
-        match self.0.lock() {
-            Ok(mut b) => b.query_range(q),
-            Err(poisoned) => poisoned.into_inner().query_range(q),
-        }
-    }
-
-    fn visit_range(
-        &mut self,
-        q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
-    ) -> Result<(), NotAPushQuery> {
-        match self.0.lock() {
-            Ok(mut b) => b.visit_range(q, visit),
-            Err(poisoned) => poisoned.into_inner().visit_range(q, visit),
-        }
-    }
 }
 
 fn main() {
