@@ -45,8 +45,6 @@ use push::{DAY, METRIC, MIN, Routed, T0, labels, value};
 
 /// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
 const PER_REQUEST: usize = 2_000;
-/// Series per `PushBuffer::ingest_batch`, as the daemon's receiver uses.
-const INGEST_BATCH: usize = 16;
 
 /// The remote_write bodies of minute `t` for `labels`.
 fn bodies(labels: &[Labels], t: i64) -> Vec<Vec<u8>> {
@@ -121,7 +119,9 @@ fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
 /// its labels as decoded (`PushSink::ingest_write`).
 fn ingest(buffer: &mut PushBuffer, write: &portent_prom::DecodedWrite) -> IngestStats {
     let mut stats = IngestStats::default();
-    write.for_each_batch(INGEST_BATCH, |batch| buffer.ingest_batch(batch, &mut stats));
+    write.for_each_batch(PushBuffer::BATCH, |batch| {
+        buffer.ingest_batch(batch, &mut stats)
+    });
     stats
 }
 

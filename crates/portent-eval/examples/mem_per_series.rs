@@ -122,7 +122,8 @@ fn main() {
             if let Ok(mut b) = buffer.lock() {
                 // As the daemon's receiver does: known series looked up by the decoded labels.
                 let mut stats = IngestStats::default();
-                decoded.for_each_batch(16, |batch| b.ingest_batch(batch, &mut stats));
+                decoded
+                    .for_each_batch(PushBuffer::BATCH, |batch| b.ingest_batch(batch, &mut stats));
             }
             t_ingest += started.elapsed().as_secs_f64();
         }

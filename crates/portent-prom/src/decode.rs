@@ -119,26 +119,11 @@ impl DecodedWrite {
     /// Calls `f` with each series' labels and samples, in request order. The labels borrow
     /// the decoded body: look them up, and call [`LabelsRef::to_labels`] only to keep them.
     pub fn for_each(&self, mut f: impl FnMut(LabelsRef<'_>, &[Sample])) {
-        let p = &self.parsed;
-        let mut scratch: Vec<(&str, &str)> = Vec::new();
-        for s in &p.series {
-            let samples = p.samples.get(s.samples.0..s.samples.1).unwrap_or(&[]);
-            if let Some(labels) = &s.built {
-                f(LabelsRef::from(labels), samples);
-                continue;
-            }
-            scratch.clear();
-            let pairs = p.pairs.get(s.pairs.0..s.pairs.1).unwrap_or(&[]);
-            scratch.extend(
-                pairs
-                    .iter()
-                    .map(|&[n, v, e]| (p.piece(n, v), p.piece(v, e))),
-            );
-            // Checked canonical when decoded, so this is always `Some`.
-            if let Some(labels) = LabelsRef::canonical(&scratch) {
+        self.for_each_batch(64, |batch| {
+            for &(labels, samples) in batch {
                 f(labels, samples);
             }
-        }
+        });
     }
 
     /// Calls `f` with the series in request order, up to `n` (at least 1) at a time, so that
@@ -147,9 +132,11 @@ impl DecodedWrite {
     /// [`Self::for_each`].
     pub fn for_each_batch(&self, n: usize, mut f: impl FnMut(&[(LabelsRef<'_>, &[Sample])])) {
         let p = &self.parsed;
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        let mut ends = Vec::new();
         for chunk in p.series.chunks(n.max(1)) {
-            let mut pairs: Vec<(&str, &str)> = Vec::new();
-            let mut ends = Vec::with_capacity(chunk.len());
+            pairs.clear();
+            ends.clear();
             for s in chunk {
                 if s.built.is_none() {
                     let raw = p.pairs.get(s.pairs.0..s.pairs.1).unwrap_or(&[]);

@@ -47,10 +47,6 @@ pub(crate) fn push_limits(config: &Config) -> PushLimits {
     limits
 }
 
-/// Series of a request looked up together (`PushBuffer::ingest_batch`): enough for their
-/// cache misses to overlap, few enough to stay in cache until their turn.
-const INGEST_BATCH: usize = 16;
-
 /// Where the receiver puts what it decoded: the buffer, with the counts in the self-metrics.
 #[derive(Clone)]
 pub(crate) struct PushSink {
@@ -69,7 +65,7 @@ impl PushSink {
     pub(crate) fn ingest_write(&self, write: &DecodedWrite) {
         self.ingest_with(|b| {
             let mut stats = IngestStats::default();
-            write.for_each_batch(INGEST_BATCH, |batch| b.ingest_batch(batch, &mut stats));
+            write.for_each_batch(PushBuffer::BATCH, |batch| b.ingest_batch(batch, &mut stats));
             stats
         });
     }
