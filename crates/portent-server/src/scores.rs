@@ -4,9 +4,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use portent_core::{Labels, LabelsError, Sample, Scored, Series, Timestamp};
+use hashbrown::{Equivalent, HashMap};
+use portent_core::{Labels, LabelsError, LabelsHash, Sample, Scored, Series, Timestamp};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
@@ -69,7 +71,10 @@ pub const OUTPUT_METRICS: [&str; 4] = [
 
 /// Which scored series an output belongs to: the query and model aliases and the input series'
 /// labels.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// It hashes as its labels alone (equal keys have equal labels), so that a map of keys with
+/// [`LabelsHash`] puts a series where the engine's maps do.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ScoreKey {
     /// The query alias (its `query` label).
     pub query: Arc<str>,
@@ -77,6 +82,31 @@ pub struct ScoreKey {
     pub model: Arc<str>,
     /// The input series' labels, as the source gave them.
     pub labels: Labels,
+}
+
+impl Hash for ScoreKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.labels.hash(state);
+    }
+}
+
+/// A [`ScoreKey`] made of borrowed parts, to look one up without cloning three `Arc`s.
+struct KeyRef<'a> {
+    query: &'a str,
+    model: &'a str,
+    labels: &'a Labels,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.labels.hash(state);
+    }
+}
+
+impl Equivalent<ScoreKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &ScoreKey) -> bool {
+        *self.labels == key.labels && self.query == &*key.query && self.model == &*key.model
+    }
 }
 
 impl ScoreKey {
@@ -161,10 +191,28 @@ pub fn output_label_name<'a>(input: &Labels, name: &'a str) -> Cow<'a, str> {
 /// other way round.
 #[derive(Clone, Default)]
 pub struct Scores {
-    inner: Arc<RwLock<BTreeMap<ScoreKey, Scored>>>,
+    inner: Arc<RwLock<Held>>,
     /// Each multivariate verdict's features and their shares of its score, exposed as
     /// [`CONTRIBUTION_METRIC`].
     contributions: Arc<RwLock<Contributions>>,
+}
+
+/// The latest verdict of every series, in a hash table: the daemon sets all of them after every
+/// step, and at 100,000 series the ordered map this was spent more time comparing label sets
+/// than the engine spent scoring (a third of the daemon's cycles). Keys hash as their labels,
+/// with [`LabelsHash`], in the engine's order.
+#[derive(Debug, Default)]
+struct Held {
+    map: HashMap<ScoreKey, Verdict, LabelsHash>,
+    /// The number of the last [`Scores::sync`], to find the series it did not set.
+    pass: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    scored: Scored,
+    /// The [`Held::pass`] that last set it.
+    pass: u32,
 }
 
 /// Per multivariate verdict (keyed as its score), each feature's name and share of the score.
@@ -194,29 +242,79 @@ impl Scores {
         registry.register_collector(Box::new(self.clone()));
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<ScoreKey, Scored>> {
+    fn read(&self) -> RwLockReadGuard<'_, Held> {
         // A panic elsewhere while holding the lock leaves a map that is still consistent
         // (every operation on it is a single insert or remove).
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<ScoreKey, Scored>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Held> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the latest score of each series, under one lock. A score older than the one held
     /// (by sample time) is ignored, so replays and late batches never move a series back.
     pub fn update(&self, scored: impl IntoIterator<Item = (ScoreKey, Scored)>) {
-        let mut map = self.write();
+        let mut held = self.write();
+        let pass = held.pass;
         for (key, s) in scored {
-            match map.get_mut(&key) {
-                Some(held) if held.t > s.t => {}
-                Some(held) => *held = s,
+            match held.map.get_mut(&key) {
+                Some(v) if v.scored.t > s.t => {}
+                Some(v) => v.scored = s,
                 None => {
-                    map.insert(key, s);
+                    held.map.insert(key, Verdict { scored: s, pass });
                 }
             }
         }
+    }
+
+    /// Makes the held scores exactly `latest`, each `(query, model, labels, verdict)`: those
+    /// given are set (whatever their time: the caller's state is the truth), those not given
+    /// are forgotten. One lock, one lookup per series, and a key is only built for a series
+    /// not held yet: the daemon calls this after every step with every series it tracks.
+    /// Returns how many series were forgotten.
+    pub fn sync<'a>(
+        &self,
+        latest: impl IntoIterator<Item = (&'a str, &'a str, &'a Labels, Scored)>,
+    ) -> usize {
+        let mut held = self.write();
+        let held = &mut *held;
+        held.pass = held.pass.wrapping_add(1);
+        let pass = held.pass;
+        // Aliases of new keys, shared: a few distinct ones over any number of series.
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut name = |n: &str| match names.iter().find(|a| &***a == n) {
+            Some(a) => Arc::clone(a),
+            None => {
+                let a: Arc<str> = n.into();
+                names.push(Arc::clone(&a));
+                a
+            }
+        };
+        let mut set = 0usize;
+        for (query, model, labels, scored) in latest {
+            let found = held.map.get_mut(&KeyRef {
+                query,
+                model,
+                labels,
+            });
+            match found {
+                Some(v) => {
+                    set += usize::from(v.pass != pass);
+                    *v = Verdict { scored, pass };
+                }
+                None => {
+                    let key = ScoreKey::new(name(query), name(model), labels.clone());
+                    held.map.insert(key, Verdict { scored, pass });
+                    set += 1;
+                }
+            }
+        }
+        let before = held.map.len();
+        if before > set {
+            held.map.retain(|_, v| v.pass == pass);
+        }
+        before - held.map.len()
     }
 
     /// Sets the latest score of one series (see [`Scores::update`]).
@@ -226,14 +324,14 @@ impl Scores {
 
     /// The score held for `key`.
     pub fn get(&self, key: &ScoreKey) -> Option<Scored> {
-        self.read().get(key).copied()
+        self.read().map.get(key).map(|v| v.scored)
     }
 
     /// Forgets the given series; returns how many were held.
     pub fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a ScoreKey>) -> usize {
-        let mut map = self.write();
+        let mut held = self.write();
         keys.into_iter()
-            .filter(|k| map.remove(*k).is_some())
+            .filter(|k| held.map.remove(*k).is_some())
             .count()
     }
 
@@ -246,19 +344,20 @@ impl Scores {
     /// Keeps only the series for which `keep` is true (e.g. those of models still configured
     /// after a reload); returns how many were removed.
     pub fn retain(&self, mut keep: impl FnMut(&ScoreKey, &Scored) -> bool) -> usize {
-        let mut map = self.write();
-        let before = map.len();
-        map.retain(|k, s| keep(k, s));
-        before - map.len()
+        let mut held = self.write();
+        let before = held.map.len();
+        held.map.retain(|k, v| keep(k, &v.scored));
+        before - held.map.len()
     }
 
     /// The `n` highest scores (highest first; ties by series), for "what is unusual now".
     pub fn top(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
         let mut all: Vec<(ScoreKey, Scored)> = self
             .read()
+            .map
             .iter()
-            .filter(|(_, s)| s.score.get() > 0.0)
-            .map(|(k, s)| (k.clone(), *s))
+            .filter(|(_, v)| v.scored.score.get() > 0.0)
+            .map(|(k, v)| (k.clone(), v.scored))
             .collect();
         all.sort_by(|a, b| {
             b.1.score
@@ -273,8 +372,9 @@ impl Scores {
     /// The `n` highest scores, calm series (score 0) included, highest first (ties by
     /// series): the web UI's overview, which lists series even when nothing is unusual.
     pub fn ranked(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
-        let map = self.read();
-        let mut all: Vec<(&ScoreKey, &Scored)> = map.iter().collect();
+        let held = self.read();
+        let mut all: Vec<(&ScoreKey, &Scored)> =
+            held.map.iter().map(|(k, v)| (k, &v.scored)).collect();
         let order = |a: &(&ScoreKey, &Scored), b: &(&ScoreKey, &Scored)| {
             b.1.score
                 .get()
@@ -290,22 +390,23 @@ impl Scores {
         all.into_iter().map(|(k, s)| (k.clone(), *s)).collect()
     }
 
-    /// The first held series (in [`ScoreKey`] order) for which `f` is true, with its score.
+    /// A held series for which `f` is true (any one, if several are), with its score.
     pub fn find(&self, mut f: impl FnMut(&ScoreKey) -> bool) -> Option<(ScoreKey, Scored)> {
         self.read()
+            .map
             .iter()
             .find(|(k, _)| f(k))
-            .map(|(k, s)| (k.clone(), *s))
+            .map(|(k, v)| (k.clone(), v.scored))
     }
 
     /// How many series are held.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().map.len()
     }
 
     /// Whether no series is held.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().map.is_empty()
     }
 
     /// Replaces every multivariate verdict's feature shares (the daemon sets them all after
@@ -329,10 +430,10 @@ impl Scores {
     /// The four output series of every held score (see [`ScoreKey::output_series`]): a full
     /// snapshot, e.g. for a remote_write output's first send.
     pub fn to_series(&self) -> Vec<Series> {
-        let map = self.read();
-        let mut out = Vec::with_capacity(map.len() * OUTPUTS.len());
-        for (key, s) in map.iter() {
-            out.extend(key.output_series(s));
+        let held = self.read();
+        let mut out = Vec::with_capacity(held.map.len() * OUTPUTS.len());
+        for (key, v) in held.map.iter() {
+            out.extend(key.output_series(&v.scored));
         }
         out
     }
@@ -356,15 +457,21 @@ impl EncodeLabelSet for OutputLabels<'_> {
 
 impl Collector for Scores {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let map = self.read();
+        let held = self.read();
+        // In key order (query, model, labels), as a reader of the page expects: sorting once
+        // per scrape costs a tenth of encoding the four families.
+        let mut sorted: Vec<(&ScoreKey, &Scored)> =
+            held.map.iter().map(|(k, v)| (k, &v.scored)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for m in &OUTPUTS {
             let mut family = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
-            for (key, s) in map.iter() {
+            for (key, s) in &sorted {
                 let labels = OutputLabels(key, None);
                 ConstGauge::new((m.value)(s)).encode(family.encode_family(&labels)?)?;
             }
         }
-        drop(map);
+        drop(sorted);
+        drop(held);
         let contributions = self
             .contributions
             .read()
@@ -449,6 +556,45 @@ mod tests {
         assert_eq!(scores.get(&key).unwrap().value, 1.0);
         assert_eq!(scores.remove_older_than(Timestamp::from_secs(101)), 1);
         assert!(scores.is_empty());
+    }
+
+    #[test]
+    fn a_sync_sets_what_it_is_given_and_forgets_the_rest() {
+        let scores = Scores::new();
+        let a = labels(&[("pod", "a")]);
+        let b = labels(&[("pod", "b")]);
+        let at = |secs: i64, value: f64| Scored::unknown(Timestamp::from_secs(secs), value);
+        // Two models over the same series are two keys with one hash.
+        assert_eq!(
+            scores.sync([
+                ("q", "m1", &a, at(10, 1.0)),
+                ("q", "m2", &a, at(10, 2.0)),
+                ("q", "m1", &b, at(10, 3.0)),
+            ]),
+            0
+        );
+        assert_eq!(scores.len(), 3);
+        let key = |m: &str, l: &Labels| ScoreKey::new("q".into(), m.into(), l.clone());
+        assert_eq!(scores.get(&key("m2", &a)).unwrap().value, 2.0);
+        // The state given is the truth, older or not; what is not given goes.
+        assert_eq!(
+            scores.sync([("q", "m1", &a, at(5, 4.0)), ("q", "m1", &b, at(11, 5.0))]),
+            1
+        );
+        assert_eq!(scores.len(), 2);
+        assert_eq!(scores.get(&key("m1", &a)).unwrap().value, 4.0);
+        assert_eq!(scores.get(&key("m1", &b)).unwrap().value, 5.0);
+        assert!(scores.get(&key("m2", &a)).is_none());
+        // A series set in between by `update` and not given to the next sync goes too.
+        scores.set(key("m3", &b), at(12, 6.0));
+        assert_eq!(scores.sync([("q", "m1", &a, at(13, 7.0))]), 2);
+        assert_eq!(scores.len(), 1);
+        // Keys new in one sync share their aliases.
+        let c = labels(&[("pod", "c")]);
+        scores.sync([("q", "m1", &b, at(14, 0.0)), ("q", "m1", &c, at(14, 0.0))]);
+        let held = scores.read();
+        let keys: Vec<&ScoreKey> = held.map.keys().collect();
+        assert!(Arc::ptr_eq(&keys[0].query, &keys[1].query));
     }
 
     #[test]

@@ -719,9 +719,6 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
 /// scheduler tracks: new verdicts set, series it forgot (expired, or dropped by a reload)
 /// removed.
 fn publish(scheduler: &portent_engine::Scheduler, scores: &Scores) {
-    let mut keys = HashSet::new();
-    let mut names: Vec<(Arc<str>, Arc<str>)> = Vec::new();
-    let mut updates = Vec::new();
     // A multivariate verdict's `query` is its model's alias; its features' shares go beside.
     let mut contributions = portent_server::Contributions::new();
     for j in scheduler.joint_latest() {
@@ -738,30 +735,14 @@ fn publish(scheduler: &portent_engine::Scheduler, scores: &Scores) {
         );
     }
     scores.set_contributions(contributions);
-    let joint = scheduler.joint_latest().map(|j| portent_engine::Latest {
-        model: j.model,
-        query: j.model,
-        labels: j.labels,
-        scored: j.scored,
-    });
-    for l in scheduler.store().latest().chain(joint) {
-        let (query, model) = match names
-            .iter()
-            .find(|(q, m)| &**q == l.query && &**m == l.model)
-        {
-            Some((q, m)) => (Arc::clone(q), Arc::clone(m)),
-            None => {
-                let pair: (Arc<str>, Arc<str>) = (l.query.into(), l.model.into());
-                names.push(pair.clone());
-                pair
-            }
-        };
-        let key = ScoreKey::new(query, model, l.labels.clone());
-        keys.insert(key.clone());
-        updates.push((key, *l.scored));
-    }
-    scores.update(updates);
-    scores.retain(|k, _| keys.contains(k));
+    let joint = scheduler
+        .joint_latest()
+        .map(|j| (j.model, j.model, j.labels, *j.scored));
+    let series = scheduler
+        .store()
+        .latest()
+        .map(|l| (l.query, l.model, l.labels, *l.scored));
+    scores.sync(series.chain(joint));
 }
 
 /// Self-metrics and logs of one step; `is_push[i]` says whether job `i` reads the push buffer.
