@@ -410,6 +410,32 @@ impl Labels {
         None
     }
 
+    /// The values of several labels in one pass over the pairs: `[get(names[0]), …]`. The
+    /// incident correlator reads four labels of every verdict, and four scans were a tenth of
+    /// the daemon's cycles at 100,000 series.
+    ///
+    /// ```
+    /// # use portent_core::Labels;
+    /// let l = Labels::new([("pod", "api-1"), ("node", "n1"), ("__name__", "up")]).unwrap();
+    /// assert_eq!(l.get_many(["node", "namespace", "pod"]), [Some("n1"), None, Some("api-1")]);
+    /// ```
+    pub fn get_many<const N: usize>(&self, names: [&str; N]) -> [Option<&str>; N] {
+        let mut out = [None; N];
+        let mut left = N;
+        for l in self.iter() {
+            for (value, name) in out.iter_mut().zip(names) {
+                if value.is_none() && l.name == name {
+                    *value = Some(l.value);
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        out
+    }
+
     /// The metric name (`__name__`), if present.
     pub fn metric_name(&self) -> Option<&str> {
         self.get(Self::METRIC_NAME)

@@ -725,8 +725,16 @@ impl Correlator {
     /// go wrong can be named. [`Correlator::observe`] learns placement too, but not values.
     pub fn learn(&mut self, labels: &Labels, query: &str, t: Timestamp, value: f64) {
         let topology = &self.config.topology;
-        self.pods.learn(topology, labels, t);
-        self.rollouts.learn(topology, labels, query, t, value);
+        // One pass over the labels for both.
+        let [pod, node, ns, name] = labels.get_many([
+            &topology.pod,
+            &topology.node,
+            &topology.namespace,
+            Labels::METRIC_NAME,
+        ]);
+        self.pods.place(pod, node, ns, t);
+        self.rollouts
+            .learn_read(labels, pod, ns, name, query, t, value);
     }
 
     /// Adds to incident `target` the rollouts that best explain its members (see

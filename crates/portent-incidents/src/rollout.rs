@@ -27,7 +27,7 @@
 
 use portent_core::{Labels, Timestamp};
 
-use crate::topology::{Map, TopologyConfig, replicaset_of_pod};
+use crate::topology::{Map, TopologyConfig, nonempty, replicaset_of_pod};
 
 /// The model alias of a member that stands for a suspect rollout.
 pub const ROLLOUT_MODEL: &str = "rollout";
@@ -181,14 +181,31 @@ impl Rollouts {
         t: Timestamp,
         value: f64,
     ) {
-        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
-        let Some(pod) = get(&topology.pod) else {
+        let [pod, ns, name] =
+            labels.get_many([&topology.pod, &topology.namespace, Labels::METRIC_NAME]);
+        self.learn_read(labels, pod, ns, name, query, t, value);
+    }
+
+    /// [`Self::learn`] with the labels' values already read: `pod`, `ns` (namespace) and
+    /// `name` (`__name__`). Empty values count as missing.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn learn_read(
+        &mut self,
+        labels: &Labels,
+        pod: Option<&str>,
+        ns: Option<&str>,
+        name: Option<&str>,
+        query: &str,
+        t: Timestamp,
+        value: f64,
+    ) {
+        let Some(pod) = nonempty(pod) else {
             return;
         };
         let Some((workload, set)) = replicaset_of_pod(pod) else {
             return;
         };
-        let ns = get(&topology.namespace).unwrap_or("");
+        let ns = nonempty(ns).unwrap_or("");
         if self.workloads >= MAX_WORKLOADS {
             self.forget_before(t.add_millis(-MEMORY_MS));
         }
@@ -231,7 +248,7 @@ impl Rollouts {
         if !value.is_finite() {
             return;
         }
-        let name = labels.metric_name().unwrap_or_default();
+        let name = name.unwrap_or_default();
         let values = match rs
             .queries
             .iter()

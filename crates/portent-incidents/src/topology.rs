@@ -57,6 +57,11 @@ impl Default for TopologyConfig {
     }
 }
 
+/// `v`, unless it is empty: a label with an empty value is a missing label.
+pub(crate) fn nonempty(v: Option<&str>) -> Option<&str> {
+    v.filter(|v| !v.is_empty())
+}
+
 /// Where a series sits in the dependency chain `node → pod → workload → service → namespace`.
 ///
 /// Lower levels are upstream: a node's trouble reaches its pods, a pod's its service.
@@ -160,33 +165,56 @@ const POD_MEMORY_MS: i64 = 86_400_000;
 /// Which node each pod was last seen on, learnt from series that carry both labels.
 #[derive(Clone, Debug, Default)]
 pub struct PodNodes {
-    /// namespace → pod → (node, last seen): nested so a lookup borrows the label values and a
-    /// verdict of a known pod allocates nothing.
-    by_namespace: Map<String, Map<String, (String, Timestamp)>>,
+    /// namespace → pod → its node and when it was last seen: nested so a lookup borrows the
+    /// label values and a verdict of a known pod allocates nothing.
+    by_namespace: Map<String, Map<String, Placed>>,
+    /// Node names, each once: a cluster has far fewer nodes than pods, and a pod's node is
+    /// checked on every verdict. Comparing indices into a small table kept in cache, where
+    /// comparing each pod's own copy of the name was a cache miss per verdict at 100,000 pods.
+    nodes: Vec<Box<str>>,
+    node_ids: Map<Box<str>, u32>,
     pods: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    /// Index into [`PodNodes::nodes`].
+    node: u32,
+    seen: Timestamp,
 }
 
 impl PodNodes {
     /// Learns from one series' labels at `t`: a pod and a node label name where the pod runs.
     pub fn learn(&mut self, topology: &TopologyConfig, labels: &Labels, t: Timestamp) {
-        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
-        let (Some(pod), Some(node)) = (get(&topology.pod), get(&topology.node)) else {
+        let [pod, node, ns] = labels.get_many([&topology.pod, &topology.node, &topology.namespace]);
+        self.place(pod, node, ns, t);
+    }
+
+    /// Learns that `pod` (of namespace `ns`) ran on `node` at `t`: [`Self::learn`] with the
+    /// labels' values already read. Empty values count as missing.
+    pub(crate) fn place(
+        &mut self,
+        pod: Option<&str>,
+        node: Option<&str>,
+        ns: Option<&str>,
+        t: Timestamp,
+    ) {
+        let (Some(pod), Some(node)) = (nonempty(pod), nonempty(node)) else {
             return;
         };
-        let ns = get(&topology.namespace).unwrap_or("");
+        let ns = nonempty(ns).unwrap_or("");
+        let node = self.node_id(node);
         let pods = match self.by_namespace.get_mut(ns) {
             Some(p) => p,
             None => self.by_namespace.entry(ns.to_owned()).or_default(),
         };
         match pods.get_mut(pod) {
-            Some((n, seen)) => {
-                if n != node {
-                    node.clone_into(n);
-                }
-                *seen = (*seen).max(t);
+            Some(placed) => {
+                placed.node = node;
+                placed.seen = placed.seen.max(t);
             }
             None => {
-                pods.insert(pod.to_owned(), (node.to_owned(), t));
+                pods.insert(pod.to_owned(), Placed { node, seen: t });
                 self.pods += 1;
                 if self.pods > MAX_PODS {
                     self.forget_before(t.add_millis(-POD_MEMORY_MS));
@@ -195,20 +223,51 @@ impl PodNodes {
         }
     }
 
+    /// The index of node `name` in [`Self::nodes`], added if new.
+    fn node_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.node_ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        self.nodes.push(name.into());
+        self.node_ids.insert(name.into(), id);
+        id
+    }
+
     fn forget_before(&mut self, cutoff: Timestamp) {
         for pods in self.by_namespace.values_mut() {
-            pods.retain(|_, (_, seen)| *seen >= cutoff);
+            pods.retain(|_, placed| placed.seen >= cutoff);
         }
         self.by_namespace.retain(|_, pods| !pods.is_empty());
         self.pods = self.by_namespace.values().map(Map::len).sum();
+        // Nodes no pod remembered runs on go too: renumber those left.
+        let mut renumbered: Map<u32, u32> = Map::default();
+        let mut nodes = Vec::new();
+        for placed in self.by_namespace.values_mut().flat_map(|p| p.values_mut()) {
+            placed.node = *renumbered.entry(placed.node).or_insert_with(|| {
+                let name = usize::try_from(placed.node)
+                    .ok()
+                    .and_then(|i| self.nodes.get_mut(i))
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                nodes.push(name);
+                u32::try_from(nodes.len() - 1).unwrap_or(u32::MAX)
+            });
+        }
+        self.node_ids = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        self.nodes = nodes;
     }
 
     /// The node pod `pod` of namespace `ns` was last seen on.
     pub fn node(&self, ns: &str, pod: &str) -> Option<&str> {
-        self.by_namespace
-            .get(ns)?
-            .get(pod)
-            .map(|(node, _)| node.as_str())
+        let placed = self.by_namespace.get(ns)?.get(pod)?;
+        self.nodes
+            .get(usize::try_from(placed.node).ok()?)
+            .map(|n| &**n)
     }
 
     /// How many pods are remembered.
@@ -350,6 +409,16 @@ mod tests {
         pods.forget_before(at(6));
         assert_eq!(pods.len(), 1);
         assert_eq!(pods.node("shop", "api-1"), None);
+        // The nodes left are renumbered, and still named right.
+        assert_eq!(pods.node("ops", "api-1"), Some("n3"));
+        assert_eq!(pods.nodes.len(), 1);
+        pods.learn(
+            &t,
+            &l(&[("namespace", "shop"), ("pod", "api-2"), ("node", "n1")]),
+            at(10),
+        );
+        assert_eq!(pods.node("shop", "api-2"), Some("n1"));
+        assert_eq!(pods.node("ops", "api-1"), Some("n3"));
     }
 
     #[test]
