@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use portent_config::Config;
-use portent_core::{Score, Series};
+use portent_core::{Labels, Sample, Score, Series};
 use portent_engine::{HistorySource, RangeQuery, Request, StepScore};
 use portent_incidents::feedback::{FeedbackStore, SeriesWindow, ThresholdRule};
 use portent_incidents::notify::{
@@ -277,12 +277,42 @@ impl<S: HistorySource> HistorySource for Excluding<'_, S> {
         }
         Ok(series)
     }
+
+    /// As [`Self::query_range`], lending each series: without this, every score tick went
+    /// through the copying default, one `Vec` per series.
+    fn visit_range(
+        &mut self,
+        q: &RangeQuery<'_>,
+        visit: &mut dyn FnMut(&Labels, &[Sample]),
+    ) -> Result<(), S::Error> {
+        if self.windows.is_empty() || q.request == Request::Score {
+            return self.inner.visit_range(q, visit);
+        }
+        let windows = self.windows;
+        let mut kept = Vec::new();
+        self.inner.visit_range(q, &mut |labels, samples| {
+            let mine: Vec<&SeriesWindow> = windows
+                .iter()
+                .filter(|w| w.query == q.query && &w.labels == labels)
+                .collect();
+            if mine.is_empty() {
+                return visit(labels, samples);
+            }
+            kept.clear();
+            kept.extend(
+                samples
+                    .iter()
+                    .filter(|p| !mine.iter().any(|w| w.from <= p.t && p.t <= w.to)),
+            );
+            visit(labels, &kept);
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portent_core::{Labels, Sample, Scored, Timestamp};
+    use portent_core::{Scored, Timestamp};
     use portent_engine::MemorySource;
 
     /// The daemon's incident glue over a pull config with one query, `query`, and the name of
