@@ -120,6 +120,9 @@ pub struct Push {
     /// Samples the push buffer keeps over all series: while it is full, new series are
     /// refused (and counted) and existing ones cannot grow.
     pub max_samples: usize,
+    /// How late a pushed sample may arrive and still be scored: each score tick also reads
+    /// this far back before its start.
+    pub lateness: Duration,
 }
 
 /// An HTTP endpoint portent calls: the pull source or a remote_write output.

@@ -76,6 +76,10 @@ pub const PUSH_MAX_SAMPLES_PER_SERIES: u32 = 4_320;
 /// their label sets): a full three days for 3,800 series, or a day for 11,600.
 pub const PUSH_MAX_SAMPLES: u64 = 16 * 1024 * 1024;
 
+/// `source.push.lateness`: Prometheus sends every 5 s, and later while it retries; a sample
+/// that arrives up to five minutes after the score tick that covered its time is still scored.
+pub const PUSH_LATENESS: Duration = Duration::from_secs(300);
+
 /// `storage.dir`, relative to the config file's directory.
 pub const STORAGE_DIR: &str = "data";
 /// `storage.series_retention`: a series unseen this long is dropped with its state.

@@ -95,6 +95,7 @@ pub(crate) struct RawPush {
     pub(crate) max_body_size: Option<RawSize>,
     pub(crate) max_samples_per_series: Option<u32>,
     pub(crate) max_samples: Option<u64>,
+    pub(crate) lateness: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

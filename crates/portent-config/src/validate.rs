@@ -236,9 +236,14 @@ impl Validator<'_> {
         };
         let push = match raw.push {
             Some(p) => {
-                let (body, per_series, total) = match p {
-                    Some(p) => (p.max_body_size, p.max_samples_per_series, p.max_samples),
-                    None => (None, None, None),
+                let (body, per_series, total, lateness) = match p {
+                    Some(p) => (
+                        p.max_body_size,
+                        p.max_samples_per_series,
+                        p.max_samples,
+                        p.lateness,
+                    ),
+                    None => (None, None, None, None),
                 };
                 let max_body_size = body.map_or(defaults::MAX_BODY_SIZE, |s| s.0);
                 if max_body_size == 0 {
@@ -269,6 +274,7 @@ impl Validator<'_> {
                     max_body_size,
                     max_samples_per_series: usize::try_from(per_series).unwrap_or(usize::MAX),
                     max_samples: usize::try_from(total).unwrap_or(usize::MAX),
+                    lateness: lateness.map_or(defaults::PUSH_LATENESS, |d| d.0),
                 })
             }
             None => None,

@@ -273,6 +273,7 @@ fn push_only_config_has_no_pull_source() {
     assert_eq!(push.max_body_size, defaults::MAX_BODY_SIZE);
     assert_eq!(push.max_samples_per_series, 4_320);
     assert_eq!(push.max_samples, 16 << 20);
+    assert_eq!(push.lateness, defaults::PUSH_LATENESS);
     // The only source is the default.
     assert!(c.queries.values().all(|q| q.source == QuerySource::Push));
 }
@@ -285,6 +286,7 @@ fn with_both_sources_queries_default_to_pull() {
     let push = c.source.push.unwrap();
     assert_eq!(push.max_samples_per_series, 2_880);
     assert_eq!(push.max_samples, 1_000_000);
+    assert_eq!(push.lateness, std::time::Duration::from_secs(30));
 }
 
 #[test]
@@ -391,6 +393,7 @@ fn readme_quotes_the_defaults() {
             "source.push.max_samples_per_series",
             defaults::PUSH_MAX_SAMPLES_PER_SERIES.to_string(),
         ),
+        ("source.push.lateness", fmt(defaults::PUSH_LATENESS)),
         (
             "source.push.max_samples",
             defaults::PUSH_MAX_SAMPLES.to_string(),

@@ -43,6 +43,7 @@ pub(crate) fn push_limits(config: &Config) -> PushLimits {
     if let Some(push) = &config.source.push {
         limits.max_samples_per_series = push.max_samples_per_series;
         limits.max_samples = push.max_samples;
+        limits.lateness_ms = i64::try_from(push.lateness.as_millis()).unwrap_or(i64::MAX);
     }
     limits
 }
