@@ -69,7 +69,8 @@ pub const MAX_POINTS_PER_SERIES: u32 = 11_000;
 pub const MAX_BODY_SIZE: u64 = 32 * 1024 * 1024;
 
 /// `source.push.max_samples_per_series`: three days at the default 1 m step (a warm-up and
-/// daily refits see three daily cycles), 67.5 KiB per series when full (16 bytes a sample).
+/// daily refits see three daily cycles), about 35 KiB per series when full for noisy values
+/// (the push buffer packs older samples to about 8 bytes, from 16).
 pub const PUSH_MAX_SAMPLES_PER_SERIES: u32 = 4_320;
 
 /// `source.push.max_samples`: 16 Mi samples, 256 MiB of samples over all pushed series (plus

@@ -8,7 +8,8 @@
 //!
 //! Prints VmRSS (from /proc/self/status) before, after building the scheduler's state, and after
 //! the minutes of ingest and scoring, each delta per series, next to the engine's own estimate
-//! ([`Store::approx_bytes`]) and the push buffer's samples (16 bytes each). The data is that of
+//! ([`Store::approx_bytes`]), the push buffer's samples (16 bytes each as they came) and what the
+//! buffer holds by its own estimate ([`PushBuffer::approx_bytes`]). The data is that of
 //! `benches/push_path.rs`.
 
 use std::sync::Mutex;
@@ -135,7 +136,9 @@ fn main() {
     }
     drop(names);
     let rss2 = vm_rss();
-    let samples = buffer.lock().map_or(0, |b| b.sample_count());
+    let (samples, buffer_bytes) = buffer
+        .lock()
+        .map_or((0, 0), |b| (b.sample_count(), b.approx_bytes()));
     println!("{n} series, {minutes} minutes, {scored} samples scored");
     let per_sample = |secs: f64| secs * 1e9 / (scored.max(1) as f64);
     println!(
@@ -155,11 +158,13 @@ fn main() {
     );
     println!(
         "per series: scheduler state {} B resident ({} B by Store::approx_bytes), push buffer {} \
-         samples ({} B of samples), whole push path {} B resident",
+         samples ({} B as they came, {} B held by PushBuffer::approx_bytes), whole push path {} B \
+         resident",
         per(rss1.saturating_sub(rss0)),
         per(scheduler.store().approx_bytes()),
         samples / n.max(1),
         per(16 * samples),
+        per(buffer_bytes),
         per(rss2.saturating_sub(rss0)),
     );
 }

@@ -192,7 +192,7 @@ impl SelfMetrics {
         );
         registry.register(
             "portent_push_samples",
-            "Samples held in the push buffer, over all series (16 bytes each)",
+            "Samples held in the push buffer, over all series (about 8 bytes each for noisy values)",
             m.push_samples.clone(),
         );
         registry.register(

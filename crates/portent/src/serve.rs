@@ -15,7 +15,7 @@
 //!   with `source.push` set, `server.listen` also serves the remote_write receiver at
 //!   `POST /api/v1/write`. What Prometheus pushes goes into a bounded push buffer
 //!   ([`portent_engine::push`]: per series at most `source.push.max_samples_per_series`
-//!   samples, one per query step, and `source.push.max_samples` in total, 16 bytes each); a
+//!   samples, one per query step, and `source.push.max_samples` in total, older ones packed); a
 //!   pushed series belongs to every push query whose selector matches it, and the scheduler
 //!   reads the buffer as it reads Prometheus. Stale markers, out-of-order and duplicate
 //!   samples, and series no query selects are dropped and counted
