@@ -20,7 +20,8 @@
 //!    deployment (a 1 m step, scored every minute, five minutes of remote_write lateness), so
 //!    the lateness is 5 s: each tick reads the same six samples a series as there.
 //!    `PORTENT_LATENESS=1m` sets another lateness, `PORTENT_LATENESS=default` leaves the key
-//!    out (five minutes, and the only choice of builds before it existed).
+//!    out (five minutes, and the only choice of builds before it existed);
+//!    `PORTENT_MAX_SAMPLES` sets `source.push.max_samples`.
 //! 3. For SECONDS seconds (default 200: the default push buffer, 16 Mi samples, is full after
 //!    168 at 100,000 series) sends one sample per series per second as remote_write 1.0 bodies
 //!    of 2,000 series (Prometheus' `max_samples_per_send`), two requests in flight, keep-alive.
@@ -119,11 +120,15 @@ fn seed_state(n: usize, dir: &Path, now_ms: i64) -> Result<(), Error> {
 /// `source.push`'s lines: `lateness: 5s`, or `$PORTENT_LATENESS` (`default` leaves the key out,
 /// for a build that predates it).
 fn push_section() -> String {
-    match std::env::var("PORTENT_LATENESS").as_deref() {
-        Ok("default") => "  push: {}\n".to_owned(),
+    let mut out = match std::env::var("PORTENT_LATENESS").as_deref() {
+        Ok("default") => "  push:\n".to_owned(),
         Ok(l) => format!("  push:\n    lateness: {l}\n"),
         Err(_) => "  push:\n    lateness: 5s\n".to_owned(),
+    };
+    if let Ok(m) = std::env::var("PORTENT_MAX_SAMPLES") {
+        out.push_str(&format!("    max_samples: {m}\n"));
     }
+    out
 }
 
 fn config_text(port: u16, state: &Path) -> String {
@@ -356,6 +361,8 @@ async fn run(server: &mut Server, base: &str, n: usize, seconds: u64) -> Result<
         - ingested0;
     let tracked = metric(&after, "portent_series_tracked").unwrap_or(0.0);
     let buffered = metric(&after, "portent_push_samples ").unwrap_or(0.0);
+    let anomalies = metric(&after, "portent_incident_anomalies_total ").unwrap_or(0.0);
+    let state = metric(&after, "portent_state_size_bytes ").unwrap_or(0.0);
     let cpu = cpu1 - cpu0;
     println!(
         "{n} series, {seconds} s of one sample per series per second; the client fell behind by \
@@ -366,6 +373,11 @@ async fn run(server: &mut Server, base: &str, n: usize, seconds: u64) -> Result<
         "server: {ingested:.0} samples accepted, {tracked:.0} series tracked, {buffered:.0} \
          samples in the push buffer ({:.0} a series)",
         buffered / n as f64
+    );
+    println!(
+        "server: {anomalies:.0} verdicts at or above their threshold went to the incidents; \
+         model state {:.0} B a series (portent_state_size_bytes)",
+        state / n as f64
     );
     println!(
         "server CPU: {cpu:.2} s in {wall:.1} s wall ({:.0}% of one core): {:.0} ns per sample, \
