@@ -374,11 +374,14 @@ async fn run(server: &mut Server, base: &str, n: usize, seconds: u64) -> Result<
          samples in the push buffer ({:.0} a series)",
         buffered / n as f64
     );
-    println!(
-        "server: {anomalies:.0} verdicts at or above their threshold went to the incidents; \
-         model state {:.0} B a series (portent_state_size_bytes)",
-        state / n as f64
-    );
+    println!("server: {anomalies:.0} verdicts at or above their threshold went to the incidents");
+    if state > 0.0 {
+        // Set when the state is saved (every five minutes): absent from shorter runs.
+        println!(
+            "server: model state {:.0} B a series (portent_state_size_bytes)",
+            state / n as f64
+        );
+    }
     println!(
         "server CPU: {cpu:.2} s in {wall:.1} s wall ({:.0}% of one core): {:.0} ns per sample, \
          {:.0} samples/s per core",
