@@ -46,7 +46,7 @@ use promql_parser::parser::{self, Expr};
 use crate::source::{HistorySource, RangeQuery};
 
 mod samples;
-use samples::Samples;
+use samples::{Samples, Shape};
 
 /// A plain PromQL vector selector, to match pushed series by their labels.
 #[derive(Clone, Debug)]
@@ -448,10 +448,18 @@ fn append(
     series: usize,
     stats: &mut IngestStats,
 ) {
-    // The ring's share of the bounds when full: what it is given room for at once.
-    let expect = limits
-        .max_samples_per_series
-        .min(limits.max_samples / series.max(1));
+    let shape = Shape {
+        // The ring's share of the bounds when full: what it is given room for at once.
+        expect: limits
+            .max_samples_per_series
+            .min(limits.max_samples / series.max(1)),
+        // What a score tick reads: the lateness, the tick's own step and two to spare (ticks
+        // every few steps read further, and decode the packed part).
+        keep: usize::try_from(limits.lateness_ms / ring.step_ms.max(1))
+            .unwrap_or(0)
+            .saturating_add(3)
+            .min(MAX_KEEP),
+    };
     for &x in samples {
         if is_stale_marker(x.v) {
             stats.stale += 1;
@@ -489,7 +497,7 @@ fn append(
             *total -= dropped;
             stats.buffer_full += dropped;
         }
-        ring.samples.push_back(x, expect);
+        ring.samples.push_back(x, shape);
         *total += 1;
         stats.accepted += 1;
     }
@@ -526,6 +534,10 @@ impl QuerySet {
         self.low == 0 && self.high.is_empty()
     }
 }
+
+/// The most samples a ring keeps unpacked for score ticks (a 1 s step with five minutes of
+/// lateness reads 303).
+const MAX_KEEP: usize = 512;
 
 /// How many of a series' oldest samples go when it must make room for a new one: eight at a
 /// time (fewer for a ring of under 64), so that the packed part of the ring, a cache miss away

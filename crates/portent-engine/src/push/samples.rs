@@ -22,9 +22,9 @@
 //! every push once the buffer is full. Here the oldest packed sample is kept as it is, with
 //! the interval before it, so dropping it decodes one record and no more.
 //!
-//! The newest [`HEAD_KEEP`] to [`HEAD_MAX`] samples stay as they are: each score tick reads
-//! the last few samples of every series (six at a 1 m step with five minutes of lateness),
-//! and those must not need decoding. They are packed eight at a time, and dropped eight at a
+//! The newest [`Shape::keep`] to `keep` + [`PACK`] samples stay as they are: each score tick
+//! reads the last few samples of every series (six at a 1 m step with five minutes of
+//! lateness), and those must not need decoding. They are packed eight at a time, and dropped eight at a
 //! time by [`Samples::pop_front_n`]'s callers, so that the packed part, a cache miss away at
 //! 100,000 series, is touched once per eight samples rather than on each.
 
@@ -32,12 +32,20 @@ use std::collections::VecDeque;
 
 use portent_core::{Sample, Timestamp};
 
-/// The newest samples left as they are once older ones are packed: enough for a score tick's
-/// read at a 1 m step with five minutes of lateness.
-pub(super) const HEAD_KEEP: usize = 8;
-/// The most samples left as they are: when a push would make more, the oldest
-/// `HEAD_MAX - HEAD_KEEP` are packed.
-pub(super) const HEAD_MAX: usize = 16;
+/// The fewest newest samples left as they are once older ones are packed.
+pub(super) const MIN_KEEP: usize = 8;
+/// How many samples are packed at a time: the head holds up to `keep + PACK` samples.
+pub(super) const PACK: usize = 8;
+
+/// What a ring is sized for, from the buffer's bounds and the series' step.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Shape {
+    /// Samples the ring is expected to hold once full: its share of the buffer's bounds.
+    pub(super) expect: usize,
+    /// The newest samples kept as they are (at least [`MIN_KEEP`]): as many as a score tick
+    /// reads, so that it never decodes.
+    pub(super) keep: usize,
+}
 
 /// A series' samples, strictly increasing in time, oldest first. See the module docs.
 #[derive(Debug, Default)]
@@ -89,11 +97,12 @@ impl Samples {
     }
 
     /// Appends `s`, which must be newer than [`Self::back`] (the buffer drops the others
-    /// before this). `expect` is how many samples the ring is expected to hold once full (its
-    /// share of the buffer's bounds).
-    pub(super) fn push_back(&mut self, s: Sample, expect: usize) {
-        if self.head.len() >= HEAD_MAX {
-            let n = self.head.len() - HEAD_KEEP;
+    /// before this), in a ring of `shape`.
+    pub(super) fn push_back(&mut self, s: Sample, shape: Shape) {
+        let keep = shape.keep.max(MIN_KEEP);
+        let expect = shape.expect;
+        if self.head.len() >= keep + PACK {
+            let n = self.head.len() - keep;
             let (packed, new) = match &mut self.packed {
                 Some(p) => (p, false),
                 None => {
@@ -129,7 +138,7 @@ impl Samples {
                 }
                 // An eighth more than those records took, for the values yet to come.
                 let room = expect
-                    .saturating_sub(packed.len + HEAD_KEEP)
+                    .saturating_sub(packed.len + keep)
                     .saturating_mul(packed.bytes.len() * 9)
                     .div_ceil(8 * older.max(1))
                     .min(expect.saturating_mul(17));
@@ -149,10 +158,12 @@ impl Samples {
             }
         }
         if self.head.len() == self.head.capacity() {
-            // Grows to HEAD_MAX in a few steps: series that live for a few samples stay small.
-            let room = (self.head.len() / 2).clamp(4, HEAD_MAX);
+            // Grows to `keep + PACK` in a few steps: series that live for a few samples stay
+            // small.
+            let most = keep + PACK;
+            let room = (self.head.len() / 4).clamp(4, most);
             self.head
-                .reserve_exact(room.min(HEAD_MAX.saturating_sub(self.head.len())).max(1));
+                .reserve_exact(room.min(most.saturating_sub(self.head.len())).max(1));
         }
         self.head.push_back(s);
     }
@@ -330,6 +341,13 @@ mod tests {
         Sample::new(Timestamp::from_millis(ms), v)
     }
 
+    fn shape(expect: usize) -> Shape {
+        Shape {
+            expect,
+            keep: MIN_KEEP,
+        }
+    }
+
     /// Sample series that exercise every code: regular and jittered times, jumps of every
     /// size, repeated values, counters, noise, NaN, both infinities, -0.0, a stale marker's
     /// bits, and the extremes of f64 and of time.
@@ -390,7 +408,7 @@ mod tests {
             let input = awkward(seed);
             let mut s = Samples::default();
             for (k, x) in input.iter().enumerate() {
-                s.push_back(*x, input.len());
+                s.push_back(*x, shape(input.len()));
                 assert_eq!(s.len(), k + 1);
                 assert_eq!(s.back().unwrap().t, x.t);
             }
@@ -404,7 +422,7 @@ mod tests {
         let mut s = Samples::default();
         let mut kept: VecDeque<Sample> = VecDeque::new();
         for (k, x) in input.iter().enumerate() {
-            s.push_back(*x, 100);
+            s.push_back(*x, shape(100));
             kept.push_back(*x);
             // Drops of every size, interleaved with pushes, as a bounded ring does.
             if k % 5 == 4 {
@@ -420,8 +438,38 @@ mod tests {
         assert_eq!(s.pop_front_n(usize::MAX), expected.len());
         assert!(s.is_empty() && s.back().is_none() && all(&s).is_empty());
         // And it fills again from empty.
-        s.push_back(at(5, 1.0), 100);
+        s.push_back(at(5, 1.0), shape(100));
         assert!(same(&all(&s), &[at(5, 1.0)]));
+    }
+
+    #[test]
+    fn the_head_keeps_what_a_score_tick_reads() {
+        // A 15 s step with five minutes of lateness: a tick reads 21 samples and more.
+        let mut s = Samples::default();
+        for i in 0..500i64 {
+            s.push_back(
+                at(i * 15_000, i as f64),
+                Shape {
+                    expect: 4_320,
+                    keep: 23,
+                },
+            );
+            if i >= 23 {
+                assert!((23..=31).contains(&s.head.len()), "{i}: {}", s.head.len());
+            }
+        }
+        // And never fewer than eight.
+        let mut t = Samples::default();
+        for i in 0..100i64 {
+            t.push_back(
+                at(i, 0.0),
+                Shape {
+                    expect: 100,
+                    keep: 1,
+                },
+            );
+        }
+        assert!((MIN_KEEP..=MIN_KEEP + PACK).contains(&t.head.len()));
     }
 
     #[test]
@@ -429,7 +477,7 @@ mod tests {
         let input: Vec<Sample> = (0..100).map(|i| at(i * 60_000, i as f64)).collect();
         let mut s = Samples::default();
         for x in &input {
-            s.push_back(*x, 50);
+            s.push_back(*x, shape(50));
         }
         for (from, to) in [
             (0, 99),
@@ -460,7 +508,7 @@ mod tests {
         let mut s = Samples::default();
         for i in 0..4_320i64 {
             let v = 80.0 + 20.0 * (i as f64 / 229.0).sin() + 2.0 * gauss(i as u64);
-            s.push_back(at(1_700_000_000_000 + i * 60_000, v), 4_320);
+            s.push_back(at(1_700_000_000_000 + i * 60_000, v), shape(4_320));
         }
         // Noise fills the low bytes of every value: about seven bytes a sample, and room to
         // grow into.
@@ -473,7 +521,10 @@ mod tests {
         // A counter of whole numbers: a header and two or three bytes.
         let mut c = Samples::default();
         for i in 0..4_320i64 {
-            c.push_back(at(1_700_000_000_000 + i * 15_000, (i * 37) as f64), 4_320);
+            c.push_back(
+                at(1_700_000_000_000 + i * 15_000, (i * 37) as f64),
+                shape(4_320),
+            );
         }
         assert!(c.heap_bytes() * 4 < raw, "{} of {raw}", c.heap_bytes());
     }
