@@ -165,7 +165,8 @@ pub struct IngestStats {
     pub out_of_order: usize,
     /// Of series no push query selects: dropped.
     pub unmatched: usize,
-    /// Dropped (or pushed out an older sample) because the buffer was full.
+    /// Dropped because the buffer was full: new samples refused, and older ones a series
+    /// pushed out to make room (up to eight at a time).
     pub buffer_full: usize,
     /// New series kept.
     pub new_series: usize,
