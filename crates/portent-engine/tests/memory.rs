@@ -12,9 +12,10 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap fixtures known good
 
 use portent_core::seeded::gauss;
-use portent_core::{Fit, Labels, Sample, Timestamp};
+use portent_core::{Fit, Sample, Timestamp};
 use portent_engine::{Entry, Store};
 use portent_models::DetectorConfig;
+use portent_testkit::cadvisor_labels;
 
 const SERIES: usize = 20_000;
 const MIN: i64 = 60_000;
@@ -28,23 +29,6 @@ fn resident() -> usize {
         .and_then(|p| p.parse().ok())
         .expect("statm's second field");
     pages * 4096
-}
-
-fn labels(i: usize) -> Labels {
-    Labels::new([
-        ("__name__", "container_cpu_usage_seconds_total".to_owned()),
-        ("namespace", format!("team-{}", i % 40)),
-        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
-        ("container", "checkout".to_owned()),
-        (
-            "node",
-            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
-        ),
-        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
-        ("job", "kubelet".to_owned()),
-        ("service", "checkout".to_owned()),
-    ])
-    .unwrap()
 }
 
 #[test]
@@ -70,7 +54,10 @@ fn resident_memory_per_series() {
     let g = store.group_id("auto", "cpu");
     for i in 0..SERIES {
         let e = Entry::new(detector.clone(), Timestamp::from_millis(t0));
-        store.group_mut(g).series_mut().insert(labels(i), e);
+        store
+            .group_mut(g)
+            .series_mut()
+            .insert(cadvisor_labels(i), e);
     }
     let measured = resident().saturating_sub(before) / SERIES;
     let estimated = store.approx_bytes() / SERIES;

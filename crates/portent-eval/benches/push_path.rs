@@ -32,7 +32,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 // The allocator the portent binary runs with.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use portent_core::{Fit, Labels, Sample, Series, Timestamp};
+use portent_core::{Fit, Labels, Sample, Timestamp};
 use portent_engine::{
     Cadence, Entry, IngestStats, Job, Plan, PushBuffer, PushLimits, PushQuery, Scheduler, Selector,
     Store,
@@ -41,32 +41,7 @@ use portent_models::DetectorConfig;
 #[path = "common/push.rs"]
 mod push;
 use prost::Message;
-use push::{DAY, METRIC, MIN, Routed, T0, labels, value};
-
-/// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
-const PER_REQUEST: usize = 2_000;
-
-/// The remote_write bodies of minute `t` for `labels`.
-fn bodies(labels: &[Labels], t: i64) -> Vec<Vec<u8>> {
-    labels
-        .chunks(PER_REQUEST)
-        .enumerate()
-        .map(|(c, chunk)| {
-            let series: Vec<Series> = chunk
-                .iter()
-                .enumerate()
-                .map(|(k, l)| Series {
-                    labels: l.clone(),
-                    samples: vec![Sample::new(
-                        Timestamp::from_millis(t),
-                        value(c * PER_REQUEST + k, t),
-                    )],
-                })
-                .collect();
-            portent_prom::encode_write_request(&series)
-        })
-        .collect()
-}
+use push::{DAY, METRIC, MIN, Routed, T0, bodies, labels, value};
 
 /// A scheduler tracking every series of `labels` with a fitted detector, scored up to `t0`, and
 /// an empty push buffer selecting them.
@@ -165,7 +140,7 @@ fn push_path(c: &mut Criterion) {
         let per_series = limits.max_samples_per_series.min(limits.max_samples / n);
         for _ in 0..per_series {
             t += MIN;
-            let minute_bodies = bodies(&labels, t);
+            let minute_bodies = bodies(&labels, t).collect::<Vec<_>>();
             minute(&mut scheduler, &buffer, &minute_bodies, t);
         }
     }
@@ -178,7 +153,7 @@ fn push_path(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 t += MIN;
-                let minute_bodies = bodies(&labels, t);
+                let minute_bodies = bodies(&labels, t).collect::<Vec<_>>();
                 let started = Instant::now();
                 let scored = minute(&mut scheduler, &buffer, &minute_bodies, t);
                 total += started.elapsed();
@@ -187,7 +162,7 @@ fn push_path(c: &mut Criterion) {
             total
         })
     });
-    let reference = bodies(&labels, T0 + MIN);
+    let reference: Vec<Vec<u8>> = bodies(&labels, T0 + MIN).collect();
     group.bench_function(format!("reference_snappy_protobuf_{n}_series"), |b| {
         b.iter(|| {
             for body in &reference {

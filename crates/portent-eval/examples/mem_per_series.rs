@@ -19,7 +19,7 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use portent_core::{Fit, Labels, Sample, Series, Timestamp};
+use portent_core::{Fit, Labels, Sample, Timestamp};
 use portent_engine::{
     Cadence, Entry, IngestStats, Job, Plan, PushBuffer, PushLimits, PushQuery, Scheduler, Selector,
     Store,
@@ -27,7 +27,7 @@ use portent_engine::{
 use portent_models::DetectorConfig;
 #[path = "../benches/common/push.rs"]
 mod push;
-use push::{DAY, METRIC, MIN, Routed, T0, labels, value};
+use push::{DAY, METRIC, MIN, Routed, T0, bodies, labels, value};
 
 fn vm_rss() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -101,19 +101,7 @@ fn main() {
     let (mut t_decode, mut t_ingest, mut t_step, mut score_time) = (0.0, 0.0, 0.0, 0.0);
     for m in 1..=minutes {
         let t = T0 + m * MIN;
-        for (c, chunk) in names.chunks(2_000).enumerate() {
-            let series: Vec<Series> = chunk
-                .iter()
-                .enumerate()
-                .map(|(k, l)| Series {
-                    labels: l.clone(),
-                    samples: vec![Sample::new(
-                        Timestamp::from_millis(t),
-                        value(c * 2_000 + k, t),
-                    )],
-                })
-                .collect();
-            let body = portent_prom::encode_write_request(&series);
+        for body in bodies(&names, t) {
             let started = Instant::now();
             decoded
                 .decode(&body, 64 << 20)

@@ -36,16 +36,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use portent_core::{Fit, Labels, Sample, Series, Timestamp};
+use portent_core::{Fit, Labels, Sample, Timestamp};
 use portent_engine::{Entry, Store};
 use portent_models::DetectorConfig;
 #[path = "../benches/common/push.rs"]
 #[allow(dead_code)]
 mod push;
-use push::{DAY, METRIC, MIN, T0, labels, value};
-
-/// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
-const PER_REQUEST: usize = 2_000;
+use push::{DAY, METRIC, MIN, T0, bodies, labels, value};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -72,7 +69,7 @@ fn main() -> Result<(), Error> {
         "state of {n} fitted series saved in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let port = free_port()?;
+    let port = portent_testkit::free_port();
     let config = dir.path().join("portent.yml");
     std::fs::write(&config, config_text(port, &dir.path().join("state")))?;
     let mut server = Server::start(&bin, &config, dir.path())?;
@@ -160,13 +157,6 @@ storage:
         push_section(),
         state.display()
     )
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The `portent serve` child.
@@ -297,24 +287,7 @@ async fn run(server: &mut Server, base: &str, n: usize, seconds: u64) -> Result<
         } else {
             late = late.max(now - due);
         }
-        let bodies: Vec<Vec<u8>> = names
-            .chunks(PER_REQUEST)
-            .enumerate()
-            .map(|(c, chunk)| {
-                let series: Vec<Series> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(j, l)| Series {
-                        labels: l.clone(),
-                        samples: vec![Sample::new(
-                            Timestamp::from_millis(t),
-                            value(c * PER_REQUEST + j, t),
-                        )],
-                    })
-                    .collect();
-                portent_prom::encode_write_request(&series)
-            })
-            .collect();
+        let bodies: Vec<Vec<u8>> = bodies(&names, t).collect();
         // Two requests in flight, as two remote_write shards.
         let (even, odd): (Vec<_>, Vec<_>) = bodies
             .into_iter()

@@ -1,8 +1,34 @@
 //! Helpers shared by the end-to-end tests of `portent`, `portent-prom` and `portent-incidents`,
-//! which start real servers (Prometheus, Alertmanager, VictoriaMetrics, portent) on loopback.
+//! which start real servers (Prometheus, Alertmanager, VictoriaMetrics, portent) on loopback,
+//! and by the memory tests and push-path benchmarks of `portent-engine` and `portent-eval`,
+//! which need many realistic series.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use portent_core::Labels;
+
+/// The metric of [`cadvisor_labels`]' series: cAdvisor's CPU counter.
+pub const CADVISOR_CPU: &str = "container_cpu_usage_seconds_total";
+
+/// Series `i` of a synthetic cluster: eight labels as cAdvisor's CPU series carry, spread over
+/// 40 namespaces, 7 zones and 250 nodes, with a pod of its own. Always a valid label set.
+pub fn cadvisor_labels(i: usize) -> Labels {
+    let pairs = [
+        ("__name__", CADVISOR_CPU.to_owned()),
+        ("namespace", format!("team-{}", i % 40)),
+        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
+        ("container", "checkout".to_owned()),
+        (
+            "node",
+            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
+        ),
+        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
+        ("job", "kubelet".to_owned()),
+        ("service", "checkout".to_owned()),
+    ];
+    Labels::new(pairs).unwrap_or_default()
+}
 
 /// The first port [`free_port`] hands out, and how many it cycles through: below Linux's
 /// ephemeral range (32768–60999 by default).

@@ -1,14 +1,16 @@
-//! What the push-path bench (`benches/push_path.rs`) and the memory example
-//! (`examples/mem_per_series.rs`) share: the series they push, their values, and the glue that
-//! lets the scheduler read the push buffer as the daemon does.
+//! What the push-path bench (`benches/push_path.rs`) and the examples `mem_per_series` and
+//! `push_loopback` share: the series they push, their values and bodies, and the glue that lets
+//! the scheduler read the push buffer as the daemon does.
 
 use std::sync::Mutex;
 
 use portent_core::seeded::gauss;
-use portent_core::{Labels, Sample, Series};
+use portent_core::{Labels, Sample, Series, Timestamp};
 use portent_engine::{HistorySource, NotAPushQuery, PushBuffer, RangeQuery};
 
-pub(crate) const METRIC: &str = "container_cpu_usage_seconds_total";
+pub(crate) const METRIC: &str = portent_testkit::CADVISOR_CPU;
+/// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
+pub(crate) const PER_REQUEST: usize = 2_000;
 pub(crate) const MIN: i64 = 60_000;
 pub(crate) const DAY: i64 = 1440 * MIN;
 /// 2026-11-02, a Monday and a multiple of a week since the epoch plus four days: fits (weekly,
@@ -16,28 +18,35 @@ pub(crate) const DAY: i64 = 1440 * MIN;
 pub(crate) const T0: i64 = 1_793_577_600_000;
 
 /// Series `i`: eight Kubernetes-like labels, as cAdvisor's CPU series carry.
-pub(crate) fn labels(i: usize) -> Labels {
-    let pairs = [
-        ("__name__", METRIC.to_owned()),
-        ("namespace", format!("team-{}", i % 40)),
-        ("pod", format!("checkout-7d9f8b6c4-{i:05x}")),
-        ("container", "checkout".to_owned()),
-        (
-            "node",
-            format!("ip-10-0-{}-{}.ec2.internal", i % 7, i % 250),
-        ),
-        ("instance", format!("10.0.{}.{}:10250", i % 7, i % 250)),
-        ("job", "kubelet".to_owned()),
-        ("service", "checkout".to_owned()),
-    ];
-    Labels::new(pairs).unwrap_or_default()
-}
+pub(crate) use portent_testkit::cadvisor_labels as labels;
 
 /// Series `series`' value at `t`: a daily cycle around its own level, with seeded noise.
 pub(crate) fn value(series: usize, t: i64) -> f64 {
     let day = std::f64::consts::TAU * (t.rem_euclid(DAY)) as f64 / DAY as f64;
     let level = 50.0 + (series % 97) as f64;
     level + 0.3 * level * day.sin() + 2.0 * gauss((t / MIN) as u64 ^ ((series as u64) << 24))
+}
+
+/// The remote_write bodies of the samples of `labels` at `t`, [`PER_REQUEST`] series each,
+/// encoded one at a time as they are taken.
+pub(crate) fn bodies(labels: &[Labels], t: i64) -> impl Iterator<Item = Vec<u8>> + '_ {
+    labels
+        .chunks(PER_REQUEST)
+        .enumerate()
+        .map(move |(c, chunk)| {
+            let series: Vec<Series> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, l)| Series {
+                    labels: l.clone(),
+                    samples: vec![Sample::new(
+                        Timestamp::from_millis(t),
+                        value(c * PER_REQUEST + k, t),
+                    )],
+                })
+                .collect();
+            portent_prom::encode_write_request(&series)
+        })
 }
 
 /// The daemon's `Routed` for a push-only config: the scheduler reads the buffer behind the
