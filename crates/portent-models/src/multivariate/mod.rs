@@ -404,6 +404,20 @@ impl Calibration {
 }
 
 /// The `q` quantile of sorted, non-empty `v`, interpolating linearly.
+/// [`quantile_sorted`] of `v` as if sorted by `f64::total_cmp`, found by selection (linear
+/// time); reorders `v`. The same value to the last bit, as the order statistics are the same.
+fn quantile_select(v: &mut [f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let (_, &mut at_lo, above) = v.select_nth_unstable_by(lo, f64::total_cmp);
+    let at_hi = above
+        .iter()
+        .copied()
+        .min_by(f64::total_cmp)
+        .unwrap_or(at_lo);
+    at_lo + (at_hi - at_lo) * (pos - lo as f64)
+}
+
 fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
     let lo = pos.floor() as usize;

@@ -370,3 +370,29 @@ fn scoring_many_rows_at_once_is_scoring_them_one_by_one() {
     assert!(batch[7].missing);
     assert!(f.score_rows(&[vec![1.0]]).is_err());
 }
+
+#[test]
+fn quantiles_by_selection_are_the_sorted_ones_to_the_bit() {
+    let mut rng = Rng::new(3, 0);
+    for n in [1usize, 2, 3, 10, 101, 1_000] {
+        // Ties, signed zeros and a wide range, as features of real rows have.
+        let v: Vec<f64> = (0..n)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => (rng.uniform() * 10.0).floor(),
+                _ => (rng.uniform() - 0.5) * 1e6,
+            })
+            .collect();
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        for q in [0.0, 0.25, 0.5, 0.75, 0.98, 1.0] {
+            let mut w = v.clone();
+            assert_eq!(
+                quantile_select(&mut w, q).to_bits(),
+                quantile_sorted(&sorted, q).to_bits(),
+                "n {n}, q {q}"
+            );
+        }
+    }
+}
