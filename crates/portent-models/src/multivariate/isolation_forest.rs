@@ -96,9 +96,10 @@ impl IsolationForestConfig {
         self.validate()?;
         let rows = usable_rows(&schema, rows, self.window, MIN_ROWS)?;
         let d = schema.width();
+        let (expand, x) = Expand::fit(&rows, d);
         let mut forest = IsolationForest {
             config: *self,
-            expand: Expand::fit(&rows, d),
+            expand,
             norm: 0.0,
             median_path: 0.0,
             trees: Trees::default(),
@@ -109,13 +110,14 @@ impl IsolationForestConfig {
             // Gross anomalies stand out in a few trees as well as in a hundred: the forest that
             // only picks the rows to drop is a small one, as scoring the window is most of a
             // fit's cost.
-            forest.grow(&rows, self.n_trees.min(TRIM_TREES));
-            let raw = forest.raw_all(&rows);
+            forest.grow(&x, self.n_trees.min(TRIM_TREES));
+            let raw = forest.raw_batch(&x, None);
             let kept = trim(&rows, &raw, self.contamination);
-            forest.expand = Expand::fit(&kept, d);
-            forest.grow(&kept, self.n_trees);
+            let (expand, x) = Expand::fit(&kept, d);
+            forest.expand = expand;
+            forest.grow(&x, self.n_trees);
         } else {
-            forest.grow(&rows, self.n_trees);
+            forest.grow(&x, self.n_trees);
         }
         // Calibrated on evenly spaced rows of the window: a few thousand pin the knots and the
         // tail as well as ten thousand, at a fraction of the cost.
@@ -233,14 +235,16 @@ impl Grower<'_> {
             return;
         }
         self.bounds.clear();
-        self.bounds
-            .extend((0..self.width).map(|j| (j, f64::INFINITY, f64::NEG_INFINITY)));
-        for &i in idx.iter() {
-            let row = &self.sub[i as usize * self.width..][..self.width];
-            for (b, &v) in self.bounds.iter_mut().zip(row) {
-                b.1 = b.1.min(v);
-                b.2 = b.2.max(v);
+        for j in 0..self.width {
+            // Feature by feature, so the bounds stay in registers. Finite values: plain
+            // comparisons, without `f64::min`'s care for NaN.
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &i in idx.iter() {
+                let v = self.value(i, j);
+                lo = if v < lo { v } else { lo };
+                hi = if v > hi { v } else { hi };
             }
+            self.bounds.push((j, lo, hi));
         }
         self.bounds.retain(|b| b.2 > b.1);
         if self.bounds.is_empty() {
@@ -251,12 +255,16 @@ impl Grower<'_> {
         if threshold >= hi {
             threshold = lo; // rounding: keep both sides non-empty
         }
+        // Partitioned without a branch on each row (half of them would be mispredicted): the
+        // row at `split` always trades places with row `k`, and `split` moves past it only if
+        // it goes left. The order within a side changes nothing the tree depends on.
         let mut split = 0;
         for k in 0..idx.len() {
-            if self.value(idx[k], feature) <= threshold {
-                idx.swap(split, k);
-                split += 1;
-            }
+            let i = idx[k];
+            let left = self.value(i, feature) <= threshold;
+            idx[k] = idx[split];
+            idx[split] = i;
+            split += usize::from(left);
         }
         let left = self.nodes.len();
         self.nodes.push(PLACEHOLDER);
@@ -471,16 +479,12 @@ impl IsolationForest {
         &self.config
     }
 
-    /// Grows the trees on `rows` (finite, of the schema's width), expanded.
-    fn grow(&mut self, rows: &[&[f64]], n_trees: usize) {
+    /// Grows the trees on expanded rows `x` (concatenated).
+    fn grow(&mut self, x: &[f64], n_trees: usize) {
         let w = self.schema.width();
-        let mut x = vec![0.0; rows.len() * w];
-        for (r, o) in rows.iter().zip(x.chunks_exact_mut(w)) {
-            self.expand.transform_into(r, o);
-        }
         let expanded: Vec<&[f64]> = x.chunks_exact(w).collect();
         self.trees = Trees::new(grow_forest(&self.config, n_trees, &expanded, w));
-        self.norm = average_path(self.config.subsample.min(rows.len()));
+        self.norm = average_path(self.config.subsample.min(expanded.len()));
     }
 
     /// The mean path length `E[h(x)]` behind a raw score.

@@ -107,7 +107,9 @@ const RIDGE: f64 = 1e-6;
 impl Residuals {
     /// Fits on scaled rows `z` (concatenated, `width` wide). `None` with a single feature or
     /// more than `linalg::MAX_FEATURES + 1`.
-    pub(super) fn fit(z: &[f64], width: usize) -> Option<Self> {
+    /// Fits on scaled rows `z` (concatenated, each `width` wide) and, if it could, replaces
+    /// them with their standardised residuals, as [`Self::transform_into`] would write them.
+    pub(super) fn fit(z: &mut [f64], width: usize) -> Option<Self> {
         if !(2..=MAX_FEATURES + 1).contains(&width) || z.is_empty() {
             return None;
         }
@@ -152,17 +154,26 @@ impl Residuals {
             center: vec![0.0; width],
             scale: vec![1.0; width],
         };
+        // The raw residuals, in place of `z`: with centre 0 and scale 1, `transform_into`
+        // writes `z_j − pred`, to which the fitted centre and scale then apply exactly as
+        // `transform_into` will apply them.
         let mut out = vec![0.0; width];
         let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); width];
-        for row in z.chunks_exact(width) {
+        for row in z.chunks_exact_mut(width) {
             r.transform_into(row, &mut out);
             for (c, v) in cols.iter_mut().zip(&out) {
                 c.push(*v);
             }
+            row.copy_from_slice(&out);
         }
         let spread = RobustScaler::fit_columns(cols);
         r.center = spread.center;
         r.scale = spread.scale;
+        for row in z.chunks_exact_mut(width) {
+            for ((v, c), s) in row.iter_mut().zip(&r.center).zip(&r.scale) {
+                *v = (*v - c) / s;
+            }
+        }
         Some(r)
     }
 
@@ -197,16 +208,17 @@ pub(super) struct Expand {
 }
 
 impl Expand {
-    /// Fits on finite rows of width `width`.
-    pub(super) fn fit(rows: &[&[f64]], width: usize) -> Self {
+    /// Fits on finite rows of width `width`, and returns their expansions (concatenated), the
+    /// same to the bit as [`Self::transform_into`]'s: a fit computes them on the way.
+    pub(super) fn fit(rows: &[&[f64]], width: usize) -> (Self, Vec<f64>) {
         let scaler = RobustScaler::fit(rows, width);
         let mut z = vec![0.0; rows.len() * width];
         for (r, o) in rows.iter().zip(z.chunks_exact_mut(width)) {
             scaler.transform_into(r, o);
             o.iter_mut().for_each(|x| *x = x.clamp(-CLIP, CLIP));
         }
-        let residuals = Residuals::fit(&z, width);
-        Self { scaler, residuals }
+        let residuals = Residuals::fit(&mut z, width);
+        (Self { scaler, residuals }, z)
     }
 
     /// Writes the expansion of a finite `row` into `out` (of the row's width).
