@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::quantile_select;
+use super::{quantile_select, quartiles_select};
 use crate::linalg::{MAX_FEATURES, cholesky_solve};
 
 /// `1.4826 · MAD` estimates the standard deviation of normal data.
@@ -45,8 +45,8 @@ impl RobustScaler {
             }
             // Order statistics by selection, not sorting: the same values, in linear time (a
             // fit scales every feature of a week of rows twice).
-            let med = quantile_select(&mut col, 0.5);
-            let iqr = quantile_select(&mut col, 0.75) - quantile_select(&mut col, 0.25);
+            let [q1, med, q3] = quartiles_select(&mut col);
+            let iqr = q3 - q1;
             let mut dev: Vec<f64> = col.iter().map(|v| (v - med).abs()).collect();
             let mad = quantile_select(&mut dev, 0.5);
             let usable = |s: f64| s > 1e-12 * med.abs().max(1e-300);
