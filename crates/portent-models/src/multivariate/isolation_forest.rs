@@ -302,6 +302,8 @@ struct Step {
     threshold: f64,
     lo: f64,
     hi: f64,
+    /// `hi − lo`, infinite for a leaf.
+    span: f64,
     /// For a leaf, the path length of a row that reaches it: its depth plus `c(size)`.
     end: f64,
     left: u32,
@@ -325,6 +327,7 @@ impl Trees {
                             threshold: f64::INFINITY,
                             lo: f64::NEG_INFINITY,
                             hi: f64::INFINITY,
+                            span: f64::INFINITY,
                             end: depth as f64 + n.weight,
                             left: at as u32,
                             feature: 0,
@@ -339,6 +342,7 @@ impl Trees {
                             threshold: n.threshold,
                             lo: n.lo,
                             hi: n.hi,
+                            span: n.hi - n.lo,
                             end: 0.0,
                             left: n.left,
                             feature: n.feature,
@@ -382,12 +386,14 @@ fn walk(steps: &[Step], height: usize, x: &[f64]) -> f64 {
     let mut total = 0.0;
     let mut alive = 1.0;
     let mut at = 0;
-    for depth in 1..=height {
+    let mut depth = 0.0;
+    for _ in 0..height {
+        depth += 1.0;
         let n = steps[at];
         let v = x[n.feature as usize];
-        let alone = cut_alone(n, v);
-        total += alive * alone * depth as f64;
-        alive *= 1.0 - alone;
+        let cut = alive * cut_alone(n, v);
+        total += cut * depth;
+        alive -= cut;
         at = n.left as usize + usize::from(v > n.threshold);
     }
     total + alive * steps[at].end
@@ -403,7 +409,7 @@ fn cut_alone(n: Step, v: f64) -> f64 {
     let above = v - n.hi;
     let gap = if below > above { below } else { above };
     let gap = if gap > 0.0 { gap } else { 0.0 };
-    gap / (gap + n.hi - n.lo)
+    gap / (gap + n.span)
 }
 
 /// Rows walked down a tree together by [`walk_lanes`].
@@ -416,13 +422,15 @@ fn walk_lanes(steps: &[Step], height: usize, x: &[f64], d: usize) -> [f64; LANES
     let mut total = [0.0; LANES];
     let mut alive = [1.0; LANES];
     let mut at = [0usize; LANES];
-    for depth in 1..=height {
+    let mut depth = 0.0;
+    for _ in 0..height {
+        depth += 1.0;
         for k in 0..LANES {
             let n = steps[at[k]];
             let v = x[k * d + n.feature as usize];
-            let alone = cut_alone(n, v);
-            total[k] += alive[k] * alone * depth as f64;
-            alive[k] *= 1.0 - alone;
+            let cut = alive[k] * cut_alone(n, v);
+            total[k] += cut * depth;
+            alive[k] -= cut;
             at[k] = n.left as usize + usize::from(v > n.threshold);
         }
     }
@@ -603,12 +611,14 @@ fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
         let v = x[f];
         let gap = (n.lo - v).max(v - n.hi).max(0.0);
         let alone = if gap > 0.0 {
-            gap / (gap + n.hi - n.lo)
+            gap / (gap + (n.hi - n.lo))
         } else {
             0.0
         };
         let next = n.left as usize + usize::from(v > n.threshold);
-        total += alive * alone * (depth + 1.0);
+        // The chance of being cut off here.
+        let cut = alive * alone;
+        total += cut * (depth + 1.0);
         if let Some(c) = credit.as_deref_mut() {
             // ln(size / child size); a child's weight is its ln(size) unless it is a
             // leaf, whose ln(size) is rarely needed.
@@ -622,7 +632,7 @@ fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
             };
             c[f] += alive * (alone * n.weight + (1.0 - alone) * (n.weight - ln_child));
         }
-        alive *= 1.0 - alone;
+        alive -= cut;
         at = next;
         depth += 1.0;
     }
