@@ -221,10 +221,16 @@ impl Expand {
         (Self { scaler, residuals }, z)
     }
 
-    /// Writes the expansion of a finite `row` into `out` (of the row's width).
-    pub(super) fn transform_into(&self, row: &[f64], out: &mut [f64]) {
+    /// Writes a finite `row` robustly scaled and clipped into `out` (of the row's width): each
+    /// feature's distance from its own usual level, before the residuals.
+    pub(super) fn scaled_into(&self, row: &[f64], out: &mut [f64]) {
         self.scaler.transform_into(row, out);
         out.iter_mut().for_each(|x| *x = x.clamp(-CLIP, CLIP));
+    }
+
+    /// Writes the expansion of a finite `row` into `out` (of the row's width).
+    pub(super) fn transform_into(&self, row: &[f64], out: &mut [f64]) {
+        self.scaled_into(row, out);
         if let Some(res) = &self.residuals {
             // Residuals are fitted on at most MAX_FEATURES + 1 features: no allocation per row.
             let mut z = [0.0; MAX_FEATURES + 1];
