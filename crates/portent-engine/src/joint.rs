@@ -503,7 +503,7 @@ fn verdict(
             // Whichever `auto` model scores this very series, under whatever query.
             groups
                 .iter()
-                .filter_map(|g| g.series().get(labels)?.latest)
+                .filter_map(|g| g.get(labels)?.latest)
                 .filter(recent)
                 .max_by(|a, b| a.score.get().total_cmp(&b.score.get()))
         })

@@ -90,7 +90,7 @@ pub use push::{IngestStats, NotAPushQuery, PushBuffer, PushLimits, PushQuery, Se
 pub use schedule::{
     Cadence, Job, Plan, PlanError, Request, Scheduler, SourceError, StepReport, StepScore,
 };
-pub use source::{HistorySource, MemorySource, RangeQuery};
+pub use source::{Hint, HistorySource, MemorySource, RangeQuery};
 pub use store::{Entry, Latest, Store};
 
 use std::collections::VecDeque;

@@ -192,7 +192,7 @@ pub fn save(store: &Store, dir: &Path) -> Result<SaveStats, PersistError> {
                 query: g.query(),
             },
         )?;
-        for (labels, entry) in g.series() {
+        for (labels, entry) in g.iter() {
             write_record(&mut w, &RecordRef::Series { labels, entry })?;
             series += 1;
         }
@@ -316,7 +316,7 @@ fn read(file: File, path: &Path) -> Result<Store, PersistError> {
             Ok(Record::Series { labels, entry }) => {
                 let g = group
                     .ok_or_else(|| corrupt(format!("series at byte {offset} before any group")))?;
-                store.group_mut(g).series_mut().insert(labels, *entry);
+                store.group_mut(g).insert_unordered(labels, *entry);
                 series += 1;
             }
             Ok(Record::Pool {
@@ -344,6 +344,7 @@ fn read(file: File, path: &Path) -> Result<Store, PersistError> {
     if r.inner.read(&mut [0u8; 1]).map_err(fail)? != 0 {
         return Err(corrupt("bytes after the checksum".into()));
     }
+    store.sort_by_bucket();
     Ok(store)
 }
 
@@ -440,7 +441,7 @@ mod tests {
             let labels = Labels::new([("pod", format!("p{i}"))]).unwrap();
             let mut e = Entry::new(d.clone(), Timestamp::from_secs(i as i64));
             e.last_scored = Some(Timestamp::from_secs(17_940));
-            s.group_mut(g).series_mut().insert(labels, e);
+            s.group_mut(g).insert(labels, e);
         }
         s.group_id("other", "q");
         s

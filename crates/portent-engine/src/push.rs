@@ -37,6 +37,8 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
+
+use crate::source::Hint;
 use portent_core::{
     Labels, LabelsHash, LabelsRef, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker,
 };
@@ -177,12 +179,20 @@ struct Ring {
     samples: Samples,
     /// Indices of the push queries selecting this series.
     queries: QuerySet,
-    /// The smallest step of those queries, in ms.
-    step_ms: i64,
+    /// The smallest step of those queries, in ms (at most 49 days: four bytes, so that a ring
+    /// with its hint and its labels fills two cache lines, not three).
+    step_ms: u32,
     /// When a stale marker newer than every sample said the series ended: read back as a
     /// trailing stale marker, so the scheduler forgets the series instead of reporting it
     /// missing. A later sample clears it.
     ended: Option<Timestamp>,
+    /// Where the scheduler keeps this series' state.
+    hint: Hint,
+}
+
+/// A step in ms as a ring keeps it.
+fn narrow_step(step_ms: i64) -> u32 {
+    u32::try_from(step_ms.max(1)).unwrap_or(u32::MAX)
 }
 
 /// A push query alias the buffer does not have.
@@ -232,7 +242,7 @@ impl PushBuffer {
         series.retain(|labels, ring| match self.selecting(labels) {
             Some((queries, step_ms)) => {
                 ring.queries = queries;
-                ring.step_ms = step_ms;
+                ring.step_ms = narrow_step(step_ms);
                 true
             }
             None => false,
@@ -320,8 +330,9 @@ impl PushBuffer {
         let mut ring = Ring {
             samples: Samples::default(),
             queries,
-            step_ms,
+            step_ms: narrow_step(step_ms),
             ended: None,
+            hint: Hint::default(),
         };
         stats.new_series += 1;
         let series = self.series.len() + 1;
@@ -456,7 +467,7 @@ fn append(
             .min(limits.max_samples / series.max(1)),
         // What a score tick reads: the lateness, the tick's own step and two to spare (ticks
         // every few steps read further, and decode the packed part).
-        keep: usize::try_from(limits.lateness_ms / ring.step_ms.max(1))
+        keep: usize::try_from(limits.lateness_ms / i64::from(ring.step_ms.max(1)))
             .unwrap_or(0)
             .saturating_add(3)
             .min(MAX_KEEP),
@@ -480,7 +491,8 @@ fn append(
                 continue;
             }
             // 90% of a step: scrape timestamps jitter by a few ms either way.
-            if x.t.millis_since(last.t) < ring.step_ms - ring.step_ms / 10 {
+            let step = i64::from(ring.step_ms);
+            if x.t.millis_since(last.t) < step - step / 10 {
                 stats.thinned += 1;
                 continue;
             }
@@ -554,7 +566,7 @@ impl HistorySource for PushBuffer {
     /// `[start - lateness, end]`; series with none there are left out.
     fn query_range(&mut self, q: &RangeQuery<'_>) -> Result<Vec<Series>, NotAPushQuery> {
         let mut out = Vec::new();
-        self.visit_range(q, &mut |labels, samples| {
+        self.visit_range(q, &mut |labels, samples, _| {
             out.push(Series {
                 labels: labels.clone(),
                 samples: samples.to_vec(),
@@ -568,7 +580,7 @@ impl HistorySource for PushBuffer {
     fn visit_range(
         &mut self,
         q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
+        visit: &mut dyn FnMut(&Labels, &[Sample], &Hint),
     ) -> Result<(), NotAPushQuery> {
         let Some(index) = self.queries.iter().position(|p| p.alias == q.query) else {
             return Err(NotAPushQuery(q.query.to_owned()));
@@ -599,7 +611,7 @@ impl HistorySource for PushBuffer {
                     samples.push(Sample::new(e, f64::from_bits(STALE_NAN_BITS)));
                 }
                 if !samples.is_empty() {
-                    visit(labels, &samples);
+                    visit(labels, &samples, &r.hint);
                 }
             }
         }
@@ -876,7 +888,7 @@ mod tests {
             request: crate::Request::Score,
         };
         let mut lent = Vec::new();
-        b.visit_range(&q, &mut |l, s| lent.push((l.clone(), s.to_vec())))
+        b.visit_range(&q, &mut |l, s, _| lent.push((l.clone(), s.to_vec())))
             .unwrap();
         lent.sort_by(|x, y| x.0.cmp(&y.0));
         let mut copied = b.query_range(&q).unwrap();
@@ -894,7 +906,7 @@ mod tests {
             .collect();
         b.ingest(many);
         let mut seen = Vec::new();
-        b.visit_range(&q, &mut |l, s| seen.push((l.to_string(), s.len())))
+        b.visit_range(&q, &mut |l, s, _| seen.push((l.to_string(), s.len())))
             .unwrap();
         seen.sort();
         assert_eq!(seen.len(), 2 * PushBuffer::BATCH + 5);
@@ -902,7 +914,7 @@ mod tests {
         assert_eq!(seen.len(), 2 * PushBuffer::BATCH + 5);
         let mut visited = 0;
         let unknown = RangeQuery { query: "nope", ..q };
-        let err = b.visit_range(&unknown, &mut |_, _| visited += 1);
+        let err = b.visit_range(&unknown, &mut |_, _, _| visited += 1);
         assert_eq!(err, Err(NotAPushQuery("nope".into())));
         assert_eq!(visited, 0);
     }

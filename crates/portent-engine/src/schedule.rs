@@ -570,7 +570,6 @@ impl Scheduler {
             None => self
                 .store
                 .group(state.group)
-                .series()
                 .values()
                 .filter_map(|e| e.last_scored)
                 .min()
@@ -605,7 +604,7 @@ impl Scheduler {
         // retention. One that comes back is new again and warms up on its history.
         let mut ended = Vec::new();
         let mut live = Vec::new();
-        let visited = source.visit_range(&q, &mut |labels, samples| {
+        let visited = source.visit_range(&q, &mut |labels, samples, hint| {
             let is_ended = samples.last().is_some_and(|s| is_stale_marker(s.v));
             if is_ended {
                 ended.push(labels.clone());
@@ -620,20 +619,15 @@ impl Scheduler {
             // An equal label set in another allocation (restored from a state file, or the
             // source rebuilt it) is swapped for the source's, so that the next ticks compare
             // pointers rather than every pair, and the two share one copy of the labels.
-            let mut swap = false;
-            match group.series_mut().get_key_value_mut(labels) {
-                Some((key, entry)) => {
+            match group.get_adopting(labels, hint) {
+                Some(entry) => {
                     observe_new(entry, samples, |s| emit(labels, s, report)).count_into(report);
-                    swap = !Labels::ptr_eq(key, labels);
                 }
                 None if samples.is_empty() || is_ended => {}
                 None => new.push(Series {
                     labels: labels.clone(),
                     samples: samples.to_vec(),
                 }),
-            }
-            if swap && let Some((_, entry)) = group.series_mut().remove_entry(labels) {
-                group.series_mut().insert(labels.clone(), entry);
             }
         });
         if let Err(e) = visited {
@@ -642,7 +636,7 @@ impl Scheduler {
         }
         let group = self.store.group_mut(state.group);
         for labels in &ended {
-            if group.series_mut().remove(labels).is_some() {
+            if group.remove(labels).is_some() {
                 report.ended += 1;
             }
         }
@@ -651,7 +645,7 @@ impl Scheduler {
         // and reading them twice a tick was a noticeable part of the push path's step.
         let horizon = now.add_millis(-self.plan.retention_ms);
         let mut expired = 0;
-        group.series_mut().retain(|labels, entry| {
+        group.retain(|labels, entry| {
             if entry.last_seen < from
                 && let Some(s) = entry.detector.tick(now)
             {
@@ -731,7 +725,7 @@ impl Scheduler {
                 }
             })
             .count_into(report);
-            group.series_mut().insert(series.labels, entry);
+            group.insert(series.labels, entry);
             report.created += 1;
         }
     }
@@ -762,7 +756,7 @@ impl Scheduler {
         };
         let group = self.store.group_mut(self.jobs[i].group);
         for series in history {
-            let Some(entry) = group.series_mut().get_mut(&series.labels) else {
+            let Some(entry) = group.get_mut(&series.labels) else {
                 continue; // new: fitted when its score tick picks it up
             };
             // Only what the detector has scored: a fit must not see the future.
@@ -897,7 +891,7 @@ mod tests {
             Timestamp::from_millis(0),
         );
         e.last_scored = Some(Timestamp::from_millis(0));
-        store.group_mut(g).series_mut().insert(restored.clone(), e);
+        store.group_mut(g).insert(restored.clone(), e);
         let (mut scheduler, _) = Scheduler::with_store(plan, store).unwrap();
         let mut source = crate::MemorySource::new();
         let samples = (1..=3)
@@ -913,8 +907,8 @@ mod tests {
         let report = scheduler.step(Timestamp::from_millis(3 * MIN), &mut source);
         assert_eq!((report.samples_scored, report.created), (3, 0));
         let group = scheduler.store().group(g);
-        assert_eq!(group.series().len(), 1);
-        let (key, entry) = group.series().get_key_value(&restored).unwrap();
+        assert_eq!(group.len(), 1);
+        let (key, entry) = group.get_key_value(&restored).unwrap();
         assert!(
             Labels::ptr_eq(key, &sent),
             "the key is now the source's allocation"

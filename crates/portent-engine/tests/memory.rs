@@ -54,10 +54,7 @@ fn resident_memory_per_series() {
     let g = store.group_id("auto", "cpu");
     for i in 0..SERIES {
         let e = Entry::new(detector.clone(), Timestamp::from_millis(t0));
-        store
-            .group_mut(g)
-            .series_mut()
-            .insert(cadvisor_labels(i), e);
+        store.group_mut(g).insert(cadvisor_labels(i), e);
     }
     let measured = resident().saturating_sub(before) / SERIES;
     let estimated = store.approx_bytes() / SERIES;

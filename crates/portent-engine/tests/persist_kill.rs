@@ -44,7 +44,7 @@ fn store(stamp: i64) -> Store {
     for i in 0..SERIES {
         let mut e = Entry::new(detector.clone(), Timestamp::from_millis(stamp));
         e.last_scored = Some(Timestamp::from_millis(LAST));
-        s.group_mut(g).series_mut().insert(labels(i), e);
+        s.group_mut(g).insert(labels(i), e);
     }
     s
 }
@@ -57,7 +57,7 @@ fn labels(i: usize) -> Labels {
 fn stamps(s: &Store) -> BTreeSet<Timestamp> {
     s.groups()
         .iter()
-        .flat_map(|g| g.series().values().map(|e| e.last_seen))
+        .flat_map(|g| g.values().map(|e| e.last_seen))
         .collect()
 }
 
@@ -72,7 +72,7 @@ fn child_saves_in_a_loop() {
     let mut s = load(&dir).unwrap().unwrap();
     for k in 1..=300 {
         for g in 0..s.groups().len() {
-            for e in s.group_mut(g).series_mut().values_mut() {
+            for e in s.group_mut(g).values_mut() {
                 e.last_seen = Timestamp::from_millis(k);
             }
         }

@@ -60,7 +60,7 @@ fn setup(labels: &[Labels]) -> (Scheduler, Mutex<PushBuffer>) {
     for l in labels {
         let mut e = Entry::new(detector.clone(), Timestamp::from_millis(T0));
         e.last_scored = Some(Timestamp::from_millis(T0));
-        store.group_mut(g).series_mut().insert(l.clone(), e);
+        store.group_mut(g).insert(l.clone(), e);
     }
     let plan = Plan {
         jobs: vec![Job {

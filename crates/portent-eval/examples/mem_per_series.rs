@@ -64,7 +64,7 @@ fn main() {
     for i in 0..n {
         let mut e = Entry::new(detector.clone(), Timestamp::from_millis(T0));
         e.last_scored = Some(Timestamp::from_millis(T0));
-        store.group_mut(g).series_mut().insert(labels(i), e);
+        store.group_mut(g).insert(labels(i), e);
     }
     let rss1 = vm_rss();
     let plan = Plan {

@@ -108,7 +108,7 @@ fn seed_state(n: usize, dir: &Path, now_ms: i64) -> Result<(), Error> {
     for i in 0..n {
         let mut e = Entry::new(detector.clone(), now);
         e.last_scored = Some(now);
-        store.group_mut(g).series_mut().insert(labels(i), e);
+        store.group_mut(g).insert(labels(i), e);
     }
     portent_engine::save(&store, dir)?;
     Ok(())

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Result;
 use portent_config::Config;
 use portent_core::{Labels, Sample, Score, Series};
-use portent_engine::{HistorySource, RangeQuery, Request, StepScore};
+use portent_engine::{Hint, HistorySource, RangeQuery, Request, StepScore};
 use portent_incidents::feedback::{FeedbackStore, SeriesWindow, ThresholdRule};
 use portent_incidents::notify::{
     AlertmanagerConfig, Notifier, NotifierConfig, Sink, SlackConfig, WebhookConfig,
@@ -283,20 +283,20 @@ impl<S: HistorySource> HistorySource for Excluding<'_, S> {
     fn visit_range(
         &mut self,
         q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
+        visit: &mut dyn FnMut(&Labels, &[Sample], &Hint),
     ) -> Result<(), S::Error> {
         if self.windows.is_empty() || q.request == Request::Score {
             return self.inner.visit_range(q, visit);
         }
         let windows = self.windows;
         let mut kept = Vec::new();
-        self.inner.visit_range(q, &mut |labels, samples| {
+        self.inner.visit_range(q, &mut |labels, samples, hint| {
             let mine: Vec<&SeriesWindow> = windows
                 .iter()
                 .filter(|w| w.query == q.query && &w.labels == labels)
                 .collect();
             if mine.is_empty() {
-                return visit(labels, samples);
+                return visit(labels, samples, hint);
             }
             kept.clear();
             kept.extend(
@@ -304,7 +304,7 @@ impl<S: HistorySource> HistorySource for Excluding<'_, S> {
                     .iter()
                     .filter(|p| !mine.iter().any(|w| w.from <= p.t && p.t <= w.to)),
             );
-            visit(labels, &kept);
+            visit(labels, &kept, hint);
         })
     }
 }

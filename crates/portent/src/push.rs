@@ -12,7 +12,9 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use portent_config::{Config, QuerySource};
 use portent_core::{Labels, Sample, Series};
-use portent_engine::{HistorySource, IngestStats, PushBuffer, PushLimits, PushQuery, RangeQuery};
+use portent_engine::{
+    Hint, HistorySource, IngestStats, PushBuffer, PushLimits, PushQuery, RangeQuery,
+};
 use portent_prom::{DecodedWrite, ReceiverLimits, Sink, SinkClosed, remote_write_router};
 use portent_server::SelfMetrics;
 
@@ -155,7 +157,7 @@ impl HistorySource for Routed<'_> {
     fn visit_range(
         &mut self,
         q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
+        visit: &mut dyn FnMut(&Labels, &[Sample], &Hint),
     ) -> Result<(), String> {
         if self.push_queries.contains(q.query) {
             return lock(self.push)
@@ -163,7 +165,7 @@ impl HistorySource for Routed<'_> {
                 .map_err(|e| e.to_string());
         }
         for s in self.query_range(q)? {
-            visit(&s.labels, &s.samples);
+            visit(&s.labels, &s.samples, &Hint::default());
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use portent_core::seeded::gauss;
 use portent_core::{Labels, Sample, Series, Timestamp};
-use portent_engine::{HistorySource, NotAPushQuery, PushBuffer, RangeQuery};
+use portent_engine::{Hint, HistorySource, NotAPushQuery, PushBuffer, RangeQuery};
 
 pub(crate) const METRIC: &str = portent_testkit::CADVISOR_CPU;
 /// Series per remote_write request: Prometheus' default `queue_config.max_samples_per_send`.
@@ -66,7 +66,7 @@ impl HistorySource for Routed<'_> {
     fn visit_range(
         &mut self,
         q: &RangeQuery<'_>,
-        visit: &mut dyn FnMut(&Labels, &[Sample]),
+        visit: &mut dyn FnMut(&Labels, &[Sample], &Hint),
     ) -> Result<(), NotAPushQuery> {
         match self.0.lock() {
             Ok(mut b) => b.visit_range(q, visit),
