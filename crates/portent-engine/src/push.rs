@@ -37,15 +37,13 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
-
-use crate::source::Hint;
 use portent_core::{
     Labels, LabelsHash, LabelsRef, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker,
 };
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr};
 
-use crate::source::{HistorySource, RangeQuery};
+use crate::source::{Hint, HistorySource, RangeQuery};
 
 mod samples;
 use samples::{Samples, Shape};
@@ -179,8 +177,8 @@ struct Ring {
     samples: Samples,
     /// Indices of the push queries selecting this series.
     queries: QuerySet,
-    /// The smallest step of those queries, in ms (at most 49 days: four bytes, so that a ring
-    /// with its hint and its labels fills two cache lines, not three).
+    /// The smallest step of those queries, in ms: at least 1, at most 49 days (four bytes, so
+    /// that a ring with its hint and its labels fills two cache lines, not three).
     step_ms: u32,
     /// When a stale marker newer than every sample said the series ended: read back as a
     /// trailing stale marker, so the scheduler forgets the series instead of reporting it
@@ -190,7 +188,7 @@ struct Ring {
     hint: Hint,
 }
 
-/// A step in ms as a ring keeps it.
+/// A step in ms as a ring keeps it: at least 1.
 fn narrow_step(step_ms: i64) -> u32 {
     u32::try_from(step_ms.max(1)).unwrap_or(u32::MAX)
 }
@@ -467,7 +465,7 @@ fn append(
             .min(limits.max_samples / series.max(1)),
         // What a score tick reads: the lateness, the tick's own step and two to spare (ticks
         // every few steps read further, and decode the packed part).
-        keep: usize::try_from(limits.lateness_ms / i64::from(ring.step_ms.max(1)))
+        keep: usize::try_from(limits.lateness_ms / i64::from(ring.step_ms))
             .unwrap_or(0)
             .saturating_add(3)
             .min(MAX_KEEP),

@@ -11,9 +11,9 @@
 //!
 //! The bar is a million series in under 4 KiB each. An entry costs its `size_of` (the detector
 //! inline, about 600 bytes, plus times and the latest [`Scored`]) in a dense vector, five bytes
-//! of the hash table that finds it (see [`Group`]), the label set's heap (an array of 32-byte name/value pairs and the strings themselves), and the
-//! detector's per-hour ranges on the heap for a series with a daily cycle (up to 168 pairs of
-//! `f32` for a weekly one). The `resident_memory_per_series` test (`tests/memory.rs`) measures
+//! of the hash table that finds it (see [`Group`]), the label set's heap (an array of 32-byte
+//! name/value pairs and the strings themselves), and the detector's per-hour ranges on the heap
+//! for a series with a daily cycle (up to 168 pairs of `f32` for a weekly one). The `resident_memory_per_series` test (`tests/memory.rs`) measures
 //! the process's resident memory over 20,000 fitted series with eight Kubernetes-like labels
 //! and a daily cycle each, and asserts it stays under 4 KiB: about 2.4 KiB at this commit, of
 //! which 808 bytes are the entry inline and 631 bytes the detector's serialised state.
@@ -23,7 +23,6 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
-
 use std::hash::BuildHasher;
 
 use hashbrown::{HashMap, HashTable};

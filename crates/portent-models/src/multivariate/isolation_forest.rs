@@ -171,17 +171,19 @@ const PLACEHOLDER: Node = Node {
     weight: 0.0,
 };
 
+/// Grows `n_trees` trees on expanded rows `x` (concatenated, each `width` wide).
 fn grow_forest(
     config: &IsolationForestConfig,
     n_trees: usize,
-    rows: &[&[f64]],
+    x: &[f64],
     width: usize,
 ) -> Vec<Vec<Node>> {
-    let psi = config.subsample.min(rows.len());
+    let n = x.len() / width;
+    let psi = config.subsample.min(n);
     let limit = (psi as f64).log2().ceil() as usize;
     // A partial Fisher–Yates shuffle picks each tree's subsample; reusing the permutation left
     // by the previous tree is as random as starting afresh.
-    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut order: Vec<usize> = (0..n).collect();
     // Each tree's rows are copied next to each other first: growing then reads a few kilobytes
     // that stay in the first-level cache, instead of rows scattered over the window.
     let mut sub = vec![0.0; psi * width];
@@ -190,11 +192,11 @@ fn grow_forest(
         .map(|t| {
             let mut rng = Rng::new(config.seed, t as u64);
             for k in 0..psi {
-                let j = k + rng.below(rows.len() - k);
+                let j = k + rng.below(n - k);
                 order.swap(k, j);
             }
             for (dst, &i) in sub.chunks_exact_mut(width).zip(&order[..psi]) {
-                dst.copy_from_slice(rows[i]);
+                dst.copy_from_slice(&x[i * width..(i + 1) * width]);
             }
             let mut idx: Vec<u32> = (0..psi as u32).collect();
             let mut nodes = vec![PLACEHOLDER];
@@ -383,27 +385,6 @@ impl<'de> Deserialize<'de> for Trees {
     }
 }
 
-/// The same expected path length as [`path`] (bit for bit), without credit, in a fixed number
-/// of steps. With no exit that depends on the row, nothing is mispredicted at the end of a walk,
-/// so the processor runs several rows' walks at once instead of one chain of dependent loads
-/// after another: fitting a forest is mostly such walks (to trim and to calibrate).
-fn walk(steps: &[Step], height: usize, x: &[f64]) -> f64 {
-    let mut total = 0.0;
-    let mut alive = 1.0;
-    let mut at = 0;
-    let mut depth = 0.0;
-    for _ in 0..height {
-        depth += 1.0;
-        let n = steps[at];
-        let v = x[n.feature as usize];
-        let cut = alive * cut_alone(n, v);
-        total += cut * depth;
-        alive -= cut;
-        at = n.left as usize + usize::from(v > n.threshold);
-    }
-    total + alive * steps[at].end
-}
-
 /// The chance that a split would have cut finite value `v` off alone, as in [`path`]: `gap /
 /// (gap + hi − lo)` for a value `gap` outside the node's range, else 0. A leaf's infinite range
 /// makes it 0 / ∞ = 0, as does a split's range for a value inside it. Plain comparisons, not
@@ -417,20 +398,24 @@ fn cut_alone(n: Step, v: f64) -> f64 {
     gap / (gap + n.span)
 }
 
-/// Rows walked down a tree together by [`walk_lanes`].
+/// Rows walked down a tree together by [`walk`] in a fit.
 const LANES: usize = 4;
 
-/// [`walk`] of `LANES` rows (`x`, concatenated, each `d` wide) at once, bit for bit the same:
-/// their chains of dependent loads are independent, so interleaving them step by step lets the
-/// processor overlap them, where one walk after another fills its window with one chain.
-fn walk_lanes(steps: &[Step], height: usize, x: &[f64], d: usize) -> [f64; LANES] {
-    let mut total = [0.0; LANES];
-    let mut alive = [1.0; LANES];
-    let mut at = [0usize; LANES];
+/// The expected path lengths of `N` expanded rows (`x`, concatenated, each `d` wide), the same
+/// as [`path`]'s to the bit, without credit, in a fixed number of steps. With no exit that
+/// depends on the row, nothing is mispredicted at the end of a walk; and the rows' chains of
+/// dependent loads are independent, so interleaving them step by step lets the processor
+/// overlap them, where one walk after another fills its window with one chain. Fitting a forest
+/// is mostly such walks (to trim and to calibrate): [`LANES`] rows at a time, the rest one by
+/// one.
+fn walk<const N: usize>(steps: &[Step], height: usize, x: &[f64], d: usize) -> [f64; N] {
+    let mut total = [0.0; N];
+    let mut alive = [1.0; N];
+    let mut at = [0usize; N];
     let mut depth = 0.0;
     for _ in 0..height {
         depth += 1.0;
-        for k in 0..LANES {
+        for k in 0..N {
             let n = steps[at[k]];
             let v = x[k * d + n.feature as usize];
             let cut = alive[k] * cut_alone(n, v);
@@ -500,9 +485,8 @@ impl IsolationForest {
     /// Grows the trees on expanded rows `x` (concatenated).
     fn grow(&mut self, x: &[f64], n_trees: usize) {
         let w = self.schema.width();
-        let expanded: Vec<&[f64]> = x.chunks_exact(w).collect();
-        self.trees = Trees::new(grow_forest(&self.config, n_trees, &expanded, w));
-        self.norm = average_path(self.config.subsample.min(expanded.len()));
+        self.trees = Trees::new(grow_forest(&self.config, n_trees, x, w));
+        self.norm = average_path(self.config.subsample.min(x.len() / w));
     }
 
     /// The mean path length `E[h(x)]` behind a raw score.
@@ -554,7 +538,7 @@ impl IsolationForest {
                     let mut rows = x.chunks_exact(LANES * d);
                     let mut sums = totals.chunks_exact_mut(LANES);
                     for (t, group) in (&mut sums).zip(&mut rows) {
-                        let got = walk_lanes(steps, h, group, d);
+                        let got = walk::<LANES>(steps, h, group, d);
                         for (t, g) in t.iter_mut().zip(got) {
                             *t += g;
                         }
@@ -564,7 +548,8 @@ impl IsolationForest {
                         .iter_mut()
                         .zip(rows.remainder().chunks_exact(d))
                     {
-                        *t += walk(steps, h, row);
+                        let [got] = walk::<1>(steps, h, row, d);
+                        *t += got;
                     }
                 }
             }
@@ -799,7 +784,7 @@ mod tests {
             f.expand.transform_into(p, &mut x);
             for (nodes, steps) in f.trees.nodes.iter().zip(&f.trees.flat) {
                 let slow = path(nodes, &x, None);
-                let fast = walk(steps, f.trees.height, &x);
+                let [fast] = walk::<1>(steps, f.trees.height, &x, 3);
                 assert_eq!(slow.to_bits(), fast.to_bits(), "{p:?}: {slow} != {fast}");
             }
         }

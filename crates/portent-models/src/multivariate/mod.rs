@@ -408,18 +408,31 @@ impl Calibration {
     }
 }
 
+/// Where the `q` quantile of `n` sorted values lies: the lower index and the fraction of the way
+/// to the next.
+fn quantile_at(n: usize, q: f64) -> (usize, f64) {
+    let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    (lo, pos - lo as f64)
+}
+
+/// The value `frac` of the way from `lo` to `hi`, as the quantiles interpolate.
+fn lerp(lo: f64, hi: f64, frac: f64) -> f64 {
+    lo + (hi - lo) * frac
+}
+
+/// The least of `s` by `f64::total_cmp`, or `or` if `s` is empty: the order statistic after
+/// the one a selection placed just before `s`.
+fn least(s: &[f64], or: f64) -> f64 {
+    s.iter().copied().min_by(f64::total_cmp).unwrap_or(or)
+}
+
 /// [`quantile_sorted`] of `v` as if sorted by `f64::total_cmp`, found by selection (linear
 /// time); reorders `v`. The same value to the last bit, as the order statistics are the same.
 fn quantile_select(v: &mut [f64], q: f64) -> f64 {
-    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
+    let (lo, frac) = quantile_at(v.len(), q);
     let (_, &mut at_lo, above) = v.select_nth_unstable_by(lo, f64::total_cmp);
-    let at_hi = above
-        .iter()
-        .copied()
-        .min_by(f64::total_cmp)
-        .unwrap_or(at_lo);
-    at_lo + (at_hi - at_lo) * (pos - lo as f64)
+    lerp(at_lo, least(above, at_lo), frac)
 }
 
 /// The first quartile, median and third quartile of non-empty `v`, each the same to the bit as
@@ -427,24 +440,18 @@ fn quantile_select(v: &mut [f64], q: f64) -> f64 {
 /// leaves, so the three cost about two selections over `v`.
 fn quartiles_select(v: &mut [f64]) -> [f64; 3] {
     let n = v.len();
-    let at = |q: f64| {
-        let pos = q * (n - 1) as f64;
-        (pos.floor() as usize, pos - pos.floor())
-    };
-    let lerp = |lo: f64, hi: f64, frac: f64| lo + (hi - lo) * frac;
-    let least = |s: &[f64], or: f64| s.iter().copied().min_by(f64::total_cmp).unwrap_or(or);
-    let (m, fm) = at(0.5);
+    let (m, fm) = quantile_at(n, 0.5);
     let (below, &mut mid, above) = v.select_nth_unstable_by(m, f64::total_cmp);
     let above_mid = least(above, mid);
     let median = lerp(mid, above_mid, fm);
-    let (l, fl) = at(0.25);
+    let (l, fl) = quantile_at(n, 0.25);
     let q1 = if l == m {
         lerp(mid, above_mid, fl)
     } else {
         let (_, &mut lo, rest) = below.select_nth_unstable_by(l, f64::total_cmp);
         lerp(lo, least(rest, mid), fl)
     };
-    let (h, fh) = at(0.75);
+    let (h, fh) = quantile_at(n, 0.75);
     let q3 = if h == m {
         lerp(mid, above_mid, fh)
     } else {
@@ -456,10 +463,9 @@ fn quartiles_select(v: &mut [f64]) -> [f64; 3] {
 
 /// The `q` quantile of sorted, non-empty `v`, interpolating linearly.
 fn quantile_sorted(v: &[f64], q: f64) -> f64 {
-    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
+    let (lo, frac) = quantile_at(v.len(), q);
     let hi = (lo + 1).min(v.len() - 1);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    lerp(v[lo], v[hi], frac)
 }
 
 /// An entity's verdict from its multivariate and univariate evidence together.

@@ -105,10 +105,9 @@ pub(super) struct Residuals {
 const RIDGE: f64 = 1e-6;
 
 impl Residuals {
-    /// Fits on scaled rows `z` (concatenated, `width` wide). `None` with a single feature or
-    /// more than `linalg::MAX_FEATURES + 1`.
     /// Fits on scaled rows `z` (concatenated, each `width` wide) and, if it could, replaces
     /// them with their standardised residuals, as [`Self::transform_into`] would write them.
+    /// `None` with a single feature or more than `linalg::MAX_FEATURES + 1`.
     pub(super) fn fit(z: &mut [f64], width: usize) -> Option<Self> {
         if !(2..=MAX_FEATURES + 1).contains(&width) || z.is_empty() {
             return None;
@@ -211,14 +210,16 @@ impl Expand {
     /// Fits on finite rows of width `width`, and returns their expansions (concatenated), the
     /// same to the bit as [`Self::transform_into`]'s: a fit computes them on the way.
     pub(super) fn fit(rows: &[&[f64]], width: usize) -> (Self, Vec<f64>) {
-        let scaler = RobustScaler::fit(rows, width);
+        let mut expand = Self {
+            scaler: RobustScaler::fit(rows, width),
+            residuals: None,
+        };
         let mut z = vec![0.0; rows.len() * width];
         for (r, o) in rows.iter().zip(z.chunks_exact_mut(width)) {
-            scaler.transform_into(r, o);
-            o.iter_mut().for_each(|x| *x = x.clamp(-CLIP, CLIP));
+            expand.scaled_into(r, o);
         }
-        let residuals = Residuals::fit(&mut z, width);
-        (Self { scaler, residuals }, z)
+        expand.residuals = Residuals::fit(&mut z, width);
+        (expand, z)
     }
 
     /// Writes a finite `row` robustly scaled and clipped into `out` (of the row's width): each
