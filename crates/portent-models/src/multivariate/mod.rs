@@ -435,30 +435,33 @@ fn quantile_select(v: &mut [f64], q: f64) -> f64 {
     lerp(at_lo, least(above, at_lo), frac)
 }
 
-/// The first quartile, median and third quartile of non-empty `v`, each the same to the bit as
-/// [`quantile_select`]'s; reorders `v`. The quartiles are selected within the halves the median
-/// leaves, so the three cost about two selections over `v`.
-fn quartiles_select(v: &mut [f64]) -> [f64; 3] {
+/// The first and third quartiles of non-empty `v`, each the same to the bit as
+/// [`quantile_select`]'s, given `v` as `quantile_select(v, 0.5)` leaves it: partitioned around
+/// its median. They are selected within the halves the median leaves, so the two cost about one
+/// selection over `v`; and they are apart from the median because a robust scale rarely needs
+/// them.
+fn outer_quartiles(v: &mut [f64]) -> [f64; 2] {
     let n = v.len();
-    let (m, fm) = quantile_at(n, 0.5);
-    let (below, &mut mid, above) = v.select_nth_unstable_by(m, f64::total_cmp);
-    let above_mid = least(above, mid);
-    let median = lerp(mid, above_mid, fm);
+    let (m, _) = quantile_at(n, 0.5);
+    let (below, rest) = v.split_at_mut(m);
+    let Some((&mut mid, above)) = rest.split_first_mut() else {
+        return [f64::NAN; 2]; // empty: the caller's contract is broken, and NaN says so
+    };
     let (l, fl) = quantile_at(n, 0.25);
     let q1 = if l == m {
-        lerp(mid, above_mid, fl)
+        lerp(mid, least(above, mid), fl)
     } else {
         let (_, &mut lo, rest) = below.select_nth_unstable_by(l, f64::total_cmp);
         lerp(lo, least(rest, mid), fl)
     };
     let (h, fh) = quantile_at(n, 0.75);
     let q3 = if h == m {
-        lerp(mid, above_mid, fh)
+        lerp(mid, least(above, mid), fh)
     } else {
         let (_, &mut lo, rest) = above.select_nth_unstable_by(h - m - 1, f64::total_cmp);
         lerp(lo, least(rest, lo), fh)
     };
-    [q1, median, q3]
+    [q1, q3]
 }
 
 /// The `q` quantile of sorted, non-empty `v`, interpolating linearly.

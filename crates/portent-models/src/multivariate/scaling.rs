@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{quantile_select, quartiles_select};
+use super::{outer_quartiles, quantile_select};
 use crate::linalg::{MAX_FEATURES, cholesky_solve};
 
 /// `1.4826 · MAD` estimates the standard deviation of normal data.
@@ -45,15 +45,16 @@ impl RobustScaler {
             }
             // Order statistics by selection, not sorting: the same values, in linear time (a
             // fit scales every feature of a week of rows twice).
-            let [q1, med, q3] = quartiles_select(&mut col);
-            let iqr = q3 - q1;
+            let med = quantile_select(&mut col, 0.5);
             let mut dev: Vec<f64> = col.iter().map(|v| (v - med).abs()).collect();
             let mad = quantile_select(&mut dev, 0.5);
             let usable = |s: f64| s > 1e-12 * med.abs().max(1e-300);
             let s = if usable(MAD_TO_SD * mad) {
                 MAD_TO_SD * mad
-            } else if usable(IQR_TO_SD * iqr) {
-                IQR_TO_SD * iqr
+            } else if let [q1, q3] = outer_quartiles(&mut col)
+                && usable(IQR_TO_SD * (q3 - q1))
+            {
+                IQR_TO_SD * (q3 - q1)
             } else {
                 // Rare (a mostly constant feature), so the sum runs in sorted order as it
                 // always has, which keeps the fitted scale the same to the last bit.
@@ -119,10 +120,18 @@ impl Residuals {
         let mut x = vec![1.0; p];
         for row in z.chunks_exact(width) {
             x[1..].copy_from_slice(row);
-            for i in 0..p {
-                for k in 0..p {
-                    g[i * p + k] += x[i] * x[k];
+            // The upper triangle only: `x_i · x_k` is `x_k · x_i` to the bit, so the lower one
+            // is mirrored after the sums.
+            for (i, gi) in g.chunks_exact_mut(p).enumerate() {
+                let xi = x[i];
+                for (g, xk) in gi[i..].iter_mut().zip(&x[i..]) {
+                    *g += xi * xk;
                 }
+            }
+        }
+        for i in 0..p {
+            for k in 0..i {
+                g[i * p + k] = g[k * p + i];
             }
         }
         let mut coef = Vec::with_capacity(width);
