@@ -242,16 +242,25 @@ impl Grower<'_> {
             return;
         }
         self.bounds.clear();
-        for j in 0..self.width {
-            // Feature by feature, so the bounds stay in registers. Finite values: plain
-            // comparisons, without `f64::min`'s care for NaN.
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &i in idx.iter() {
-                let v = self.value(i, j);
-                lo = if v < lo { v } else { lo };
-                hi = if v > hi { v } else { hi };
+        match self.width {
+            1 => bounds_of::<1>(self.sub, idx, self.bounds),
+            2 => bounds_of::<2>(self.sub, idx, self.bounds),
+            3 => bounds_of::<3>(self.sub, idx, self.bounds),
+            4 => bounds_of::<4>(self.sub, idx, self.bounds),
+            5 => bounds_of::<5>(self.sub, idx, self.bounds),
+            6 => bounds_of::<6>(self.sub, idx, self.bounds),
+            7 => bounds_of::<7>(self.sub, idx, self.bounds),
+            FIXED_WIDTHS => bounds_of::<FIXED_WIDTHS>(self.sub, idx, self.bounds),
+            _ => {
+                for j in 0..self.width {
+                    // Feature by feature, so the bounds stay in registers.
+                    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+                    for &i in idx.iter() {
+                        (lo, hi) = widen(lo, hi, self.value(i, j));
+                    }
+                    self.bounds.push((j, lo, hi));
+                }
             }
-            self.bounds.push((j, lo, hi));
         }
         self.bounds.retain(|b| b.2 > b.1);
         if self.bounds.is_empty() {
@@ -291,56 +300,106 @@ impl Grower<'_> {
     }
 }
 
+/// `[lo, hi]` widened to hold finite `v`: plain comparisons, without `f64::min`'s care for
+/// NaN.
+#[inline(always)]
+fn widen(lo: f64, hi: f64, v: f64) -> (f64, f64) {
+    (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+}
+
+/// Pushes each feature's bounds over the rows `idx` of `sub` (rows `D` wide, concatenated) to
+/// `out`, as `(feature, lo, hi)`. Row by row, every feature at once: with the width known when
+/// compiling, the bounds stay in registers, and the features' chains of comparisons run side
+/// by side where one feature after another waited on each comparison (growth took half the
+/// time). The same comparisons in the same order: the same bounds to the bit.
+fn bounds_of<const D: usize>(sub: &[f64], idx: &[u32], out: &mut Vec<(usize, f64, f64)>) {
+    let (rows, _) = sub.as_chunks::<D>();
+    let mut lo = [f64::INFINITY; D];
+    let mut hi = [f64::NEG_INFINITY; D];
+    for &i in idx {
+        let row = &rows[i as usize];
+        for j in 0..D {
+            (lo[j], hi[j]) = widen(lo[j], hi[j], row[j]);
+        }
+    }
+    out.extend((0..D).map(|j| (j, lo[j], hi[j])));
+}
+
 /// The fitted trees, and the same trees laid out for [`walk`]. Only `nodes` is serialised: the
 /// layout is rebuilt from them on load, so saved forests do not depend on it.
 #[derive(Clone, Debug, Default)]
 struct Trees {
     nodes: Vec<Vec<Node>>,
-    flat: Vec<Vec<Step>>,
+    flat: Vec<Layout>,
     /// The depth of the deepest leaf: every walk takes this many steps.
     height: usize,
+}
+
+/// One tree laid out for a walk of a fixed number of steps.
+#[derive(Clone, Debug)]
+struct Layout {
+    steps: Vec<Step>,
+    /// For each leaf (by node index), the path length of a row that reaches it: its depth plus
+    /// `c(size)`, less the tree's `height`; 0 for a split. Read once a walk, so kept apart.
+    ends: Vec<f64>,
+    /// The feature the root splits on (0 if the root is a leaf).
+    feature: u32,
 }
 
 /// A node laid out for a walk of a fixed number of steps. A leaf is a node that leads to itself
 /// with nothing to add: its threshold sends every finite value left, to `left`, its own index,
 /// and its range is unbounded, so a row is never cut off there.
+///
+/// A step holds its children's split features, not its own: a walk reads the value it compares
+/// next as soon as it knows which way it goes, alongside the child's threshold, instead of after
+/// it (two loads one after the other are most of a step's latency).
 #[derive(Copy, Clone, Debug)]
 struct Step {
     threshold: f64,
     lo: f64,
     hi: f64,
-    /// `hi − lo`, infinite for a leaf.
+    /// `hi − lo`; 1 for a leaf.
     span: f64,
-    /// For a leaf, the path length of a row that reaches it: its depth plus `c(size)`.
-    end: f64,
     left: u32,
-    feature: u32,
+    /// The split features of the children: `left`'s in the low 32 bits, `left + 1`'s in the
+    /// high ones (0 for a leaf, or for a child that is a leaf). Picked by a shift, not by
+    /// indexing a pair: the compiler made that a load after the comparison, back on the chain.
+    next: u64,
 }
+
+/// A leaf that leads to node 0, for padding.
+const LEAF: Step = Step {
+    threshold: f64::INFINITY,
+    lo: f64::NEG_INFINITY,
+    hi: f64::INFINITY,
+    span: 1.0,
+    left: 0,
+    next: 0,
+};
 
 impl Trees {
     fn new(nodes: Vec<Vec<Node>>) -> Self {
         let mut height = 0;
-        let flat = nodes
+        let mut flat: Vec<Layout> = nodes
             .iter()
             .map(|tree| {
                 let mut steps: Vec<Step> = Vec::with_capacity(tree.len());
+                let mut ends = vec![0.0; tree.len()];
                 let mut depths = vec![0usize; tree.len()];
+                let feature = |i: usize| tree.get(i).map_or(0, |c: &Node| c.feature);
                 for (at, n) in tree.iter().enumerate() {
                     // Children always follow their parent, so a node's depth is known here.
                     let depth = depths[at];
                     if n.left == 0 {
                         height = height.max(depth);
+                        ends[at] = depth as f64 + n.weight;
                         steps.push(Step {
-                            threshold: f64::INFINITY,
-                            lo: f64::NEG_INFINITY,
-                            hi: f64::INFINITY,
-                            span: f64::INFINITY,
-                            end: depth as f64 + n.weight,
                             left: at as u32,
-                            feature: 0,
+                            ..LEAF
                         });
                     } else {
-                        for child in [n.left as usize, n.left as usize + 1] {
+                        let left = n.left as usize;
+                        for child in [left, left + 1] {
                             if let Some(d) = depths.get_mut(child) {
                                 *d = depth + 1;
                             }
@@ -350,15 +409,29 @@ impl Trees {
                             lo: n.lo,
                             hi: n.hi,
                             span: n.hi - n.lo,
-                            end: 0.0,
                             left: n.left,
-                            feature: n.feature,
+                            next: u64::from(feature(left)) | u64::from(feature(left + 1)) << 32,
                         });
                     }
                 }
-                steps
+                // A power-of-two length, for `walk`'s masked indices; the padding is never reached.
+                let size = steps.len().next_power_of_two();
+                steps.resize(size, LEAF);
+                ends.resize(size, 0.0);
+                Layout {
+                    steps,
+                    ends,
+                    feature: feature(0),
+                }
             })
             .collect();
+        for (layout, tree) in flat.iter_mut().zip(&nodes) {
+            for (end, n) in layout.ends.iter_mut().zip(tree) {
+                if n.left == 0 {
+                    *end -= height as f64;
+                }
+            }
+        }
         Self {
             nodes,
             flat,
@@ -385,46 +458,125 @@ impl<'de> Deserialize<'de> for Trees {
     }
 }
 
-/// The chance that a split would have cut finite value `v` off alone, as in [`path`]: `gap /
-/// (gap + hi − lo)` for a value `gap` outside the node's range, else 0. A leaf's infinite range
-/// makes it 0 / ∞ = 0, as does a split's range for a value inside it. Plain comparisons, not
-/// `f64::max`: the value is finite, so `max`'s care for NaN would only cost instructions.
+/// The chance that a split would not have cut finite value `v` off alone, as in [`path`]:
+/// `span / (gap + span)` for a value `gap` outside the node's range, else 1. A leaf's range is
+/// unbounded and its span 1, so it keeps every row. Plain comparisons, not `f64::max`: the
+/// value is finite, so `max`'s care for NaN would only cost instructions.
 #[inline(always)]
-fn cut_alone(n: Step, v: f64) -> f64 {
+fn kept(n: Step, v: f64) -> f64 {
     let below = n.lo - v;
     let above = v - n.hi;
     let gap = if below > above { below } else { above };
     let gap = if gap > 0.0 { gap } else { 0.0 };
-    gap / (gap + n.span)
+    n.span / (gap + n.span)
 }
 
-/// Rows walked down a tree together by [`walk`] in a fit.
-const LANES: usize = 4;
+/// Rows walked down a tree together by [`walk`] in a fit. Six: with four the processor waits
+/// on the rows' chains of loads; with seven or more their state no longer fits in registers.
+const LANES: usize = 6;
 
-/// The expected path lengths of `N` expanded rows (`x`, concatenated, each `d` wide), the same
-/// as [`path`]'s to the bit, without credit, in a fixed number of steps. With no exit that
-/// depends on the row, nothing is mispredicted at the end of a walk; and the rows' chains of
-/// dependent loads are independent, so interleaving them step by step lets the processor
-/// overlap them, where one walk after another fills its window with one chain. Fitting a forest
-/// is mostly such walks (to trim and to calibrate): [`LANES`] rows at a time, the rest one by
-/// one.
-fn walk<const N: usize>(steps: &[Step], height: usize, x: &[f64], d: usize) -> [f64; N] {
-    let mut total = [0.0; N];
+/// The widest rows for which [`walk`] is compiled for their width (see [`Lanes`]).
+const FIXED_WIDTHS: usize = 8;
+
+/// `N` expanded rows as [`walk`] reads them.
+trait Lanes<const N: usize>: Copy {
+    /// Feature `f` (below the rows' width) of row `k` (below `N`).
+    fn value(self, k: usize, f: usize) -> f64;
+}
+
+/// Rows of a width known when compiling: reading a value takes one register for all the rows
+/// and no bounds check, which on rows of any width cost a tenth of a walk.
+impl<const N: usize, const D: usize> Lanes<N> for &[[f64; D]; N] {
+    #[inline(always)]
+    fn value(self, k: usize, f: usize) -> f64 {
+        // `f` is below `D`: the clamp changes nothing, and shows the optimiser so.
+        self[k][if D.is_power_of_two() {
+            f & (D - 1)
+        } else {
+            f.min(D - 1)
+        }]
+    }
+}
+
+/// `N` rows of any width (the slice, `N` times the width, and the width), concatenated.
+#[derive(Copy, Clone)]
+struct Wide<'a>(&'a [f64], usize);
+
+impl<const N: usize> Lanes<N> for Wide<'_> {
+    #[inline(always)]
+    fn value(self, k: usize, f: usize) -> f64 {
+        self.0[k * self.1 + f]
+    }
+}
+
+/// The expected path lengths of `N` expanded rows in `tree`, as [`path`]'s, without credit, in
+/// a fixed number of steps. With no exit that depends on the row, nothing is mispredicted at
+/// the end of a walk; and the rows' chains of dependent loads are independent, so interleaving
+/// them step by step lets the processor overlap them, where one walk after another fills its
+/// window with one chain. Fitting a forest is mostly such walks (to trim and to calibrate):
+/// [`LANES`] rows at a time, the rest one by one.
+#[inline(always)]
+fn walk<const N: usize>(tree: &Layout, height: usize, rows: impl Lanes<N>) -> [f64; N] {
+    // Indices masked into a power-of-two length the optimiser can see: no bounds check, which
+    // was a tenth of a walk's cost. The layout pads the steps so that no index is ever changed.
+    let mask = tree.steps.len() - 1;
+    let steps = &tree.steps[..=mask];
+    let mut sum = [0.0; N];
     let mut alive = [1.0; N];
     let mut at = [0usize; N];
-    let mut depth = 0.0;
+    let mut feature = [tree.feature as usize; N];
     for _ in 0..height {
-        depth += 1.0;
         for k in 0..N {
-            let n = steps[at[k]];
-            let v = x[k * d + n.feature as usize];
-            let cut = alive[k] * cut_alone(n, v);
-            total[k] += cut * depth;
-            alive[k] -= cut;
-            at[k] = n.left as usize + usize::from(v > n.threshold);
+            let n = steps[at[k] & mask];
+            let v = rows.value(k, feature[k]);
+            sum[k] += alive[k];
+            alive[k] *= kept(n, v);
+            let right = v > n.threshold;
+            at[k] = n.left as usize + usize::from(right);
+            feature[k] = (n.next >> (32 * u32::from(right))) as u32 as usize;
         }
     }
-    std::array::from_fn(|k| total[k] + alive[k] * steps[at[k]].end)
+    std::array::from_fn(|k| sum[k] + alive[k] * tree.ends[at[k]])
+}
+
+/// Adds each tree's path length of every expanded row of `x` (concatenated, each `D` wide) to
+/// `totals`. Tree by tree, so that each tree's steps stay in cache while every row goes down it.
+fn add_paths<const D: usize>(trees: &Trees, x: &[f64], totals: &mut [f64]) {
+    let (rows, _) = x.as_chunks::<D>();
+    let (groups, rest) = rows.as_chunks::<LANES>();
+    let (sums, rest_sums) = totals.split_at_mut(groups.len() * LANES);
+    let h = trees.height;
+    for tree in &trees.flat {
+        for (t, group) in sums.chunks_exact_mut(LANES).zip(groups) {
+            for (t, g) in t.iter_mut().zip(walk(tree, h, group)) {
+                *t += g;
+            }
+        }
+        for (t, row) in rest_sums.iter_mut().zip(rest) {
+            let [got] = walk(tree, h, std::array::from_ref(row));
+            *t += got;
+        }
+    }
+}
+
+/// [`add_paths`] for rows of any width `d`.
+fn add_paths_wide(trees: &Trees, x: &[f64], d: usize, totals: &mut [f64]) {
+    let h = trees.height;
+    for tree in &trees.flat {
+        let mut groups = x.chunks_exact(LANES * d);
+        let mut sums = totals.chunks_exact_mut(LANES);
+        for (t, group) in (&mut sums).zip(&mut groups) {
+            let got: [f64; LANES] = walk(tree, h, Wide(group, d));
+            for (t, g) in t.iter_mut().zip(got) {
+                *t += g;
+            }
+        }
+        let rest = groups.remainder().chunks_exact(d);
+        for (t, row) in sums.into_remainder().iter_mut().zip(rest) {
+            let [got] = walk(tree, h, Wide(row, d));
+            *t += got;
+        }
+    }
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
@@ -522,35 +674,29 @@ impl IsolationForest {
         let mut totals = vec![0.0; x.len() / d];
         match credit {
             Some(credit) => {
+                let h = self.trees.height;
                 for nodes in &self.trees.nodes {
                     for ((t, row), c) in totals
                         .iter_mut()
                         .zip(x.chunks_exact(d))
                         .zip(credit.chunks_exact_mut(d))
                     {
-                        *t += path(nodes, row, Some(c));
+                        *t += path(nodes, h, row, Some(c));
                     }
                 }
             }
             None => {
-                let h = self.trees.height;
-                for steps in &self.trees.flat {
-                    let mut rows = x.chunks_exact(LANES * d);
-                    let mut sums = totals.chunks_exact_mut(LANES);
-                    for (t, group) in (&mut sums).zip(&mut rows) {
-                        let got = walk::<LANES>(steps, h, group, d);
-                        for (t, g) in t.iter_mut().zip(got) {
-                            *t += g;
-                        }
-                    }
-                    for (t, row) in sums
-                        .into_remainder()
-                        .iter_mut()
-                        .zip(rows.remainder().chunks_exact(d))
-                    {
-                        let [got] = walk::<1>(steps, h, row, d);
-                        *t += got;
-                    }
+                let t = &mut totals;
+                match d {
+                    1 => add_paths::<1>(&self.trees, x, t),
+                    2 => add_paths::<2>(&self.trees, x, t),
+                    3 => add_paths::<3>(&self.trees, x, t),
+                    4 => add_paths::<4>(&self.trees, x, t),
+                    5 => add_paths::<5>(&self.trees, x, t),
+                    6 => add_paths::<6>(&self.trees, x, t),
+                    7 => add_paths::<7>(&self.trees, x, t),
+                    FIXED_WIDTHS => add_paths::<FIXED_WIDTHS>(&self.trees, x, t),
+                    _ => add_paths_wide(&self.trees, x, d, t),
                 }
             }
         }
@@ -561,8 +707,9 @@ impl IsolationForest {
     /// isolation credit to `credit` if given.
     fn raw(&self, x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
         let mut total = 0.0;
+        let h = self.trees.height;
         for nodes in &self.trees.nodes {
-            total += path(nodes, x, credit.as_deref_mut());
+            total += path(nodes, h, x, credit.as_deref_mut());
         }
         self.raw_of_total(total)
     }
@@ -598,30 +745,33 @@ impl IsolationForest {
 
 /// The expected path length of expanded row `x` in one tree (see range-aware scoring), adding
 /// each feature's isolation credit to `credit` if given.
-fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
+fn path(nodes: &[Node], height: usize, x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
+    // The expected depth at which the row leaves the path, `Σ cut_i · i + alive_L · (L + c)`
+    // for a leaf at depth `L`, is `Σ_{i<L} alive_i + alive_L · c`: one addition a step. It is
+    // summed over the forest's `height` steps, as `walk` takes them, so that the two agree to
+    // the bit: a leaf adds `alive_L` for each step below it, and `L + c − height` once.
     let mut total = 0.0;
     let mut at = 0;
-    let mut depth = 0.0;
+    let mut depth = 0;
     // The chance that the row is still on the path (not cut off alone yet).
     let mut alive = 1.0;
     loop {
         let n = nodes[at];
         if n.left == 0 {
-            return total + alive * (depth + n.weight);
+            for _ in depth..height {
+                total += alive;
+            }
+            return total + alive * ((depth as f64 + n.weight) - height as f64);
         }
         let f = n.feature as usize;
         let v = x[f];
         let gap = (n.lo - v).max(v - n.hi).max(0.0);
-        let alone = if gap > 0.0 {
-            gap / (gap + (n.hi - n.lo))
-        } else {
-            0.0
-        };
+        let span = n.hi - n.lo;
         let next = n.left as usize + usize::from(v > n.threshold);
-        // The chance of being cut off here.
-        let cut = alive * alone;
-        total += cut * (depth + 1.0);
+        total += alive;
         if let Some(c) = credit.as_deref_mut() {
+            // The chance of being cut off here.
+            let alone = gap / (gap + span);
             // ln(size / child size); a child's weight is its ln(size) unless it is a
             // leaf, whose ln(size) is rarely needed.
             let child = nodes[next];
@@ -634,9 +784,9 @@ fn path(nodes: &[Node], x: &[f64], mut credit: Option<&mut [f64]>) -> f64 {
             };
             c[f] += alive * (alone * n.weight + (1.0 - alone) * (n.weight - ln_child));
         }
-        alive -= cut;
+        alive *= span / (gap + span);
         at = next;
-        depth += 1.0;
+        depth += 1;
     }
 }
 
@@ -760,43 +910,52 @@ mod tests {
 
     #[test]
     fn the_fixed_step_walk_is_the_path_bit_for_bit() {
-        let schema = FeatureSet::new(["a", "b", "c"]).unwrap();
-        let mut rng = Rng::new(7, 0);
-        let rows: Vec<[f64; 3]> = (0..2_000)
-            .map(|_| {
-                let a = rng.uniform();
-                [a, 2.0 * a + 0.1 * rng.uniform(), rng.uniform().powi(3)]
-            })
-            .collect();
-        let f = IsolationForestConfig::default().fit(schema, &rows).unwrap();
-        assert!(f.trees.height >= 2);
-        // Rows inside the training ranges, far outside them, and breaking the correlation.
-        let probes: Vec<[f64; 3]> = (0..500)
-            .map(|i| {
-                let a = rng.uniform() * 3.0 - 1.0;
-                let b = if i % 2 == 0 { 2.0 * a } else { -5.0 * a };
-                [a, b, rng.uniform() * 1e3 - 10.0]
-            })
-            .chain(rows.iter().take(500).copied())
-            .collect();
-        for p in &probes {
-            let mut x = [0.0; 3];
-            f.expand.transform_into(p, &mut x);
-            for (nodes, steps) in f.trees.nodes.iter().zip(&f.trees.flat) {
-                let slow = path(nodes, &x, None);
-                let [fast] = walk::<1>(steps, f.trees.height, &x, 3);
-                assert_eq!(slow.to_bits(), fast.to_bits(), "{p:?}: {slow} != {fast}");
+        // Three features: a width compiled for, not a power of two. Eleven: any width.
+        for width in [3, 11] {
+            let names: Vec<String> = (0..width).map(|j| format!("f{j}")).collect();
+            let schema = FeatureSet::new(names).unwrap();
+            let mut rng = Rng::new(7, 0);
+            let rows: Vec<Vec<f64>> = (0..2_000)
+                .map(|_| {
+                    let a = rng.uniform();
+                    let mut r = vec![a, 2.0 * a + 0.1 * rng.uniform()];
+                    r.extend((2..width).map(|_| rng.uniform().powi(3)));
+                    r
+                })
+                .collect();
+            let f = IsolationForestConfig::default().fit(schema, &rows).unwrap();
+            assert!(f.trees.height >= 2);
+            // Rows inside the training ranges, far outside them, and breaking the correlation;
+            // 1,001, so that the batch walks whole groups of lanes and a remainder.
+            let probes: Vec<Vec<f64>> = (0..501)
+                .map(|i| {
+                    let a = rng.uniform() * 3.0 - 1.0;
+                    let b = if i % 2 == 0 { 2.0 * a } else { -5.0 * a };
+                    let mut r = vec![a, b];
+                    r.extend((2..width).map(|_| rng.uniform() * 1e3 - 10.0));
+                    r
+                })
+                .chain(rows.iter().take(500).cloned())
+                .collect();
+            let mut x = vec![0.0; probes.len() * width];
+            for (p, x) in probes.iter().zip(x.chunks_exact_mut(width)) {
+                f.expand.transform_into(p, x);
+                for (nodes, tree) in f.trees.nodes.iter().zip(&f.trees.flat) {
+                    let slow = path(nodes, f.trees.height, x, None);
+                    let [fast] = walk(tree, f.trees.height, Wide(x, width));
+                    assert_eq!(slow.to_bits(), fast.to_bits(), "{p:?}: {slow} != {fast}");
+                }
+            }
+            // Restored from its serialised form, the layout is rebuilt the same, and the
+            // batch of walks gives each row's score as the credited paths do.
+            let back: IsolationForest =
+                postcard::from_bytes(&postcard::to_stdvec(&f).unwrap()).unwrap();
+            assert_eq!(back.trees.height, f.trees.height);
+            let batch = back.raw_batch(&x, None);
+            for (b, x) in batch.iter().zip(x.chunks_exact(width)) {
+                assert_eq!(b.to_bits(), f.raw(x, None).to_bits(), "width {width}");
             }
         }
-        // Restored from its serialised form, the layout is rebuilt the same.
-        let back: IsolationForest =
-            postcard::from_bytes(&postcard::to_stdvec(&f).unwrap()).unwrap();
-        assert_eq!(back.trees.height, f.trees.height);
-        let x = [0.3, -4.0, 2.0];
-        assert_eq!(
-            back.raw_batch(&x, None)[0].to_bits(),
-            f.raw(&x, None).to_bits()
-        );
     }
 
     #[test]
