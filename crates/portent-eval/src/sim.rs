@@ -53,6 +53,10 @@
 //!   ground truth says the incident affected ([`GroundTruth::affects`]) fires within
 //!   `[start, end + grace)`. The delay is from the scenario's start to that firing (the 5-minute
 //!   `for` included). `detected` is portent as deployed: univariate or combined entity scores.
+//! * **Visible.** When the scenario became statistically visible: the first minute at which its
+//!   effect on an affected series (against the same cluster simulated again without it, which
+//!   is the same sample for sample until it starts) reaches three times the series' day-to-day
+//!   noise. Issue 4 asks for detection within 15 minutes of it.
 //! * **False alarms per entity per day.** Alerts (firings) after the warm-up that begin outside
 //!   every scenario's `[start, end + grace)`, on any entity, divided by the entity-days observed
 //!   after the warm-up. Alerts on unaffected entities during an incident are counted neither way.
@@ -214,6 +218,11 @@ pub struct ScenarioResult {
     pub detected: bool,
     /// portent's detection delay, minutes; `None` when not detected.
     pub delay_minutes: Option<f64>,
+    /// Minutes from the start until the scenario became statistically visible: until its
+    /// effect on an affected series (the series against the same cluster simulated without
+    /// this scenario) first reached three times that series' day-to-day noise (see
+    /// the module's docs). `None` when no affected series could be compared, or it never did.
+    pub visible_minutes: Option<f64>,
     /// portent's false alarms per entity per day over the whole run (the same for every
     /// scenario: false alarms belong to no scenario).
     pub false_alarms_per_day: f64,
@@ -1165,6 +1174,16 @@ pub fn run(config: &SimEvalConfig, progress: &dyn Fn(&str)) -> Result<SimReport,
     config.validate()?;
     progress("simulating the cluster and evaluating the queries");
     let d = simulate(config)?;
+    progress("the cluster again without each scenario, for when each became visible");
+    let visible = parallel_map(&d.truth, config.threads, |g| {
+        // Without this scenario only, and only until it ends: every other one still happens,
+        // so the two runs are the same sample for sample until this one starts.
+        let mut c = config.clone();
+        c.sim.scenarios.retain(|s| s.name != g.scenario);
+        let days = g.end.millis_since(config.sim.start).max(0) / DAY_MS + 2;
+        c.days = c.days.min(u32::try_from(days).unwrap_or(u32::MAX));
+        Ok(visible_after(&d, &simulate(&c)?, g))
+    })?;
     progress("univariate detectors");
     let uni = score_univariate(config, &d)?;
     progress("multivariate models");
@@ -1184,12 +1203,18 @@ pub fn run(config: &SimEvalConfig, progress: &dyn Fn(&str)) -> Result<SimReport,
     }));
     progress("incidents");
     let incidents = incidents::evaluate(config, &d, &tracks);
-    let mut report = evaluate(config, &d, &tracks);
+    let mut report = evaluate(config, &d, &visible, &tracks);
     report.apply(incidents);
     Ok(report)
 }
 
-fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport {
+/// The report of `tracks` on `d`; `visible` is each ground truth's [`visible_after`].
+fn evaluate(
+    config: &SimEvalConfig,
+    d: &Derived,
+    visible: &[Option<f64>],
+    tracks: &[Track],
+) -> SimReport {
     let step_ms = d.step_ms;
     let steps = |ms: i64| (ms / step_ms).max(0) as usize;
     let rule = Rule {
@@ -1255,7 +1280,7 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
         .collect();
 
     let mut scenarios = Vec::new();
-    for (g, &(from, to)) in d.truth.iter().zip(&windows) {
+    for ((g, &(from, to)), &visible) in d.truth.iter().zip(&windows).zip(visible) {
         let affected: Vec<&Track> = tracks
             .iter()
             .filter(|t| t.sources.iter().any(|l| g.affects(l)))
@@ -1353,6 +1378,7 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
             duration_minutes: round2(g.end.millis_since(g.start) as f64 / MINUTE_MS as f64),
             detected: portent.caught,
             delay_minutes: portent.delay_minutes,
+            visible_minutes: visible,
             false_alarms_per_day: round2(fa_rate("portent")),
             caught_by_univariate: caught("univariate"),
             caught_by_multivariate: caught("multivariate"),
@@ -1379,6 +1405,91 @@ fn evaluate(config: &SimEvalConfig, d: &Derived, tracks: &[Track]) -> SimReport 
         rollouts_named: 0,
         rollouts_named_wrongly: 0,
     }
+}
+
+/// How many times its day-to-day noise a scenario's effect on a series must reach to be
+/// statistically visible.
+const VISIBLE_NOISES: f64 = 3.0;
+
+/// Minutes from scenario `g`'s start until it became statistically visible in `d`, judged
+/// against `clean`, the same cluster simulated without `g` (the same seed gives the same
+/// samples until a scenario changes them).
+///
+/// For each affected series that `clean` has too, with the same values in the hour before the
+/// start (to 1e-9: aggregates are summed in no fixed order; else the runs are not comparable
+/// there), the series' noise `σ` is the robust spread (`1.4826 · MAD / √2`) of `x(t) − x(t − 1
+/// day)` over the day before the start: what an SRE comparing with yesterday could tell apart.
+/// The scenario is visible in that series at the first step at which `|x − x_clean| ≥ 3σ`; it
+/// is visible at the earliest such step over the affected series. Series younger than two days
+/// (pods of a recent rollout) are left out, unless every affected series is that young: then
+/// `σ` is the spread of `x(t) − x(t − 1 step)` over up to six hours before (half an hour at
+/// least), which makes it visible sooner. `None` if no series compares or none reaches it before the scenario ends.
+fn visible_after(d: &Derived, clean: &Derived, g: &GroundTruth) -> Option<f64> {
+    let step_of = |t: Timestamp| (t.millis_since(d.start).max(0) / d.step_ms) as usize;
+    let (from, to) = (step_of(g.start), step_of(g.end));
+    let day = (DAY_MS / d.step_ms).max(1) as usize;
+    let hour = (60 * MINUTE_MS / d.step_ms).max(1) as usize;
+    let twin = |s: &Series| {
+        let name = &d.entities[s.entity].name;
+        clean
+            .series
+            .iter()
+            .find(|c| c.name == s.name && clean.entities[c.entity].name == *name)
+    };
+    let same =
+        |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan());
+    // The robust spread of `x(k) − x(k − lag)` over `span` steps before the start, if at least
+    // `least` of them have both values.
+    let noise = |c: &Series, lag: usize, span: usize, least: usize| -> Option<f64> {
+        let mut gaps: Vec<f64> = (from.checked_sub(span)?..from)
+            .filter_map(|k| {
+                let v = (c.at(k) - c.at(k.checked_sub(lag)?)).abs();
+                v.is_finite().then_some(v)
+            })
+            .collect();
+        if gaps.len() < least.max(1) {
+            return None;
+        }
+        let mid = gaps.len() / 2;
+        let (_, &mut mad, _) = gaps.select_nth_unstable_by(mid, f64::total_cmp);
+        Some(1.482_6 * mad / std::f64::consts::SQRT_2)
+    };
+    let compared: Vec<(&Series, &Series)> = d
+        .series
+        .iter()
+        .filter(|s| s.sources.iter().any(|l| g.affects(l)))
+        .filter_map(|s| {
+            let c = twin(s)?;
+            let before = from.checked_sub(hour)?;
+            (before..from)
+                .all(|k| same(s.at(k), c.at(k)))
+                .then_some((s, c))
+        })
+        .collect();
+    let first = |sigma: &dyn Fn(&Series) -> Option<f64>| {
+        compared
+            .iter()
+            .filter_map(|&(s, c)| {
+                let sigma = sigma(c)?;
+                (from..to).find(|&k| {
+                    let (x, y) = (s.at(k), c.at(k));
+                    let effect = (x - y).abs();
+                    // A series without noise (a constant) shows any change at all.
+                    effect.is_finite()
+                        && effect >= VISIBLE_NOISES * sigma
+                        && effect > 1e-9 * y.abs().max(1e-300)
+                })
+            })
+            .min()
+    };
+    let day_to_day = |c: &Series| noise(c, day, day, day / 2);
+    let step_to_step = |c: &Series| noise(c, 1, 6 * hour, hour / 2);
+    let found = if compared.iter().any(|&(_, c)| day_to_day(c).is_some()) {
+        first(&day_to_day)
+    } else {
+        first(&step_to_step)
+    };
+    found.map(|k| round2(((k - from) as i64 * d.step_ms) as f64 / MINUTE_MS as f64))
 }
 
 fn round2(x: f64) -> f64 {
@@ -1458,9 +1569,10 @@ impl SimReport {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>6} {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  first alert",
+            "{:<20} {:>6} {:>7} {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  first alert",
             "scenario",
             "length",
+            "visible",
             "portent",
             "univariate",
             "multivariate",
@@ -1472,9 +1584,11 @@ impl SimReport {
         for s in &self.scenarios {
             let _ = writeln!(
                 out,
-                "{:<20} {:>5.0}m {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  {}",
+                "{:<20} {:>5.0}m {:>7} {:>9} {:>11} {:>12} {:>8} {:>8} {:>9} {:>5}  {}",
                 s.name,
                 s.duration_minutes,
+                s.visible_minutes
+                    .map_or_else(|| "-".to_string(), |m| format!("{m:.0}m")),
                 delay(s.paths.get("portent")),
                 delay(s.paths.get("univariate")),
                 delay(s.paths.get("multivariate")),
@@ -1593,6 +1707,82 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_is_visible_once_its_effect_reaches_three_day_to_day_noises() {
+        let sel = Labels::new([("__name__", "m"), ("service", "a")]).unwrap();
+        let start = Timestamp::from_secs(0);
+        let day = 1440usize;
+        let from = 2 * day + 600;
+        // A daily cycle, 0.01 higher one day and lower the next: every day-to-day difference
+        // is 0.02, so σ = 1.4826 · 0.02 / √2 and 3σ = 0.0629.
+        let clean_value = |k: usize| {
+            let cycle = (2.0 * std::f64::consts::PI * k as f64 / day as f64).sin();
+            cycle
+                + if (k / day).is_multiple_of(2) {
+                    0.01
+                } else {
+                    -0.01
+                }
+        };
+        let cluster = |slope: f64, before: f64| {
+            let values: Vec<f64> = (0..3 * day)
+                .map(|k| {
+                    let x = clean_value(k);
+                    if k >= from {
+                        x + slope * (k - from) as f64
+                    } else if k + 30 >= from {
+                        x + before // differs in the hour before: not comparable
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            Derived {
+                entities: vec![Entity {
+                    name: "service ns/a".into(),
+                    deployment: None,
+                    first: 0,
+                    end: 3 * day,
+                }],
+                series: vec![Series {
+                    entity: 0,
+                    name: "p99_latency",
+                    sources: vec![sel.clone()],
+                    first: 0,
+                    values,
+                }],
+                truth: vec![GroundTruth {
+                    scenario: "creep".into(),
+                    kind: ScenarioKind::LatencyCreep,
+                    start: start.add_millis(from as i64 * MINUTE_MS),
+                    end: start.add_millis((from + 300) as i64 * MINUTE_MS),
+                    cause: sel.clone(),
+                    affected: vec![sel.clone()],
+                }],
+                steps: 3 * day,
+                start,
+                step_ms: MINUTE_MS,
+                ..Derived::default()
+            }
+        };
+        let clean = cluster(0.0, 0.0);
+        // A ramp of 0.001 a minute reaches 0.0629 after 63 minutes.
+        let ramp = cluster(0.001, 0.0);
+        assert_eq!(visible_after(&ramp, &clean, &ramp.truth[0]), Some(63.0));
+        // Aggregates summed in another order differ in the last bits: still comparable.
+        let reordered = cluster(0.001, 1e-15);
+        assert_eq!(
+            visible_after(&reordered, &clean, &ramp.truth[0]),
+            Some(63.0)
+        );
+        // Too slow to get there before the scenario ends.
+        let slow = cluster(0.0001, 0.0);
+        assert_eq!(visible_after(&slow, &clean, &slow.truth[0]), None);
+        // Different before the start: another cluster, not this scenario's effect.
+        let other = cluster(0.001, 0.5);
+        assert_eq!(visible_after(&other, &clean, &other.truth[0]), None);
+    }
+
+    #[test]
     fn alerts_outside_every_window_are_false_alarms_and_inside_are_detections() {
         let sel = Labels::new([("__name__", "m"), ("pod", "p")]).unwrap();
         let start = Timestamp::from_secs(0);
@@ -1630,7 +1820,7 @@ mod tests {
             ),
             track(Path::Static, &[], 2 * 1440, vec![sel]),
         ];
-        let report = evaluate(&config, &d, &tracks);
+        let report = evaluate(&config, &d, &[None], &tracks);
         assert_eq!(report.false_alarms["portent"], 2);
         assert_eq!(report.false_alarms["univariate"], 2);
         assert_eq!(report.false_alarms["static_threshold"], 0);

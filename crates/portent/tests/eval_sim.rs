@@ -38,6 +38,9 @@ fn json_last_line_has_every_scenario() {
             assert!(s[key].is_boolean() || s[key].is_number(), "{key} in {s}");
         }
         assert!(s["delay_minutes"].is_number() || s["delay_minutes"].is_null());
+        // Both scenarios change their series within minutes, against the run without them.
+        let visible = s["visible_minutes"].as_f64().unwrap();
+        assert!((0.0..=60.0).contains(&visible), "{s}");
     }
 }
 
