@@ -42,8 +42,14 @@ const ALPHAS: [f64; 6] = [0.01, 0.03, 0.1, 0.3, 0.6, 1.0];
 /// How much smaller a seasonal candidate's error must be to be preferred.
 const SEASONAL_MARGIN: f64 = 0.9;
 /// How much smaller a seasonal baseline's errors around a near-constant level (the slowest
-/// smoothing) must be than the values' own, for its cycle to be evident.
-const EVIDENT_RATIO: f64 = 0.6;
+/// smoothing) must be than the values' own, for its cycle to be evident (and its hours to get
+/// ranges of their own). 0.75, not 0.6: a service's p99 latency that rises from 0.30 s at night
+/// to 0.40 s by day, in noise of 0.02 s, explains 31% of its errors with its cycle; at 0.6 it
+/// had no hours, so a latency creep to 0.46 s at 10 AM (0.35 s on the days before) was judged
+/// against the day's peak only and flagged after 140 minutes, at 0.75 after 65 (14 seeds of
+/// `eval sim`, false alarms unchanged). NAB 67.93 / 56.18 / 73.74 -> 68.05 / 56.08 / 74.39; the
+/// calibration tests' healthy alerts are unchanged. A random walk stays without a cycle.
+const EVIDENT_RATIO: f64 = 0.75;
 /// Usable samples needed before anything is selected.
 const MIN_SAMPLES: usize = 48;
 /// Usable samples up to which the baselines are fitted on the samples themselves. A week at one
