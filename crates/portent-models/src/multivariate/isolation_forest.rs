@@ -698,7 +698,7 @@ fn add_paths<const D: usize>(
     }
 }
 
-/// [`add_paths`] for rows of any width `d`.
+/// [`add_paths`] for rows of any width `d`: [`LANES`] rows at a time, the rest one by one.
 fn add_paths_wide(
     trees: &Trees,
     x: &[f64],
@@ -706,24 +706,52 @@ fn add_paths_wide(
     totals: &mut [f64],
     mut credit: Option<&mut [f64]>,
 ) {
-    let h = trees.height;
     let credits = if credit.is_some() {
         trees.credits()
     } else {
         &[]
     };
+    let n = totals.len();
+    let whole = n - n % LANES;
     for (k, tree) in trees.flat.iter().enumerate() {
-        let terms = credits.get(k).map_or(&[][..], Vec::as_slice);
-        for (i, t) in totals.iter_mut().enumerate() {
-            let row = Wide(&x[i * d..(i + 1) * d], d);
-            let [got] = match credit.as_deref_mut() {
-                Some(c) => {
-                    let mut c = WideCredit(&mut c[i * d..(i + 1) * d], d);
-                    walk(tree, terms, h, row, &mut c)
-                }
-                None => walk(tree, &[], h, row, &mut NoCredit),
-            };
-            *t += got;
+        let one = WideTree {
+            tree,
+            terms: credits.get(k).map_or(&[][..], Vec::as_slice),
+            height: trees.height,
+            x,
+            d,
+        };
+        for at in (0..whole).step_by(LANES) {
+            one.walk::<LANES>(at, totals, credit.as_deref_mut());
+        }
+        for at in whole..n {
+            one.walk::<1>(at, totals, credit.as_deref_mut());
+        }
+    }
+}
+
+/// One tree and rows of any width (`x`, each `d` wide), for [`add_paths_wide`].
+struct WideTree<'a> {
+    tree: &'a Layout,
+    terms: &'a [Credit],
+    height: usize,
+    x: &'a [f64],
+    d: usize,
+}
+
+impl WideTree<'_> {
+    /// Walks rows `at..at + N`, adding to their totals and, if given, to their credit.
+    #[inline(always)]
+    fn walk<const N: usize>(&self, at: usize, totals: &mut [f64], credit: Option<&mut [f64]>) {
+        let (tree, h, d) = (self.tree, self.height, self.d);
+        let span = at * d..(at + N) * d;
+        let rows = Wide(&self.x[span.clone()], d);
+        let got: [f64; N] = match credit {
+            Some(c) => walk(tree, self.terms, h, rows, &mut WideCredit(&mut c[span], d)),
+            None => walk(tree, &[], h, rows, &mut NoCredit),
+        };
+        for (t, g) in totals[at..at + N].iter_mut().zip(got) {
+            *t += g;
         }
     }
 }
