@@ -1423,7 +1423,8 @@ const VISIBLE_NOISES: f64 = 3.0;
 /// is visible at the earliest such step over the affected series. Series younger than two days
 /// (pods of a recent rollout) are left out, unless every affected series is that young: then
 /// `σ` is the spread of `x(t) − x(t − 1 step)` over up to six hours before (half an hour at
-/// least), which makes it visible sooner. `None` if no series compares or none reaches it before the scenario ends.
+/// least), which makes it visible sooner. `None` if no series compares or none reaches it
+/// before the scenario ends.
 fn visible_after(d: &Derived, clean: &Derived, g: &GroundTruth) -> Option<f64> {
     let step_of = |t: Timestamp| (t.millis_since(d.start).max(0) / d.step_ms) as usize;
     let (from, to) = (step_of(g.start), step_of(g.end));
@@ -1466,30 +1467,32 @@ fn visible_after(d: &Derived, clean: &Derived, g: &GroundTruth) -> Option<f64> {
                 .then_some((s, c))
         })
         .collect();
-    let first = |sigma: &dyn Fn(&Series) -> Option<f64>| {
-        compared
+    let mut sigmas: Vec<Option<f64>> = compared
+        .iter()
+        .map(|&(_, c)| noise(c, day, day, day / 2))
+        .collect();
+    if sigmas.iter().all(Option::is_none) {
+        sigmas = compared
             .iter()
-            .filter_map(|&(s, c)| {
-                let sigma = sigma(c)?;
-                (from..to).find(|&k| {
-                    let (x, y) = (s.at(k), c.at(k));
-                    let effect = (x - y).abs();
-                    // A series without noise (a constant) shows any change at all.
-                    effect.is_finite()
-                        && effect >= VISIBLE_NOISES * sigma
-                        && effect > 1e-9 * y.abs().max(1e-300)
-                })
+            .map(|&(_, c)| noise(c, 1, 6 * hour, hour / 2))
+            .collect();
+    }
+    compared
+        .iter()
+        .zip(sigmas)
+        .filter_map(|(&(s, c), sigma)| {
+            let sigma = sigma?;
+            (from..to).find(|&k| {
+                let (x, y) = (s.at(k), c.at(k));
+                let effect = (x - y).abs();
+                // A series without noise (a constant) shows any change at all.
+                effect.is_finite()
+                    && effect >= VISIBLE_NOISES * sigma
+                    && effect > 1e-9 * y.abs().max(1e-300)
             })
-            .min()
-    };
-    let day_to_day = |c: &Series| noise(c, day, day, day / 2);
-    let step_to_step = |c: &Series| noise(c, 1, 6 * hour, hour / 2);
-    let found = if compared.iter().any(|&(_, c)| day_to_day(c).is_some()) {
-        first(&day_to_day)
-    } else {
-        first(&step_to_step)
-    };
-    found.map(|k| round2(((k - from) as i64 * d.step_ms) as f64 / MINUTE_MS as f64))
+        })
+        .min()
+        .map(|k| round2(((k - from) as i64 * d.step_ms) as f64 / MINUTE_MS as f64))
 }
 
 fn round2(x: f64) -> f64 {

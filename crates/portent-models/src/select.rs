@@ -46,8 +46,8 @@ const SEASONAL_MARGIN: f64 = 0.9;
 /// ranges of their own). 0.75, not 0.6: a service's p99 latency that rises from 0.30 s at night
 /// to 0.40 s by day, in noise of 0.02 s, explains 31% of its errors with its cycle; at 0.6 it
 /// had no hours, so a latency creep to 0.46 s at 10 AM (0.35 s on the days before) was judged
-/// against the day's peak only and flagged after 140 minutes, at 0.75 after 65 (14 seeds of
-/// `eval sim`, false alarms unchanged). NAB 67.93 / 56.18 / 73.74 -> 68.05 / 56.08 / 74.39; the
+/// against the day's peak only and flagged after about 140 minutes, at 0.75 after 65 (13 of 14
+/// seeds of `eval sim`; 19 on the other; false alarms unchanged). NAB 67.93 / 56.18 / 73.74 -> 68.05 / 56.08 / 74.39; the
 /// calibration tests' healthy alerts are unchanged. A random walk stays without a cycle.
 const EVIDENT_RATIO: f64 = 0.75;
 /// Usable samples needed before anything is selected.
