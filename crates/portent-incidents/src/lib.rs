@@ -9,7 +9,8 @@ pub mod rollout;
 pub mod topology;
 
 pub use correlate::{
-    Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, OnsetBand, State,
+    Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, OnsetBand,
+    OpenMembers, State,
 };
 pub use pack::{EvidencePack, PackConfig};
 pub use rank::{Candidate, rank};

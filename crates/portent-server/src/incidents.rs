@@ -33,8 +33,8 @@ use portent_core::{Labels, Score, Timestamp};
 use portent_incidents::feedback::{Feedback, FeedbackError, FeedbackStore, SeriesWindow, Verdict};
 use portent_incidents::notify::Silence;
 use portent_incidents::{
-    Anomaly, Correlator, CorrelatorConfig, Counters, EvidencePack, IncidentId, PackConfig,
-    State as IncidentState,
+    Anomaly, Correlator, CorrelatorConfig, Counters, EvidencePack, IncidentId, OpenMembers,
+    PackConfig, State as IncidentState,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -240,11 +240,12 @@ impl Hub {
         counts
     }
 
-    /// Whether verdicts below their threshold matter now (an incident is open, so a member
-    /// still beyond its pre-incident band keeps it active): callers hand them to
-    /// [`Hub::observe`] only then, and skip building them otherwise.
-    pub fn wants_normal(&self) -> bool {
-        self.lock().correlator.wants_normal()
+    /// The series whose verdicts below their threshold matter now (members of an open
+    /// incident: one still beyond its pre-incident band keeps the incident active); `None`
+    /// when none do. Callers hand [`Hub::observe`] those verdicts alone, and skip building the
+    /// others.
+    pub fn open_members(&self) -> Option<OpenMembers> {
+        self.lock().correlator.open_members()
     }
 
     /// Learns from every verdict, `(labels, query, time, value)`: where pods run (the series

@@ -163,12 +163,17 @@ impl Incidents {
                 .iter()
                 .map(|s| (&s.labels, &*s.query, s.scored.t, s.scored.value)),
         );
-        // Verdicts below their threshold only while an incident is open: a member still beyond
-        // its pre-incident band keeps its incident active.
-        let normal = self.hub.wants_normal();
+        // Verdicts below their threshold only of the members of open incidents: one still
+        // beyond its pre-incident band keeps its incident active.
+        let members = self.hub.open_members();
         let candidates = scores.iter().filter_map(|s| {
             let threshold = *self.thresholds.get(&*s.model)?;
-            (normal || s.scored.score >= threshold).then(|| Candidate {
+            let member = || {
+                members
+                    .as_ref()
+                    .is_some_and(|m| m.contains(&s.labels, &s.query, &s.model))
+            };
+            (s.scored.score >= threshold || member()).then(|| Candidate {
                 anomaly: Anomaly {
                     labels: s.labels.clone(),
                     query: s.query.to_string(),
