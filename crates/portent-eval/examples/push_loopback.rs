@@ -21,13 +21,17 @@
 //!    the lateness is 5 s: each tick reads the same six samples a series as there.
 //!    `PORTENT_LATENESS=1m` sets another lateness, `PORTENT_LATENESS=default` leaves the key
 //!    out (five minutes, and the only choice of builds before it existed);
-//!    `PORTENT_MAX_SAMPLES` sets `source.push.max_samples`.
+//!    `PORTENT_MAX_SAMPLES` sets `source.push.max_samples`; `PORTENT_EXTRA_CONFIG` is appended
+//!    to the config as it is (`$'incidents:\n  enabled: false\n'` measures without incidents).
 //! 3. For SECONDS seconds (default 200: the default push buffer, 16 Mi samples, is full after
 //!    168 at 100,000 series) sends one sample per series per second as remote_write 1.0 bodies
 //!    of 2,000 series (Prometheus' `max_samples_per_send`), two requests in flight, keep-alive.
 //! 4. Prints the server's CPU time (user + system, all threads, from `/proc/PID/stat`) per
 //!    accepted sample and as samples per second per core; its VmRSS per series at the start and
 //!    the end, and VmHWM; then the cost of three scrapes of its `/metrics` in a row.
+//!    `PORTENT_HOLD=S` waits S seconds before the scrapes: time to take a heap profile of the
+//!    daemon as it is after the pushes (`PORTENT_BIN` can be a script that runs it under
+//!    heaptrack, built without mimalloc).
 //!
 //! The client runs in this process, on the other core: its work is not counted. Every body must
 //! be accepted (2xx), or the run fails.
@@ -153,9 +157,10 @@ server:
   listen: 127.0.0.1:{port}
 storage:
   dir: {}
-",
+{}",
         push_section(),
-        state.display()
+        state.display(),
+        std::env::var("PORTENT_EXTRA_CONFIG").unwrap_or_default()
     )
 }
 
@@ -326,6 +331,13 @@ async fn run(server: &mut Server, base: &str, n: usize, seconds: u64) -> Result<
     let wall = t0.elapsed().as_secs_f64();
     let rss1 = status_bytes(pid, "VmRSS:")?;
     let hwm = status_bytes(pid, "VmHWM:")?;
+    if let Some(s) = std::env::var("PORTENT_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!("holding {s} s before the scrapes");
+        tokio::time::sleep(Duration::from_secs(s)).await;
+    }
     // Three scrapes in a row: the first is a daemon's first, the others its usual one.
     let mut scrapes = Vec::new();
     let mut after = String::new();
