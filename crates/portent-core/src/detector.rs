@@ -23,6 +23,17 @@ pub enum FitError {
         /// What it was given.
         got: usize,
     },
+    /// A refit was given a shorter history than the model in use was chosen on: it could not
+    /// even consider that model's seasonality, so the detector keeps its model.
+    #[error(
+        "refit: the model in use needs {needed_ms} ms of history to be reconsidered, got {got_ms} ms"
+    )]
+    ShorterThanModel {
+        /// The span of history the model's seasonality needs.
+        needed_ms: i64,
+        /// The span given.
+        got_ms: i64,
+    },
     /// The model's configuration cannot work.
     #[error("fit: {0}")]
     Config(String),

@@ -656,6 +656,23 @@ impl Detect for Detector {
     }
 
     fn refit(&mut self, history: &[Sample]) -> Result<(), FitError> {
+        // A refit chooses among the seasonalities its history is long enough to show. Given
+        // less than the model in use was chosen on (a push buffer that holds hours of each of
+        // 100,000 series, not days; a daemon whose buffer restarted empty), it would drop the
+        // cycle the model learnt for want of seeing it: the model stays, and goes on learning
+        // online.
+        let needed_ms = crate::select::span_to_consider(self.selection.seasonality)
+            .max(crate::select::span_to_consider(self.selection.evident));
+        if needed_ms > 0 {
+            let mut finite = history.iter().filter(|s| s.is_finite());
+            let got_ms = match (finite.next(), finite.next_back()) {
+                (Some(a), Some(b)) => b.t.millis_since(a.t),
+                _ => 0,
+            };
+            if got_ms < needed_ms {
+                return Err(FitError::ShorterThanModel { needed_ms, got_ms });
+            }
+        }
         let (selection, baseline) = select_model(history)?;
         // Move the level onto the new baseline so the expectation is continuous.
         if let Some((t, _)) = self.last_finite {
@@ -763,6 +780,50 @@ mod tests {
                 Sample::new(Timestamp::from_secs(t), 100.0 + 20.0 * day.sin() + gauss(i))
             })
             .collect()
+    }
+
+    /// Regression: a daemon in push mode refits from its push buffer, which at 100,000 series
+    /// holds under three hours of each. Refitted on that, a detector that had learnt a daily
+    /// cycle from eight days lost it (two days are needed to consider one), and with it the
+    /// hourly ranges that judge each hour by its own past. A refit on less history than the model in use needs keeps
+    /// the model; a long enough one still refits.
+    #[test]
+    fn a_refit_on_too_short_a_history_keeps_the_seasonal_model() {
+        let all = seasonal_stream(10 * 1440, 60);
+        let (week, rest) = all.split_at(8 * 1440);
+        let mut d = DetectorConfig::default().fit(week).unwrap();
+        for &s in week {
+            d.observe(s); // warmed up, as the scheduler does
+        }
+        // A slow cycle at a one-minute step: the level follows it best one step ahead, and the
+        // cycle is evident (judged by the hour).
+        assert!(d.selection().evident.daily > 0, "{:?}", d.selection());
+        let kept = d.clone();
+        let hours = &week[week.len() - 168..];
+        // What those hours alone would choose: no cycle.
+        let (short, _) = select_model(hours).unwrap();
+        assert_eq!(short.evident, crate::Seasonality::NONE, "{short:?}");
+        assert_eq!(
+            d.refit(hours),
+            Err(FitError::ShorterThanModel {
+                needed_ms: 2 * 86_400_000,
+                got_ms: 167 * 60_000,
+            })
+        );
+        // It scores on as if nothing had happened.
+        let mut twin = kept.clone();
+        for &s in &rest[..720] {
+            // Debug, where NaN equals NaN.
+            assert_eq!(
+                format!("{:?}", d.observe(s)),
+                format!("{:?}", twin.observe(s))
+            );
+        }
+        // Three days are enough to reconsider the cycle.
+        let mut long = kept.clone();
+        long.refit(&week[week.len() - 3 * 1440..]).unwrap();
+        assert!(long.selection().evident.daily > 0, "{:?}", long.selection());
+        assert_ne!(long, kept);
     }
 
     /// Regression (NAB `art_daily_jumpsdown`, `art_daily_nojump`): a nightly batch is a square

@@ -64,6 +64,18 @@ const FIT_BINS: usize = 4_032;
 /// samples (all of them up to [`MAX_RAW_FIT`], so again NAB is unchanged).
 const MAX_REPLAY: usize = 10_080;
 
+/// The span of finite history [`select_model`] needs to consider `seasonality`: two of its
+/// longest cycle.
+pub fn span_to_consider(seasonality: Seasonality) -> i64 {
+    if seasonality.weekly > 0 {
+        2 * WEEK_MS
+    } else if seasonality.daily > 0 {
+        2 * DAY_MS
+    } else {
+        0
+    }
+}
+
 /// Chooses seasonality and level smoothing for a series from its history (in time order).
 ///
 /// The cost is bounded whatever the history's length, because the engine refits every series
@@ -91,13 +103,10 @@ pub fn select_model(history: &[Sample]) -> Result<(Selection, Option<SeasonalBas
         return Err(not_enough(0));
     };
     let span = last.t.millis_since(first.t);
-    let mut candidates = vec![Seasonality::NONE];
-    if span >= 2 * DAY_MS {
-        candidates.push(Seasonality::DAILY);
-    }
-    if span >= 2 * WEEK_MS {
-        candidates.push(Seasonality::FULL);
-    }
+    let candidates: Vec<Seasonality> = [Seasonality::NONE, Seasonality::DAILY, Seasonality::FULL]
+        .into_iter()
+        .filter(|&s| span >= span_to_consider(s))
+        .collect();
     // A long history is summarised and counted in the same pass: a pass over four weeks at
     // 15 s (2.6 MB) costs about as much as the fits on the summary.
     let (n, binned) = if history.len() > MAX_RAW_FIT && candidates.len() > 1 {
