@@ -657,7 +657,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
             publish(&e.scheduler, &sc);
             let pushed = {
                 let mut b = lock(&push);
-                b.expire(t.add_millis(-retention_ms));
+                b.expire_due(t, retention_ms);
                 (b.series_count(), b.sample_count())
             };
             let by_source: Vec<bool> = e
