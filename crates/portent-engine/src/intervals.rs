@@ -102,6 +102,7 @@ mod tests {
             query: "q".into(),
             labels: labels.clone(),
             scored,
+            first: false,
         }
     }
 

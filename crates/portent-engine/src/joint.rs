@@ -377,6 +377,8 @@ impl JointRun {
                         query: model.clone(),
                         labels: labels.clone(),
                         scored: verdict,
+                        // Entities are not followed from tick to tick that way: always news.
+                        first: true,
                     });
                 }
                 // As for series, the tick's most anomalous verdict is the one on show.

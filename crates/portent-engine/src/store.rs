@@ -46,6 +46,10 @@ pub struct Entry {
     /// tick, the one with the highest score (a catch-up tick scores many; its onset must not
     /// hide behind calmer samples), or missing data's verdict.
     pub latest: Option<Scored>,
+    /// Whether a score tick of this process has reported the series yet (see
+    /// [`crate::StepScore::first`]); not saved, so a restored series is news again.
+    #[serde(skip)]
+    pub(crate) reported: bool,
 }
 
 impl Entry {
@@ -56,6 +60,7 @@ impl Entry {
             last_scored: None,
             last_seen: seen,
             latest: None,
+            reported: false,
         }
     }
 }

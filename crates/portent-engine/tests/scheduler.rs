@@ -247,6 +247,20 @@ fn replay_scores_picks_up_expires_and_survives_an_outage() {
         assert_eq!(l.get("model"), Some("auto"));
         assert_eq!(l.get("namespace"), Some("shop"));
     }
+
+    // Each series is news on the tick that first reports it (b arrives a day and a half
+    // in), and on no other.
+    for name in ["a", "b", "c"] {
+        let ticks: Vec<bool> = reports
+            .iter()
+            .filter_map(|r| {
+                let v: Vec<&StepScore> = of(&r.scores, name).collect();
+                (!v.is_empty()).then(|| v.iter().all(|s| s.first))
+            })
+            .collect();
+        assert!(ticks.len() > 2 && ticks[0], "{name}: {ticks:?}");
+        assert!(ticks[1..].iter().all(|f| !f), "{name}: {ticks:?}");
+    }
 }
 
 #[test]
@@ -289,7 +303,17 @@ fn a_restart_resumes_scoring_from_saved_state_without_refitting() {
     expected.sort_by_key(key);
     first.scores.sort_by_key(key);
     assert!(expected.len() >= 2 * 20, "{} verdicts", expected.len());
+    // The restored series are news to this process; to the uninterrupted one they were not.
+    assert!(first.scores.iter().all(|s| s.first));
+    assert!(expected.iter().all(|s| !s.first));
+    for s in &mut first.scores {
+        s.first = false;
+    }
     assert_eq!(first.scores, expected);
+    // The next tick's are not news.
+    let due = r.next_due().unwrap().millis();
+    let next = step(&mut r, &mut src, due);
+    assert!(!next.scores.is_empty() && next.scores.iter().all(|s| !s.first));
 }
 
 #[test]

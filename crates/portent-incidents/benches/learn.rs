@@ -81,7 +81,7 @@ fn learn(c: &mut Criterion) {
         let t = Timestamp::from_millis(T0 + m * MIN);
         for (i, (labels, query)) in series.iter().enumerate() {
             let noise = gauss((m as u64) << 20 | i as u64);
-            corr.learn(labels, query, t, 1.0 + 0.1 * noise);
+            corr.learn(labels, query, t, 1.0 + 0.1 * noise, true);
         }
     };
     for m in 0..2 {

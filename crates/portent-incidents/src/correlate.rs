@@ -495,6 +495,22 @@ impl Default for Correlator {
     }
 }
 
+/// How often a series' placement needs refreshing, in minutes of its verdicts' time, for a
+/// caller of [`Correlator::learn`] that does not place every verdict: often enough that
+/// [`PodNodes`], which forgets pods unseen for a day once full, never forgets a live one.
+pub const PLACE_EVERY: i64 = 64;
+
+/// Whether a verdict of the series of `labels` at `t` is one whose placement a caller of
+/// [`Correlator::learn`] should refresh: one minute in [`PLACE_EVERY`], staggered by the labels'
+/// hash so that each minute refreshes a 64th of the series, whatever the scoring step.
+pub fn place_due(labels: &Labels, t: Timestamp) -> bool {
+    use std::hash::BuildHasher;
+    let minute = t.millis().div_euclid(60_000);
+    let h = portent_core::LabelsHash.hash_one(labels);
+    h.wrapping_add(minute as u64)
+        .is_multiple_of(PLACE_EVERY as u64)
+}
+
 /// Groups anomalies into incidents; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Correlator {
@@ -772,7 +788,12 @@ impl Correlator {
     /// the hub passes them all): where its pod runs ([`PodNodes`]) and, for a Deployment
     /// pod's series, its ReplicaSet's values ([`Rollouts`]), so a rollout that made a service
     /// go wrong can be named. [`Correlator::observe`] learns placement too, but not values.
-    pub fn learn(&mut self, labels: &Labels, query: &str, t: Timestamp, value: f64) {
+    ///
+    /// `place`: whether to learn (or refresh) the pod's placement from this verdict. A series'
+    /// labels never change, so a caller that knows it has placed the series recently (the
+    /// daemon: on its first verdict, then on one minute in [`PLACE_EVERY`]) passes `false`
+    /// for the others and saves a lookup in a table of every pod.
+    pub fn learn(&mut self, labels: &Labels, query: &str, t: Timestamp, value: f64, place: bool) {
         let topology = &self.config.topology;
         // One pass over the labels for both.
         let [pod, node, ns, name] = labels.get_many([
@@ -781,7 +802,9 @@ impl Correlator {
             &topology.namespace,
             Labels::METRIC_NAME,
         ]);
-        self.pods.place(pod, node, ns, t);
+        if place {
+            self.pods.place(pod, node, ns, t);
+        }
         self.rollouts
             .learn_read(labels, pod, ns, name, query, t, value);
     }

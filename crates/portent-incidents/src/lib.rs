@@ -10,7 +10,7 @@ pub mod topology;
 
 pub use correlate::{
     Anomaly, Correlator, CorrelatorConfig, Counters, Incident, IncidentId, Member, OnsetBand,
-    OpenMembers, State,
+    OpenMembers, PLACE_EVERY, State, place_due,
 };
 pub use pack::{EvidencePack, PackConfig};
 pub use rank::{Candidate, rank};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{anomaly, at, labels, node, pods, row, run, scenario, unrelated};
 use portent_core::Reason;
+use portent_core::{Labels, Timestamp};
 use portent_incidents::{CorrelatorConfig, Level, State, rank};
 
 #[test]
@@ -634,11 +635,17 @@ fn rollout(new_errors: f64, symptom: &str) -> portent_incidents::Correlator {
     for min in -60..=10 {
         let t = at(min);
         let wobble = 0.001 * (min.rem_euclid(3)) as f64;
-        c.learn(&pod("api-7d9f8-xk2pq"), "error_ratio", t, 0.01 + wobble);
+        c.learn(
+            &pod("api-7d9f8-xk2pq"),
+            "error_ratio",
+            t,
+            0.01 + wobble,
+            true,
+        );
         if min < 0 {
-            c.learn(&pod("api-7d9f8-bcdfg"), "error_ratio", t, 0.01);
+            c.learn(&pod("api-7d9f8-bcdfg"), "error_ratio", t, 0.01, true);
         } else {
-            c.learn(&pod("api-5c6b7-zzzzz"), "error_ratio", t, new_errors);
+            c.learn(&pod("api-5c6b7-zzzzz"), "error_ratio", t, new_errors, true);
         }
         if min >= 1 {
             let mut a = anomaly(&svc, min, 25.0, 0.95, Reason::LevelShift);
@@ -719,4 +726,29 @@ fn a_multivariate_verdict_ranks_by_its_score_having_no_band_to_deviate_from() {
     let m = inc.member(&top.evidence_id).unwrap();
     assert_eq!(m.labels, a, "{:?}", rank(inc));
     assert!((top.strength_term - 0.95).abs() < 1e-9);
+}
+
+/// A caller that does not place every verdict refreshes each series once in every
+/// `PLACE_EVERY` minutes, whatever its step, and the series take turns.
+#[test]
+fn each_series_placement_is_due_once_in_every_place_every_minutes() {
+    use portent_incidents::{PLACE_EVERY, place_due};
+    let t0 = 1_800_000_000_000;
+    let mut due_per_minute = vec![0usize; PLACE_EVERY as usize];
+    for i in 0..2_000 {
+        let labels = Labels::new([("pod", format!("api-{i}")), ("node", "n1".into())]).unwrap();
+        // Every ten seconds for 64 minutes: the due minutes, and within each every verdict.
+        let due: Vec<i64> = (0..PLACE_EVERY * 6)
+            .filter(|k| place_due(&labels, Timestamp::from_millis(t0 + k * 10_000)))
+            .map(|k| k / 6)
+            .collect();
+        assert_eq!(due.len(), 6, "{labels:?}: {due:?}");
+        assert!(due.iter().all(|&m| m == due[0]), "{labels:?}: {due:?}");
+        due_per_minute[due[0] as usize] += 1;
+    }
+    // 2,000 series over 64 minutes: about 31 a minute, none far from it.
+    assert!(
+        due_per_minute.iter().all(|&n| (10..=60).contains(&n)),
+        "{due_per_minute:?}"
+    );
 }

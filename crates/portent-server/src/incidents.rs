@@ -248,18 +248,19 @@ impl Hub {
         self.lock().correlator.open_members()
     }
 
-    /// Learns from every verdict, `(labels, query, time, value)`: where pods run (the series
-    /// that name a pod and a node), so a pod's application series link to its node (see
-    /// [`portent_incidents::PodNodes`]), and what each Deployment's ReplicaSets' pods show, so
-    /// an incident can name a bad rollout (see [`portent_incidents::rollout`]). Nothing is
-    /// allocated for pods and queries already known.
+    /// Learns from every verdict, `(labels, query, time, value, place)`: where pods run (the
+    /// series that name a pod and a node, when `place`), so a pod's application series link
+    /// to its node (see [`portent_incidents::PodNodes`]), and what each Deployment's
+    /// ReplicaSets' pods show, so an incident can name a bad rollout (see
+    /// [`portent_incidents::rollout`]). Nothing is allocated for pods and queries already
+    /// known.
     pub fn learn<'a>(
         &self,
-        verdicts: impl IntoIterator<Item = (&'a Labels, &'a str, Timestamp, f64)>,
+        verdicts: impl IntoIterator<Item = (&'a Labels, &'a str, Timestamp, f64, bool)>,
     ) {
         let mut inner = self.lock();
-        for (labels, query, t, value) in verdicts {
-            inner.correlator.learn(labels, query, t, value);
+        for (labels, query, t, value, place) in verdicts {
+            inner.correlator.learn(labels, query, t, value, place);
         }
     }
 

@@ -158,11 +158,12 @@ impl Incidents {
         scores: &[StepScore],
         now: portent_core::Timestamp,
     ) -> portent_server::incidents::Observed {
-        self.hub.learn(
-            scores
-                .iter()
-                .map(|s| (&s.labels, &*s.query, s.scored.t, s.scored.value)),
-        );
+        // A series' pod is placed on its first verdict, then refreshed now and then: its
+        // labels, and so its placement, never change.
+        self.hub.learn(scores.iter().map(|s| {
+            let place = s.first || portent_incidents::place_due(&s.labels, s.scored.t);
+            (&s.labels, &*s.query, s.scored.t, s.scored.value, place)
+        }));
         // Verdicts below their threshold only of the members of open incidents: one still
         // beyond its pre-incident band keeps its incident active.
         let members = self.hub.open_members();
@@ -354,7 +355,10 @@ mod tests {
             ("node", "n1"),
         ])
         .unwrap();
+        // As the scheduler reports them: each series' first verdict is marked so.
+        let reported = std::cell::RefCell::new(std::collections::HashSet::new());
         let verdict = |labels: &Labels, min: i64, value: f64, score: f64| StepScore {
+            first: reported.borrow_mut().insert(labels.clone()),
             model: Arc::clone(&model),
             query: "q".into(),
             labels: labels.clone(),
@@ -435,7 +439,9 @@ mod tests {
         .unwrap();
         // What the pods' detectors say: nothing unusual, old or new (the new pods' detectors
         // have no history; they learn 30% errors as normal).
+        let reported = std::cell::RefCell::new(std::collections::HashSet::new());
         let verdict = |labels: &Labels, min: i64, value: f64, score: f64| StepScore {
+            first: reported.borrow_mut().insert(labels.clone()),
             model: Arc::clone(&model),
             query: "errors".into(),
             labels: labels.clone(),

@@ -241,7 +241,7 @@ fn correlate(
         for (&i, labels) in &labels_of {
             let v = d.series[i].at(step);
             if d.series[i].first <= step && v.is_finite() {
-                c.learn(labels, d.series[i].name, t, v);
+                c.learn(labels, d.series[i].name, t, v, true);
             }
         }
         high.clear();
