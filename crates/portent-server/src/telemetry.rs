@@ -40,6 +40,11 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 10 µs to 42 s in factors of 4: one series' score (microseconds) up to a fit of a whole
@@ -59,6 +64,7 @@ fn duration_histogram() -> Histogram {
 /// | `portent_source_errors_total` | counter | `source` |
 /// | `portent_samples_ingested_total` | counter | `source` |
 /// | `portent_runs_skipped_total` | counter | `schedule` |
+/// | `portent_fits_total` | counter | `outcome` (`fitted`: a new series fitted or a series refitted; `kept`: too little history, so the model in use stays and learns online) |
 /// | `portent_state_size_bytes` | gauge | |
 /// | `portent_config_reloads_total` | counter | `result` (`success`, `failure`) |
 /// | `portent_config_last_reload_successful` | gauge | |
@@ -79,6 +85,7 @@ pub struct SelfMetrics {
     source_errors: Family<SourceLabel, Counter>,
     samples_ingested: Family<SourceLabel, Counter>,
     runs_skipped: Family<ScheduleLabel, Counter>,
+    fits: Family<OutcomeLabel, Counter>,
     state_size: Gauge,
     config_reloads: Family<ResultLabel, Counter>,
     last_reload_successful: Gauge,
@@ -107,6 +114,7 @@ impl SelfMetrics {
             source_errors: Family::default(),
             samples_ingested: Family::default(),
             runs_skipped: Family::default(),
+            fits: Family::default(),
             state_size: Gauge::default(),
             config_reloads: Family::default(),
             last_reload_successful: Gauge::default(),
@@ -120,6 +128,9 @@ impl SelfMetrics {
             rw_failed: Family::default(),
             rw_dropped: Family::default(),
         };
+        for outcome in ["fitted", "kept"] {
+            let _ = m.fits.get_or_create(&OutcomeLabel { outcome });
+        }
         for reason in PUSH_DROP_REASONS {
             let _ = m.push_dropped.get_or_create(&ReasonLabel { reason });
         }
@@ -161,6 +172,13 @@ impl SelfMetrics {
             "portent_runs_skipped",
             "Scheduled runs skipped because the previous one was still going",
             m.runs_skipped.clone(),
+        );
+        registry.register(
+            "portent_fits",
+            "Model fits: new series fitted and series refitted (fitted), and fits given too \
+             little history, where the model in use stays and learns online (kept; in push \
+             mode, a push buffer too small for the fit window)",
+            m.fits.clone(),
         );
         registry.register_with_unit(
             "portent_state_size",
@@ -236,6 +254,17 @@ impl SelfMetrics {
             .set(i64::try_from(series).unwrap_or(i64::MAX));
         self.push_samples
             .set(i64::try_from(samples).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one step's fits: `fitted` models fitted or refitted, `kept` refits that kept the
+    /// model in use for want of history.
+    pub fn add_fits(&self, fitted: u64, kept: u64) {
+        self.fits
+            .get_or_create(&OutcomeLabel { outcome: "fitted" })
+            .inc_by(fitted);
+        self.fits
+            .get_or_create(&OutcomeLabel { outcome: "kept" })
+            .inc_by(kept);
     }
 
     /// Counts what one step gave the incidents: samples taken in, samples held back.

@@ -772,6 +772,10 @@ fn account(
     if report.fit_ticks > 0 {
         metrics.observe_fit("all", report.fit_time);
     }
+    metrics.add_fits(
+        u64::try_from(report.fitted).unwrap_or(0),
+        u64::try_from(report.fit_failures).unwrap_or(0),
+    );
     for e in &report.errors {
         metrics.inc_source_errors(if push_queries.contains(&e.query) {
             "push"
