@@ -396,3 +396,59 @@ fn a_stale_marker_ends_a_pushed_series_without_missing_data() {
     assert_eq!(r.ended, 0);
     assert!(s.store().get("auto", "cpu", &pod("d")).is_some());
 }
+
+/// Regression: when a whole query went quiet at once (Prometheus stopped remote-writing, a
+/// tick ran ahead of a stalled pipeline), every series reported missing data, one anomaly each
+/// (90,000 in one tick of the 100,000-series loopback bench). Nine in ten of a query's series
+/// overdue together is now the source's gap: no missing-data verdicts, the query named in
+/// the report. One series going quiet alone is still missing data.
+#[test]
+fn a_whole_query_going_quiet_is_a_gap_in_the_source_not_missing_data() {
+    let alone = T0 + DAY + 2 * HOUR;
+    let all = T0 + DAY + 4 * HOUR;
+    let mut data = MemorySource::new();
+    for i in 0..12u64 {
+        let name = format!("p{i}");
+        let until = if i == 0 { alone } else { all };
+        data.insert("cpu", cpu(&name, i << 32, T0, until));
+    }
+    let mut src = Fake {
+        data,
+        now: 0,
+        requests: 0,
+    };
+    let mut plan = plan();
+    plan.retention_ms = DAY;
+    let mut s = Scheduler::new(plan).unwrap();
+    s.record_scores(true);
+    let mut now = T0 + DAY;
+    let (mut alone_missing, mut gaps, mut later_missing) = (0, 0, 0);
+    while now < all + 2 * HOUR {
+        let r = step(&mut s, &mut src, now);
+        let missing = r
+            .scores
+            .iter()
+            .filter(|v| v.scored.reason == Some(Reason::MissingData))
+            .count();
+        if now < all {
+            assert!(r.source_gaps.is_empty(), "{now}");
+            // Only p0 is quiet: its missing data is reported.
+            assert_eq!(missing, r.missing);
+            alone_missing += of(&r.scores, "p0")
+                .filter(|v| v.scored.reason == Some(Reason::MissingData))
+                .count();
+        } else if now >= all + 10 * MIN {
+            // The others are overdue from five minutes (five steps) after their last sample.
+            later_missing += missing;
+            gaps += r.source_gaps.len();
+            assert!(r.source_gaps.iter().all(|q| &**q == "cpu"));
+        }
+        now = s.next_due().unwrap().millis();
+    }
+    assert!(alone_missing > 0, "p0 alone was reported missing");
+    assert_eq!(
+        later_missing, 0,
+        "no missing data once every series went quiet"
+    );
+    assert!(gaps >= 12, "{gaps} ticks named the gap");
+}

@@ -41,6 +41,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabel {
+    query: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -64,6 +69,7 @@ fn duration_histogram() -> Histogram {
 /// | `portent_source_errors_total` | counter | `source` |
 /// | `portent_samples_ingested_total` | counter | `source` |
 /// | `portent_runs_skipped_total` | counter | `schedule` |
+/// | `portent_source_gaps_total` | counter | `query` (score ticks that found nine in ten of the query's series overdue at once: a gap in the source, reported here rather than as missing data) |
 /// | `portent_fits_total` | counter | `outcome` (`fitted`: a new series fitted or a series refitted; `kept`: too little history, so the model in use stays and learns online) |
 /// | `portent_state_size_bytes` | gauge | |
 /// | `portent_config_reloads_total` | counter | `result` (`success`, `failure`) |
@@ -86,6 +92,7 @@ pub struct SelfMetrics {
     samples_ingested: Family<SourceLabel, Counter>,
     runs_skipped: Family<ScheduleLabel, Counter>,
     fits: Family<OutcomeLabel, Counter>,
+    source_gaps: Family<QueryLabel, Counter>,
     state_size: Gauge,
     config_reloads: Family<ResultLabel, Counter>,
     last_reload_successful: Gauge,
@@ -115,6 +122,7 @@ impl SelfMetrics {
             samples_ingested: Family::default(),
             runs_skipped: Family::default(),
             fits: Family::default(),
+            source_gaps: Family::default(),
             state_size: Gauge::default(),
             config_reloads: Family::default(),
             last_reload_successful: Gauge::default(),
@@ -179,6 +187,13 @@ impl SelfMetrics {
              little history, where the model in use stays and learns online (kept; in push \
              mode, a push buffer too small for the fit window)",
             m.fits.clone(),
+        );
+        registry.register(
+            "portent_source_gaps",
+            "Score ticks that found nine in ten of a query's series (of at least ten) overdue \
+             at once: a gap in the source (remote_write stopped, a stalled pipeline), reported \
+             here instead of as missing data for each series",
+            m.source_gaps.clone(),
         );
         registry.register_with_unit(
             "portent_state_size",
@@ -265,6 +280,16 @@ impl SelfMetrics {
         self.fits
             .get_or_create(&OutcomeLabel { outcome: "kept" })
             .inc_by(kept);
+    }
+
+    /// Counts a score tick of query `query` that found the source silent (see
+    /// `portent_source_gaps_total`).
+    pub fn inc_source_gap(&self, query: &str) {
+        self.source_gaps
+            .get_or_create(&QueryLabel {
+                query: query.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts what one step gave the incidents: samples taken in, samples held back.

@@ -249,6 +249,7 @@ async fn exposition_meets_prometheus_expectations() {
     d.metrics.inc_source_errors("pull");
     d.metrics.add_samples_ingested("push", 1000);
     d.metrics.add_fits(3, 1);
+    d.metrics.inc_source_gap("q");
     d.metrics.inc_runs_skipped("default");
     d.metrics.set_state_size(4096);
     let a = send(&d.app, get("/metrics")).await;
@@ -315,6 +316,7 @@ async fn exposition_meets_prometheus_expectations() {
         "portent_samples_ingested",
         "portent_runs_skipped",
         "portent_fits",
+        "portent_source_gaps",
         "portent_state_size_bytes",
         "portent_config_reloads",
         "portent_config_last_reload_successful",
@@ -334,7 +336,8 @@ async fn exposition_meets_prometheus_expectations() {
     assert!(body.contains("portent_series_tracked 2\n"), "{body}");
     assert!(
         body.contains("portent_fits_total{outcome=\"fitted\"} 3\n")
-            && body.contains("portent_fits_total{outcome=\"kept\"} 1\n"),
+            && body.contains("portent_fits_total{outcome=\"kept\"} 1\n")
+            && body.contains("portent_source_gaps_total{query=\"q\"} 1\n"),
         "{body}"
     );
     assert!(body.contains("portent_state_size_bytes 4096\n"), "{body}");

@@ -776,6 +776,9 @@ fn account(
         u64::try_from(report.fitted).unwrap_or(0),
         u64::try_from(report.fit_failures).unwrap_or(0),
     );
+    for query in &report.source_gaps {
+        metrics.inc_source_gap(query);
+    }
     for e in &report.errors {
         metrics.inc_source_errors(if push_queries.contains(&e.query) {
             "push"
