@@ -590,6 +590,8 @@ fn dashboard_has_the_panels_an_operator_needs() {
         "portent_source_errors_total",
         "portent_config_reloads_total",
         "portent_state_size_bytes",
+        "portent_fits_total",
+        "portent_source_gaps_total",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(needle)),
