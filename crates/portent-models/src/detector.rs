@@ -664,11 +664,8 @@ impl Detect for Detector {
         let needed_ms = crate::select::span_to_consider(self.selection.seasonality)
             .max(crate::select::span_to_consider(self.selection.evident));
         if needed_ms > 0 {
-            let mut finite = history.iter().filter(|s| s.is_finite());
-            let got_ms = match (finite.next(), finite.next_back()) {
-                (Some(a), Some(b)) => b.t.millis_since(a.t),
-                _ => 0,
-            };
+            let got_ms = crate::select::finite_bounds(history)
+                .map_or(0, |(first, last)| last.millis_since(first));
             if got_ms < needed_ms {
                 return Err(FitError::ShorterThanModel { needed_ms, got_ms });
             }
@@ -785,8 +782,8 @@ mod tests {
     /// Regression: a daemon in push mode refits from its push buffer, which at 100,000 series
     /// holds under three hours of each. Refitted on that, a detector that had learnt a daily
     /// cycle from eight days lost it (two days are needed to consider one), and with it the
-    /// hourly ranges that judge each hour by its own past. A refit on less history than the model in use needs keeps
-    /// the model; a long enough one still refits.
+    /// hourly ranges that judge each hour by its own past. A refit on less history than the
+    /// model in use needs keeps the model; a long enough one still refits.
     #[test]
     fn a_refit_on_too_short_a_history_keeps_the_seasonal_model() {
         let all = seasonal_stream(10 * 1440, 60);

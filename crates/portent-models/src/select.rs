@@ -76,6 +76,14 @@ pub fn span_to_consider(seasonality: Seasonality) -> i64 {
     }
 }
 
+/// The times of the first and the last finite sample of `history` (in time order); `None`
+/// when it has none.
+pub fn finite_bounds(history: &[Sample]) -> Option<(Timestamp, Timestamp)> {
+    let mut usable = history.iter().filter(|s| s.is_finite());
+    let first = usable.next()?.t;
+    Some((first, usable.next_back().map_or(first, |last| last.t)))
+}
+
 /// Chooses seasonality and level smoothing for a series from its history (in time order).
 ///
 /// The cost is bounded whatever the history's length, because the engine refits every series
@@ -99,10 +107,10 @@ pub fn select_model(history: &[Sample]) -> Result<(Selection, Option<SeasonalBas
         needed: MIN_SAMPLES,
         got,
     };
-    let (Some(first), Some(last)) = (usable().next(), usable().next_back()) else {
+    let Some((first, last)) = finite_bounds(history) else {
         return Err(not_enough(0));
     };
-    let span = last.t.millis_since(first.t);
+    let span = last.millis_since(first);
     let candidates: Vec<Seasonality> = [Seasonality::NONE, Seasonality::DAILY, Seasonality::FULL]
         .into_iter()
         .filter(|&s| span >= span_to_consider(s))
@@ -110,7 +118,7 @@ pub fn select_model(history: &[Sample]) -> Result<(Selection, Option<SeasonalBas
     // A long history is summarised and counted in the same pass: a pass over four weeks at
     // 15 s (2.6 MB) costs about as much as the fits on the summary.
     let (n, binned) = if history.len() > MAX_RAW_FIT && candidates.len() > 1 {
-        let (n, bins) = summarise(history, first.t, span, FIT_BINS);
+        let (n, bins) = summarise(history, first, span, FIT_BINS);
         (n, (n > MAX_RAW_FIT).then_some(bins))
     } else {
         (usable().count(), None)
