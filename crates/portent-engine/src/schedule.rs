@@ -631,7 +631,7 @@ impl Scheduler {
             // pointers rather than every pair, and the two share one copy of the labels.
             match group.get_adopting(labels, hint) {
                 Some(entry) => {
-                    let first = !std::mem::replace(&mut entry.reported, true);
+                    let first = entry.first_report();
                     observe_new(entry, samples, |s| emit(labels, s, first, report))
                         .count_into(report);
                 }
@@ -679,7 +679,7 @@ impl Scheduler {
                 if let Some(entry) = group.get_mut(&labels) {
                     entry.latest = Some(s);
                     report.missing += 1;
-                    let first = !std::mem::replace(&mut entry.reported, true);
+                    let first = entry.first_report();
                     emit(&labels, s, first, report);
                 }
             }

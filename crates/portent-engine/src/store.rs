@@ -63,6 +63,12 @@ impl Entry {
             reported: false,
         }
     }
+
+    /// Whether this is the first report of the series in this process (see
+    /// [`crate::StepScore::first`]); it is reported from now on.
+    pub(crate) fn first_report(&mut self) -> bool {
+        !std::mem::replace(&mut self.reported, true)
+    }
 }
 
 /// The series of one (model, query) pair: entries side by side in a vector, found by their
