@@ -555,16 +555,6 @@ impl OpenMembers {
     pub fn contains(&self, labels: &Labels, query: &str, model: &str) -> bool {
         self.0.contains(&series_key(labels, query, model))
     }
-
-    /// How many series there are.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Whether two key sets share a pod, workload, service or node: a closer link than a namespace.

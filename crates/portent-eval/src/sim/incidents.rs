@@ -254,8 +254,9 @@ fn correlate(
             }
             next += 1;
         }
-        // The rest of the step's verdicts, as the daemon hands them over while an incident is
-        // open: a member still outside its onset band keeps its incident active.
+        // The rest of the step's verdicts while an incident is open: a member still outside
+        // its onset band keeps its incident active (the daemon hands over only the members'
+        // verdicts, `Correlator::open_members`; the correlator passes over the others).
         if c.wants_normal() {
             for (&i, labels) in &labels_of {
                 let v = d.series[i].at(step);
