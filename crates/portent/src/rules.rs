@@ -23,6 +23,15 @@
 //!   peaks again as the incident worsens keeps one alert going instead of a flapping series;
 //! * the exposition holds each score until the next one, so a Prometheus that scrapes portent
 //!   at least as often as the schedule's `score_every` sees every score.
+//!
+//! # portent's own health
+//!
+//! A detector that stopped seeing its input says nothing, which looks like all is well. A last
+//! group, `portent-self`, alerts on portent's self-metrics (`--no-self-alerts` leaves it out):
+//! a query whose series all went quiet at once (`portent_source_gaps_total`), a source that
+//! keeps failing (`portent_source_errors_total`), and a push buffer that refuses samples
+//! (`portent_push_samples_dropped_total{reason="buffer_full"}`). Each must persist for
+//! [`SELF_FOR`], so that a Prometheus restart or one failed read does not page anyone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,6 +66,9 @@ pub(crate) struct Args {
     /// `metadata.name` of the PrometheusRule (kubernetes format only).
     #[arg(long, default_value = "portent")]
     name: String,
+    /// Leave out the `portent-self` group, which alerts on portent's own health.
+    #[arg(long)]
+    no_self_alerts: bool,
 }
 
 /// What `portent rules` writes.
@@ -111,6 +123,10 @@ struct Metadata {
 /// The alert every rule raises; the `query` and `model` labels tell them apart.
 const ALERT_NAME: &str = "PortentAnomaly";
 
+/// How long a self-alert's condition must hold: gaps and errors are counted per tick or per
+/// read, and one of them (a Prometheus restarting, a read timing out) is not worth a page.
+const SELF_FOR: &str = "10m";
+
 /// The input series' own labels, for annotations: every label but those portent and the rule
 /// add.
 const SERIES_LABELS: &str = "{{ range $k, $v := $labels }}{{ if and (ne $k \"query\") \
@@ -161,7 +177,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 pub(crate) fn rule_file(config: &Config, args: &Args) -> RuleFile {
     let window = format_duration(args.window);
     let for_ = format_duration(args.for_);
-    let groups = config
+    let mut groups = config
         .models
         .iter()
         .map(|(model, m)| {
@@ -236,8 +252,59 @@ pub(crate) fn rule_file(config: &Config, args: &Args) -> RuleFile {
                 rules,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    if !args.no_self_alerts {
+        groups.push(self_alerts(&args.severity));
+    }
     RuleFile { groups }
+}
+
+/// The `portent-self` group: alerts on portent's own health (see the module docs).
+fn self_alerts(severity: &str) -> RuleGroup {
+    let rule = |alert: &str, expr: &str, summary: &str, description: &str| AlertRule {
+        alert: alert.to_owned(),
+        expr: expr.to_owned(),
+        for_: SELF_FOR.to_owned(),
+        labels: BTreeMap::from([("severity".to_owned(), severity.to_owned())]),
+        annotations: BTreeMap::from([
+            ("summary".to_owned(), summary.to_owned()),
+            ("description".to_owned(), description.to_owned()),
+        ]),
+    };
+    RuleGroup {
+        name: "portent-self".to_owned(),
+        rules: vec![
+            rule(
+                "PortentSourceGap",
+                "increase(portent_source_gaps_total[5m]) > 0",
+                "portent gets no samples for query {{ $labels.query }}",
+                "Nine in ten or more of the series of query {{ $labels.query }} stopped \
+                 arriving at once, tick after tick, for 10 minutes. portent reports this as a \
+                 gap in its source, not as missing data on each series, and cannot score what \
+                 it does not receive: check the Prometheus that remote_writes to portent (its \
+                 queue, prometheus_remote_storage_* metrics) or the query's exporters.",
+            ),
+            rule(
+                "PortentSourceErrors",
+                "increase(portent_source_errors_total[5m]) > 0",
+                "portent's {{ $labels.source }} source keeps failing",
+                "portent's {{ $labels.source }} source kept failing for 10 minutes (pull: its \
+                 queries to Prometheus; push: remote_write requests it refused as malformed or \
+                 too large), so series are scored late or not at all. portent's log names each \
+                 failure: check that Prometheus is up and reachable and the credentials, or \
+                 what the sender writes.",
+            ),
+            rule(
+                "PortentPushBufferFull",
+                "increase(portent_push_samples_dropped_total{reason=\"buffer_full\"}[5m]) > 0",
+                "portent's push buffer refuses samples",
+                "For 10 minutes portent's push buffer was full and dropped samples \
+                 (portent_push_samples_dropped_total{reason=\"buffer_full\"}): new series \
+                 are refused and go unscored. Raise source.push.max_samples (memory: about 8 bytes a \
+                 sample), narrow the push queries, or shard portent.",
+            ),
+        ],
+    }
 }
 
 /// `a, b and c`: a model's query aliases.
@@ -259,7 +326,8 @@ fn render(source: &str, args: &Args, value: &impl Serialize) -> anyhow::Result<S
          # Each rule fires when a model's anomaly score for a query reached the model's\n\
          # threshold at any time in the last {window}, held for {for_}. The score is high\n\
          # at the onset of an anomaly and when it worsens, not throughout, so the rules\n\
-         # look back over a window instead of requiring the score to stay high.",
+         # look back over a window instead of requiring the score to stay high. The last\n\
+         # group, portent-self, alerts on portent's own health (--no-self-alerts omits it).",
         window = format_duration(args.window),
         for_ = format_duration(args.for_),
     );

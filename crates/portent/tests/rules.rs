@@ -116,7 +116,7 @@ fn example_rules_pass_promtool() {
         check.stderr
     );
     assert!(
-        check.stdout.contains("SUCCESS: 10 rules found"),
+        check.stdout.contains("SUCCESS: 13 rules found"),
         "{}",
         check.stdout
     );
@@ -133,7 +133,8 @@ fn example_rules_pass_promtool() {
             "portent-memory_headroom",
             "portent-pod_resources",
             "portent-saturation",
-            "portent-traffic"
+            "portent-traffic",
+            "portent-self"
         ]
     );
     // A multivariate model has one rule: its verdicts carry its own alias as `query`.
@@ -194,7 +195,7 @@ fn kubernetes_manifest_has_the_same_groups() {
             .iter()
             .map(|g| g.rules.len())
             .sum::<usize>(),
-        10
+        13
     );
 }
 
@@ -293,6 +294,88 @@ fn alert_fires_on_a_lone_onset_and_holds_for_the_window() {
         test.stdout,
         test.stderr
     );
+}
+
+/// promtool rule unit tests on the `portent-self` group: a query whose series went quiet for
+/// two ticks (a Prometheus restart) does not alert; one quiet for good alerts ten minutes
+/// on, with its query in the summary; a source failing now and then (a read every 7 minutes)
+/// does not; one failing on every read does.
+const SELF_TEST: &str = r#"
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'portent_source_gaps_total{job="portent",query="restarts"}'
+        values: '0 0 1 2 2x30'
+      - series: 'portent_source_gaps_total{job="portent",query="traffic"}'
+        values: '0 0 1+1x30'
+      - series: 'portent_source_errors_total{job="portent",source="pull"}'
+        values: '0x6 1x6 2x6 3x6 4x6'
+      - series: 'portent_push_samples_dropped_total{job="portent",reason="buffer_full"}'
+        values: '0x30'
+    alert_rule_test:
+      - {eval_time: 8m, alertname: PortentSourceGap, exp_alerts: []}
+      - eval_time: 14m
+        alertname: PortentSourceGap
+        exp_alerts:
+          - exp_labels: {severity: warning, job: portent, query: traffic}
+            exp_annotations:
+              summary: portent gets no samples for query traffic
+              description: GAP_DESCRIPTION
+      - {eval_time: 30m, alertname: PortentSourceErrors, exp_alerts: []}
+      - {eval_time: 30m, alertname: PortentPushBufferFull, exp_alerts: []}
+  - interval: 1m
+    input_series:
+      - series: 'portent_source_errors_total{job="portent",source="pull"}'
+        values: '0 0 1+1x30'
+    alert_rule_test:
+      - {eval_time: 8m, alertname: PortentSourceErrors, exp_alerts: []}
+      - eval_time: 14m
+        alertname: PortentSourceErrors
+        exp_alerts:
+          - exp_labels: {severity: warning, job: portent, source: pull}
+            exp_annotations:
+              summary: 'portent''s pull source keeps failing'
+              description: ERRORS_DESCRIPTION
+"#;
+
+#[test]
+fn self_alerts_fire_on_a_lasting_gap_or_failing_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("portent.yml"), CONFIG).unwrap();
+    let run = portent(dir.path(), &["portent.yml", "-o", "rules.yml"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let rules = fs::read_to_string(dir.path().join("rules.yml")).unwrap();
+    let file: RuleFile = yaml(&rules);
+    let own = file.groups.last().unwrap();
+    assert_eq!(own.name, "portent-self");
+    let text = |alert: &str| {
+        let rule = own.rules.iter().find(|r| r.alert == alert).unwrap();
+        // As Prometheus renders it for the test's series, quoted as YAML.
+        let rendered = rule.annotations["description"]
+            .replace("{{ $labels.query }}", "traffic")
+            .replace("{{ $labels.source }}", "pull");
+        format!("'{}'", rendered.replace('\'', "''"))
+    };
+    let unit = SELF_TEST
+        .replace("GAP_DESCRIPTION", &text("PortentSourceGap"))
+        .replace("ERRORS_DESCRIPTION", &text("PortentSourceErrors"));
+    fs::write(dir.path().join("test.yml"), unit).unwrap();
+    let test = promtool(dir.path(), &["test", "rules", "test.yml"]);
+    assert_eq!(
+        test.code,
+        Some(0),
+        "promtool test rules:\n{}{}\nrules:\n{rules}",
+        test.stdout,
+        test.stderr
+    );
+
+    // --no-self-alerts leaves the group out.
+    let run = portent(dir.path(), &["portent.yml", "--no-self-alerts"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let file: RuleFile = yaml(&run.stdout);
+    assert!(file.groups.iter().all(|g| g.name != "portent-self"));
 }
 
 #[test]

@@ -102,7 +102,8 @@ envFrom:
 The PrometheusRule's groups: what `portent rules --format kubernetes` writes for `config`
 (crates/portent/src/rules.rs), built from the same defaults: without `models`, one model
 `default` on every query; without a model's `queries`, every query in alias order; threshold
-0.8. One group per model in alias order, one alert per query.
+0.8. One group per model in alias order, one alert per query; then `portent-self`, the alerts
+on portent's own health.
 */}}
 {{- define "portent.ruleGroups" -}}
 {{- $c := .Values.config -}}
@@ -127,5 +128,12 @@ The PrometheusRule's groups: what `portent rules --format kubernetes` writes for
 {{- end -}}
 {{- $groups = append $groups (dict "name" (print "portent-" $model) "rules" $rules) -}}
 {{- end -}}
+{{- /* portent's own health, the `portent-self` group (rules.rs, `self_alerts`). */ -}}
+{{- $self := list -}}
+{{- $sev := dict "severity" $r.severity -}}
+{{- $self = append $self (dict "alert" "PortentSourceGap" "expr" "increase(portent_source_gaps_total[5m]) > 0" "for" "10m" "labels" $sev "annotations" (dict "summary" `portent gets no samples for query {{ $labels.query }}` "description" `Nine in ten or more of the series of query {{ $labels.query }} stopped arriving at once, tick after tick, for 10 minutes. portent reports this as a gap in its source, not as missing data on each series, and cannot score what it does not receive: check the Prometheus that remote_writes to portent (its queue, prometheus_remote_storage_* metrics) or the query's exporters.`)) -}}
+{{- $self = append $self (dict "alert" "PortentSourceErrors" "expr" "increase(portent_source_errors_total[5m]) > 0" "for" "10m" "labels" $sev "annotations" (dict "summary" `portent's {{ $labels.source }} source keeps failing` "description" `portent's {{ $labels.source }} source kept failing for 10 minutes (pull: its queries to Prometheus; push: remote_write requests it refused as malformed or too large), so series are scored late or not at all. portent's log names each failure: check that Prometheus is up and reachable and the credentials, or what the sender writes.`)) -}}
+{{- $self = append $self (dict "alert" "PortentPushBufferFull" "expr" `increase(portent_push_samples_dropped_total{reason="buffer_full"}[5m]) > 0` "for" "10m" "labels" $sev "annotations" (dict "summary" "portent's push buffer refuses samples" "description" `For 10 minutes portent's push buffer was full and dropped samples (portent_push_samples_dropped_total{reason="buffer_full"}): new series are refused and go unscored. Raise source.push.max_samples (memory: about 8 bytes a sample), narrow the push queries, or shard portent.`)) -}}
+{{- $groups = append $groups (dict "name" "portent-self" "rules" $self) -}}
 {{- toYaml $groups -}}
 {{- end -}}
