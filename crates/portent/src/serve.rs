@@ -270,10 +270,17 @@ pub(crate) fn run_daemon(
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Score ticks run on the blocking pool, which by default lets a thread go after 10 s
+        // idle: at a 30 s or 1 m `score_every`, every tick started a thread of its own, and
+        // the allocator set up and abandoned a heap for each. An hour covers any usual tick.
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(daemon, config, scheduler, client))
 }
+
+/// How long an idle thread of the blocking pool (score ticks, saves, reloads) is kept.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 
 async fn serve(
     mut daemon: Daemon,
