@@ -187,7 +187,9 @@ impl Rollouts {
     }
 
     /// [`Self::learn`] with the labels' values already read: `pod`, `ns` (namespace) and
-    /// `name` (`__name__`). Empty values count as missing.
+    /// `name` (`__name__`). Empty values count as missing. Returns whether the series names a
+    /// Deployment pod: one that does not never will (its labels do not change), so a caller
+    /// may skip its later verdicts.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn learn_read(
         &mut self,
@@ -198,12 +200,9 @@ impl Rollouts {
         query: &str,
         t: Timestamp,
         value: f64,
-    ) {
-        let Some(pod) = nonempty(pod) else {
-            return;
-        };
-        let Some((workload, set)) = replicaset_of_pod(pod) else {
-            return;
+    ) -> bool {
+        let Some((workload, set)) = nonempty(pod).and_then(replicaset_of_pod) else {
+            return false;
         };
         let ns = nonempty(ns).unwrap_or("");
         if self.workloads >= MAX_WORKLOADS {
@@ -223,7 +222,7 @@ impl Rollouts {
                     sets: Vec::new(),
                 })
             }
-            None => return,
+            None => return true,
         };
         w.last_seen = w.last_seen.max(t);
         let i = match w.sets.iter().position(|s| s.name == set) {
@@ -246,7 +245,7 @@ impl Rollouts {
         let rs = &mut w.sets[i];
         rs.last_seen = rs.last_seen.max(t);
         if !value.is_finite() {
-            return;
+            return true;
         }
         let name = name.unwrap_or_default();
         let values = match rs
@@ -268,9 +267,10 @@ impl Rollouts {
                 let last = rs.queries.len() - 1;
                 &mut rs.queries[last]
             }
-            None => return,
+            None => return true,
         };
         values.push(value);
+        true
     }
 
     /// The rollout of workload `workload` in namespace `ns` that best explains an anomaly with

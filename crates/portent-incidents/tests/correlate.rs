@@ -616,7 +616,9 @@ fn a_blip_linked_only_by_the_namespace_is_not_the_cause_however_early() {
 
 /// An hour of two pods of `api`'s ReplicaSet `api-7d9f8` at 1% errors; from minute 0 a pod of
 /// the new ReplicaSet `api-5c6b7` at `new_errors` replaces one of them; from minute 1 the
-/// service's error ratio is anomalous. Every verdict goes through `learn`, as the hub does.
+/// service's error ratio is anomalous. Every verdict goes through `learn`, as the hub does:
+/// placing a series on its first verdict only, and the service's series too (which names no
+/// Deployment pod, so `learn` skips it after its first).
 fn rollout(new_errors: f64, symptom: &str) -> portent_incidents::Correlator {
     let pod = |p: &str| {
         labels(&[
@@ -640,13 +642,21 @@ fn rollout(new_errors: f64, symptom: &str) -> portent_incidents::Correlator {
             "error_ratio",
             t,
             0.01 + wobble,
-            true,
+            min == -60,
         );
         if min < 0 {
-            c.learn(&pod("api-7d9f8-bcdfg"), "error_ratio", t, 0.01, true);
+            c.learn(&pod("api-7d9f8-bcdfg"), "error_ratio", t, 0.01, min == -60);
         } else {
-            c.learn(&pod("api-5c6b7-zzzzz"), "error_ratio", t, new_errors, true);
+            c.learn(
+                &pod("api-5c6b7-zzzzz"),
+                "error_ratio",
+                t,
+                new_errors,
+                min == 0,
+            );
         }
+        let service_value = if min >= 1 { 25.0 } else { 1.0 };
+        c.learn(&svc, symptom, t, service_value, min == -60);
         if min >= 1 {
             let mut a = anomaly(&svc, min, 25.0, 0.95, Reason::LevelShift);
             a.query = symptom.trim_start_matches("service_").into();
