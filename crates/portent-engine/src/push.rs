@@ -496,6 +496,7 @@ fn append(
             .saturating_add(3)
             .min(MAX_KEEP),
     };
+    let share = shape.expect.max(1);
     for &x in samples {
         if is_stale_marker(x.v) {
             stats.stale += 1;
@@ -527,8 +528,8 @@ fn append(
         // theirs every time while the others grew past the room their rings were given, and the
         // rings that grew again left their old blocks behind (120 MB of resident memory at
         // 100,000 series, BENCHMARKS.md).
-        if ring.samples.len() >= shape.expect.max(1) {
-            *total -= ring.samples.pop_front_n(drop_batch(shape.expect.max(1)));
+        if ring.samples.len() >= share {
+            *total -= ring.samples.pop_front_n(drop_batch(share));
         } else if *total >= limits.max_samples {
             let dropped = ring.samples.pop_front_n(drop_batch(ring.samples.len()));
             if dropped == 0 {

@@ -300,8 +300,8 @@ fn self_alerts(severity: &str) -> RuleGroup {
                 "portent's push buffer refuses samples",
                 "For 10 minutes portent's push buffer was full and dropped samples \
                  (portent_push_samples_dropped_total{reason=\"buffer_full\"}): new series \
-                 are refused and go unscored. Raise source.push.max_samples (memory: about 8 bytes a \
-                 sample), narrow the push queries, or shard portent.",
+                 are refused and go unscored. Raise source.push.max_samples (memory: about 8 \
+                 bytes a sample), narrow the push queries, or shard portent.",
             ),
         ],
     }

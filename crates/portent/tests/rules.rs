@@ -92,6 +92,20 @@ fn promtool(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// Runs promtool's rule unit tests `unit` (as `test.yml`, beside the `rules` it tests) in
+/// `dir`, and fails with promtool's output and the rules if any fails.
+fn promtool_test(dir: &Path, unit: &str, rules: &str) {
+    fs::write(dir.join("test.yml"), unit).unwrap();
+    let test = promtool(dir, &["test", "rules", "test.yml"]);
+    assert_eq!(
+        test.code,
+        Some(0),
+        "promtool test rules:\n{}{}\nrules:\n{rules}",
+        test.stdout,
+        test.stderr
+    );
+}
+
 fn yaml<T: for<'de> Deserialize<'de>>(text: &str) -> T {
     serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -285,15 +299,7 @@ fn alert_fires_on_a_lone_onset_and_holds_for_the_window() {
             &description("lenient", "0.95", "0.9"),
         )
         .replace("DESCRIPTION_STRICT", &description("strict", "0.85", "0.8"));
-    fs::write(dir.path().join("test.yml"), unit).unwrap();
-    let test = promtool(dir.path(), &["test", "rules", "test.yml"]);
-    assert_eq!(
-        test.code,
-        Some(0),
-        "promtool test rules:\n{}{}\nrules:\n{rules}",
-        test.stdout,
-        test.stderr
-    );
+    promtool_test(dir.path(), &unit, &rules);
 }
 
 /// promtool rule unit tests on the `portent-self` group: a query whose series went quiet for
@@ -361,15 +367,7 @@ fn self_alerts_fire_on_a_lasting_gap_or_failing_source_only() {
     let unit = SELF_TEST
         .replace("GAP_DESCRIPTION", &text("PortentSourceGap"))
         .replace("ERRORS_DESCRIPTION", &text("PortentSourceErrors"));
-    fs::write(dir.path().join("test.yml"), unit).unwrap();
-    let test = promtool(dir.path(), &["test", "rules", "test.yml"]);
-    assert_eq!(
-        test.code,
-        Some(0),
-        "promtool test rules:\n{}{}\nrules:\n{rules}",
-        test.stdout,
-        test.stderr
-    );
+    promtool_test(dir.path(), &unit, &rules);
 
     // --no-self-alerts leaves the group out.
     let run = portent(dir.path(), &["portent.yml", "--no-self-alerts"]);
