@@ -84,7 +84,7 @@ pub mod source;
 pub mod store;
 
 pub use intervals::{Interval, IntervalTracker};
-pub use joint::{Feature, JointJob, JointLatest, sustained};
+pub use joint::{Feature, JointJob, JointLatest, WARM_UP_MS, sustained};
 pub use persist::{PersistError, SaveStats, load, save};
 pub use push::{IngestStats, NotAPushQuery, PushBuffer, PushLimits, PushQuery, Selector};
 pub use schedule::{

@@ -342,3 +342,92 @@ fn a_pod_whose_series_all_end_is_forgotten_at_once() {
     assert!(!pods.contains(&"b".to_owned()), "{pods:?}");
     assert_eq!(s.tracked(), 2);
 }
+
+/// A rollout's new pod warms up: its memory starts at half its replicas' and climbs to theirs
+/// over twenty minutes, its latency as theirs. The pool's model, fitted on grown replicas,
+/// finds those rows unusual together; with univariate models on the same queries (as the
+/// shipped configs have), the pod is judged by them alone until its series are
+/// `WARM_UP_MS` old, and no combination is reported. Without them nothing says how old the
+/// pod is, and its warm-up rows are the model's to judge, as before.
+#[test]
+fn a_pod_warming_up_is_judged_by_its_univariate_verdicts_alone() {
+    const FROM: i64 = T0 + DAY + 10 * HOUR;
+    let mut src = source();
+    let mut memory = Vec::new();
+    let mut latency = Vec::new();
+    for t in (FROM..END).step_by(MIN as usize) {
+        let i = (t - T0) as u64 / MIN as u64 * 7 + 5;
+        let x = traffic(t);
+        let warm = ((t - FROM) as f64 / (20 * MIN) as f64).min(1.0);
+        let mem = (200.0 + 100.0 * x) * (0.5 + 0.5 * warm) + 2.0 * gauss(i);
+        memory.push(Sample::new(Timestamp::from_millis(t), mem));
+        let lat = 0.05 + 0.05 * x + 0.001 * gauss(i + 3);
+        latency.push(Sample::new(Timestamp::from_millis(t), lat));
+    }
+    for (q, samples) in [("memory", memory), ("latency", latency)] {
+        src.insert(
+            q,
+            Series {
+                labels: labels(q, "young"),
+                samples,
+            },
+        );
+    }
+    let young_verdicts = |plan: Plan, src: &mut MemorySource| {
+        let mut s = Scheduler::new(plan).unwrap();
+        s.record_scores(true);
+        let mut out = Vec::new();
+        s.replay(
+            Timestamp::from_millis(START),
+            Timestamp::from_millis(FROM + HOUR),
+            src,
+            |r| {
+                out.extend(
+                    r.scores
+                        .iter()
+                        .filter(|v| &*v.model == "pods" && v.labels.get("pod") == Some("young"))
+                        .map(|v| v.scored),
+                )
+            },
+        );
+        out
+    };
+    let warming = |v: &portent_core::Scored| v.t.millis() < FROM + portent_engine::WARM_UP_MS;
+
+    // The model alone flags the warm-up.
+    let alone = young_verdicts(plan(), &mut src);
+    assert!(
+        alone.iter().any(|v| warming(v)
+            && v.score >= Score::ALERT
+            && v.reason == Some(Reason::Combination)),
+        "{alone:?}"
+    );
+
+    // With univariate models on its queries, the first minutes are theirs.
+    let mut with_univariate = plan();
+    with_univariate.jobs = ["memory", "latency"]
+        .map(|q| portent_engine::Job {
+            model: "auto".into(),
+            query: q.into(),
+            expr: q.into(),
+            step_ms: MIN,
+            detector: portent_models::DetectorConfig::default(),
+            cadence: Cadence {
+                fit_every_ms: DAY,
+                fit_window_ms: DAY,
+                score_every_ms: 5 * MIN,
+            },
+        })
+        .to_vec();
+    let judged = young_verdicts(with_univariate, &mut src);
+    assert!(
+        judged.iter().any(warming),
+        "verdicts on the young pod: {judged:?}"
+    );
+    for v in judged.iter().filter(|v| warming(v)) {
+        assert_ne!(v.reason, Some(Reason::Combination), "{v:?}");
+        assert!(v.score < Score::ALERT, "{v:?}");
+    }
+    // Once grown, its rows are the model's again.
+    assert!(judged.iter().any(|v| !warming(v)), "{judged:?}");
+}

@@ -66,7 +66,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portent_core::{Labels, Reason, Sample, Score, Scored, Timestamp};
-use portent_engine::{RefitPolicy, SeriesRunner, sustained};
+use portent_engine::{RefitPolicy, SeriesRunner, WARM_UP_MS, sustained};
 use portent_models::DetectorConfig;
 use portent_models::multivariate::{
     AutoencoderConfig, FeatureSet, IsolationForestConfig, RowScore, ScoreRows, combine,
@@ -1056,7 +1056,15 @@ fn score_multivariate(
                         s
                     };
                     let [pf, pa] = &mut previous;
-                    let f = score(forest.as_ref().map(|m| m as &dyn ScoreRows), pf);
+                    // A pod in its first minutes is judged by its univariate verdicts alone, as
+                    // the daemon judges it (`WARM_UP_MS`).
+                    let warming_up =
+                        ((step - e.first) as i64).saturating_mul(d.step_ms) < WARM_UP_MS;
+                    let f = if warming_up {
+                        RowScore::missing(4)
+                    } else {
+                        score(forest.as_ref().map(|m| m as &dyn ScoreRows), pf)
+                    };
                     let a = score(ae.as_ref().map(|m| m as &dyn ScoreRows), pa);
                     let uni: Vec<Score> = pod
                         .1

@@ -278,6 +278,12 @@ impl Detector {
         self.baseline.map_or(0.0, |b| b.predict(t))
     }
 
+    /// The finite samples observed so far (a fit observes none; the warm-up that follows it
+    /// does).
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// The expected step between samples, in ms, once known.
     pub fn expected_step_ms(&self) -> Option<f64> {
         let s = self.step_ms.get();
