@@ -49,17 +49,16 @@ use crate::store::{Group, Store};
 /// (samples observed, a restart included); an entity no univariate model scores is not held.
 pub const WARM_UP_MS: i64 = 15 * 60_000;
 
-/// Whether the row at `t` of the entity with `sources` (its series of each feature) falls in
-/// its first [`WARM_UP_MS`], as far as its univariate detectors in `groups` know: a series
-/// whose detector has observed `n` samples up to `now` began about `n` steps before. `false`
-/// when no univariate detector scores the entity.
-fn warming_up(
+/// When the entity with `sources` (its series of each feature) began, in ms, as far as its
+/// univariate detectors in `groups` know: a series whose detector has observed `n` samples up
+/// to `now` began about `n` steps before. `None` when no univariate detector scores it. Its rows
+/// before `began + WARM_UP_MS` are warming up.
+fn began_at(
     sources: &[Option<Labels>],
     groups: &[Group],
     step_ms: i64,
     now: Timestamp,
-    t: Timestamp,
-) -> bool {
+) -> Option<f64> {
     let mut began: Option<f64> = None;
     for labels in sources.iter().flatten() {
         for e in groups.iter().filter_map(|g| g.get(labels)) {
@@ -69,7 +68,7 @@ fn warming_up(
             began = Some(began.map_or(b, |o| o.min(b)));
         }
     }
-    began.is_some_and(|b| (t.millis() as f64) - b < WARM_UP_MS as f64)
+    began
 }
 
 /// One query of a joint job: a feature of its rows.
@@ -385,6 +384,8 @@ impl JointRun {
                     entity.sources[k] = s;
                 }
             }
+            // Once per entity and tick: the detectors it is read from do not change in between.
+            let began = began_at(&entity.sources, groups, step, now);
             let mut shown: Option<(Scored, Vec<f64>)> = None;
             for (&bucket, row) in buckets.range(..open) {
                 if entity.last_bucket.is_some_and(|b| bucket <= b) {
@@ -399,7 +400,8 @@ impl JointRun {
                 let Some(fitted) = pools.get(&entity.pool).and_then(|p| p.model.as_ref()) else {
                     continue; // no model for the pool yet
                 };
-                let row_score = if warming_up(&entity.sources, groups, step, now, t) {
+                let warming_up = began.is_some_and(|b| (t.millis() as f64) - b < WARM_UP_MS as f64);
+                let row_score = if warming_up {
                     RowScore::missing(row.len())
                 } else {
                     let Some(mut row_score) = fitted.score(row) else {
