@@ -259,9 +259,27 @@ impl<'a> LabelsRef<'a> {
     /// non-empty): then they are a valid label set, equal to the [`Labels`] built from them.
     /// Senders sort their labels, so this is the common case; for the others
     /// [`Labels::new`] decides whether they are a label set at all.
-    pub fn is_canonical(pairs: &[(&str, &str)]) -> bool {
-        pairs.iter().all(|(n, v)| valid_name(n) && !v.is_empty())
-            && pairs.windows(2).all(|w| w[0].0 < w[1].0)
+    ///
+    /// Takes strings or raw bytes (a decoder checks the form before it checks UTF-8): a
+    /// valid name is ASCII, and bytes order as the strings they spell.
+    pub fn is_canonical<S: AsRef<[u8]>>(pairs: &[(S, S)]) -> bool {
+        pairs
+            .iter()
+            .all(|(n, v)| valid_name_bytes(n.as_ref()) && !v.as_ref().is_empty())
+            && pairs.windows(2).all(|w| w[0].0.as_ref() < w[1].0.as_ref())
+    }
+
+    /// The pairs as a `LabelsRef` (hashing them), for a caller that has already found them
+    /// in canonical form with [`Self::is_canonical`]: a remote_write decoder checks every
+    /// series when it decodes the body, and checking again when it hands each series on
+    /// was 2 to 3% of the daemon's cycles. Pairs not in that form make a key that matches
+    /// nothing (and a debug build panics): a bug, but not an unsound one.
+    pub fn from_canonical(pairs: &'a [(&'a str, &'a str)]) -> Self {
+        debug_assert!(Self::is_canonical(pairs), "not canonical: {pairs:?}");
+        Self(RefKind::Pairs {
+            pairs,
+            hash: hash_pairs(pairs.iter().copied()),
+        })
     }
 
     /// The pairs as a `LabelsRef` (hashing them), if they are in canonical form; `None`
@@ -494,9 +512,12 @@ impl Labels {
 }
 
 fn valid_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    valid_name_bytes(name.as_bytes())
+}
+
+fn valid_name_bytes(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl TryFrom<Vec<Label>> for Labels {
