@@ -24,7 +24,8 @@ pub mod seeded;
 
 pub use detector::{Detect, Direction, Fit, FitError};
 pub use labels::{
-    Label, LabelRef, Labels, LabelsError, LabelsHash, LabelsHasher, LabelsIter, LabelsRef,
+    Label, LabelRef, Labels, LabelsError, LabelsHash, LabelsHasher, LabelsIter, LabelsRef, NotUtf8,
+    PackedLabels,
 };
 pub use sample::{Gap, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
 pub use score::{Reason, Score, ScoreError, Scored};

@@ -3,8 +3,9 @@
 //! In remote_write 1.0 every series of every request carries its whole label set, and nearly
 //! all of them are series the receiver already knows. Decoding with prost and then building a
 //! [`Labels`] allocated some twenty strings and vectors per sample, which were most of the push
-//! path's cost. This reader walks the protobuf in the decompressed body itself: label names
-//! and values are checked and copied into one buffer, samples into one vector, and
+//! path's cost. This reader walks the protobuf in the decompressed body itself: label sets
+//! are packed into one [`PackedLabels`] (as a [`Labels`] packs them, so a known series is
+//! found with one hash and one comparison of contiguous bytes), samples into one vector, and
 //! [`DecodedWrite::for_each`] hands each series on as a [`LabelsRef`] borrowing that buffer,
 //! so a receiver looks known series up without allocating and builds [`Labels`] only for new
 //! ones.
@@ -13,7 +14,7 @@
 //! skipped, repeated scalar fields last-one-wins, label strings UTF-8) and refuses the rest
 //! with [`RemoteWriteError::Protobuf`]; the tests check this against prost on mutated bodies.
 
-use portent_core::{Labels, LabelsRef, Sample, Series, Timestamp};
+use portent_core::{Labels, LabelsRef, PackedLabels, Sample, Series, Timestamp};
 
 use crate::error::RemoteWriteError;
 
@@ -32,19 +33,16 @@ pub struct DecodedWrite {
 
 #[derive(Debug, Default)]
 struct Parsed {
-    /// Label names and values, back to back.
-    text: String,
-    /// Per label pair: where its name starts, where its value starts (the name's end), where
-    /// its value ends, in `text`.
-    pairs: Vec<[u32; 3]>,
+    /// The label sets in canonical form as sent (nearly all).
+    sets: PackedLabels,
     samples: Vec<Sample>,
     series: Vec<RawSeries>,
 }
 
 #[derive(Debug)]
 struct RawSeries {
-    /// Its pairs in `Parsed::pairs`, when they are in canonical form.
-    pairs: (usize, usize),
+    /// Its label set in `Parsed::sets`, when it was sent in canonical form.
+    set: usize,
     /// Its samples in `Parsed::samples`.
     samples: (usize, usize),
     /// The label set built when the pairs as sent were not in canonical form (unsorted, or
@@ -54,8 +52,7 @@ struct RawSeries {
 
 impl Parsed {
     fn clear(&mut self) {
-        self.text.clear();
-        self.pairs.clear();
+        self.sets.clear();
         self.samples.clear();
         self.series.clear();
     }
@@ -95,8 +92,7 @@ impl DecodedWrite {
         use std::mem::size_of;
         let p = &self.parsed;
         self.raw.capacity()
-            + p.text.capacity()
-            + p.pairs.capacity() * size_of::<[u32; 3]>()
+            + p.sets.retained_bytes()
             + p.samples.capacity() * size_of::<Sample>()
             + p.series.capacity() * size_of::<RawSeries>()
     }
@@ -132,29 +128,19 @@ impl DecodedWrite {
     /// [`Self::for_each`].
     pub fn for_each_batch(&self, n: usize, mut f: impl FnMut(&[(LabelsRef<'_>, &[Sample])])) {
         let p = &self.parsed;
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
-        let mut ends = Vec::new();
+        let mut batch = Vec::with_capacity(n.max(1));
         for chunk in p.series.chunks(n.max(1)) {
-            pairs.clear();
-            ends.clear();
+            batch.clear();
             for s in chunk {
-                if s.built.is_none() {
-                    let raw = p.pairs.get(s.pairs.0..s.pairs.1).unwrap_or(&[]);
-                    pairs.extend(raw.iter().map(|&[n, v, e]| (p.piece(n, v), p.piece(v, e))));
-                }
-                ends.push(pairs.len());
-            }
-            let mut batch = Vec::with_capacity(chunk.len());
-            let mut from = 0;
-            for (s, &to) in chunk.iter().zip(&ends) {
                 let samples = p.samples.get(s.samples.0..s.samples.1).unwrap_or(&[]);
                 let labels = match &s.built {
-                    Some(labels) => LabelsRef::from(labels),
-                    // Found canonical when decoded.
-                    None => LabelsRef::from_canonical(pairs.get(from..to).unwrap_or(&[])),
+                    Some(labels) => Some(LabelsRef::from(labels)),
+                    // Pushed and sealed when decoded: always `Some`.
+                    None => p.sets.get(s.set),
                 };
-                from = to;
-                batch.push((labels, samples));
+                if let Some(labels) = labels {
+                    batch.push((labels, samples));
+                }
             }
             f(&batch);
         }
@@ -170,16 +156,6 @@ impl DecodedWrite {
             });
         });
         out
-    }
-}
-
-impl Parsed {
-    fn piece(&self, from: u32, to: u32) -> &str {
-        // The ranges are those of whole strings pushed onto `text`: always in bounds and on
-        // character boundaries.
-        self.text
-            .get(from as usize..to as usize)
-            .unwrap_or_default()
     }
 }
 
@@ -315,38 +291,16 @@ fn utf8(bytes: &[u8]) -> Result<&str, RemoteWriteError> {
 /// Decodes a decompressed `WriteRequest` into `out` (empty). See
 /// [`crate::decode_write_request`] for the rules.
 ///
-/// Label strings are checked to be UTF-8 once for the whole body rather than one by one: the
-/// strings of the series kept are copied back to back into one buffer, which is valid UTF-8
-/// with every string starting on a character boundary exactly when each string is valid on
-/// its own. Checked one by one, as prost does, the 16-odd strings of each series were 4 to 5%
-/// of the daemon's cycles. Strings not copied (of series without samples, or not in canonical
-/// form, or overwritten by a repeated field) are rare and checked one by one.
+/// Label strings are checked to be UTF-8 once for the whole body ([`PackedLabels::seal`])
+/// rather than one by one, as prost does; strings not packed (of a set not in canonical
+/// form, or replaced by a repeated field) are rare and checked one by one.
 fn decode(raw: &[u8], out: &mut Parsed) -> Result<(), RemoteWriteError> {
-    let mut text = std::mem::take(&mut out.text).into_bytes();
-    let result = decode_into(raw, out, &mut text);
-    // The buffer goes back to `out` either way, keeping its room for the next body.
-    let checked = match String::from_utf8(text) {
-        Ok(text) => {
-            out.text = text;
-            let starts = out.pairs.iter().flat_map(|&[n, v, e]| [n, v, e]);
-            let whole = |at: u32| out.text.is_char_boundary(at as usize);
-            if starts.into_iter().all(whole) {
-                Ok(())
-            } else {
-                Err(not_utf8())
-            }
-        }
-        Err(e) => {
-            let mut bytes = e.into_bytes();
-            bytes.clear();
-            out.text = String::from_utf8(bytes).unwrap_or_default();
-            Err(not_utf8())
-        }
-    };
+    let result = decode_into(raw, out);
+    let sealed = out.sets.seal().map_err(|_| not_utf8());
     match result {
         // A body that is not protobuf says so first, as when prost decoded it.
         Err(e @ RemoteWriteError::Protobuf(_)) => Err(e),
-        result => checked.and(result),
+        result => sealed.and(result),
     }
 }
 
@@ -354,7 +308,7 @@ fn not_utf8() -> RemoteWriteError {
     bad("invalid string value: data is not UTF-8 encoded")
 }
 
-fn decode_into(raw: &[u8], out: &mut Parsed, text: &mut Vec<u8>) -> Result<(), RemoteWriteError> {
+fn decode_into(raw: &[u8], out: &mut Parsed) -> Result<(), RemoteWriteError> {
     let mut scratch: Vec<(&[u8], &[u8])> = Vec::new();
     let mut r = Reader { buf: raw };
     let mut index = 0;
@@ -368,7 +322,7 @@ fn decode_into(raw: &[u8], out: &mut Parsed, text: &mut Vec<u8>) -> Result<(), R
         }
         expect(wire, LEN)?;
         let ts = r.len_delimited()?;
-        match time_series(ts, index, out, text, &mut scratch) {
+        match time_series(ts, index, out, &mut scratch) {
             Ok(()) => {}
             Err(e @ RemoteWriteError::Protobuf(_)) => return Err(e),
             Err(e) => {
@@ -385,7 +339,6 @@ fn time_series<'a>(
     bytes: &'a [u8],
     index: usize,
     out: &mut Parsed,
-    text: &mut Vec<u8>,
     scratch: &mut Vec<(&'a [u8], &'a [u8])>,
 ) -> Result<(), RemoteWriteError> {
     scratch.clear();
@@ -404,50 +357,30 @@ fn time_series<'a>(
             _ => r.skip(field, wire, 0)?,
         }
     }
-    let keep = out.samples.len() > first_sample;
     // Validated in full before anything is kept, as `Labels` would: an invalid set refuses the
-    // body, also for a series without float samples.
-    let built = if LabelsRef::is_canonical(scratch) {
-        if scratch.is_empty() {
-            return Err(RemoteWriteError::NoLabels { index });
-        }
-        if !keep {
+    // body, also for a series without float samples (whose set is packed all the same, to
+    // be checked as UTF-8 with the others).
+    let (set, built) = match out.sets.push(scratch) {
+        Some(_) if scratch.is_empty() => return Err(RemoteWriteError::NoLabels { index }),
+        Some(set) => (set, None),
+        None => {
+            let mut pairs = Vec::with_capacity(scratch.len());
             for (name, value) in scratch.iter() {
-                utf8(name)?;
-                utf8(value)?;
+                pairs.push((utf8(name)?, utf8(value)?));
             }
+            let labels =
+                Labels::new(pairs).map_err(|error| RemoteWriteError::Labels { index, error })?;
+            if labels.is_empty() {
+                return Err(RemoteWriteError::NoLabels { index });
+            }
+            (usize::MAX, Some(labels))
         }
-        None
-    } else {
-        let mut pairs = Vec::with_capacity(scratch.len());
-        for (name, value) in scratch.iter() {
-            pairs.push((utf8(name)?, utf8(value)?));
-        }
-        let labels =
-            Labels::new(pairs).map_err(|error| RemoteWriteError::Labels { index, error })?;
-        if labels.is_empty() {
-            return Err(RemoteWriteError::NoLabels { index });
-        }
-        Some(labels)
     };
-    if !keep {
+    if out.samples.len() == first_sample {
         return Ok(());
     }
-    let first_pair = out.pairs.len();
-    if built.is_none() {
-        // `text` is never longer than the body, which `DecodedWrite::decode` keeps under
-        // 4 GiB: the offsets fit. Checked to be UTF-8 in `decode`, once for the whole body.
-        let at = |text: &Vec<u8>| u32::try_from(text.len()).unwrap_or(u32::MAX);
-        for (name, value) in scratch.iter() {
-            let n = at(text);
-            text.extend_from_slice(name);
-            let v = at(text);
-            text.extend_from_slice(value);
-            out.pairs.push([n, v, at(text)]);
-        }
-    }
     out.series.push(RawSeries {
-        pairs: (first_pair, out.pairs.len()),
+        set,
         samples: (first_sample, out.samples.len()),
         built,
     });
