@@ -175,6 +175,15 @@ impl Group {
         self.position(labels).map(|i| &mut self.slots[i].entry)
     }
 
+    /// Reads the entry at position `at`, if any (see [`portent_models::Detector::touch`]): a
+    /// score tick walking the series in slot order touches the next one before scoring this
+    /// one.
+    pub fn touch(&self, at: usize) -> f64 {
+        self.slots.get(at).map_or(0.0, |s| {
+            s.entry.detector.touch() + s.entry.last_seen.millis() as f64
+        })
+    }
+
     /// The entry of `labels`, to change; an equal label set kept in another allocation
     /// (restored from a state file, or rebuilt by the source) is replaced by `labels`, so that
     /// later lookups compare pointers and the two share one copy. Looks first where `hint`
