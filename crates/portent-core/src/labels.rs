@@ -548,6 +548,12 @@ impl Labels {
         Arc::ptr_eq(&a.packed, &b.packed)
     }
 
+    /// Asks for the pairs and their reference counts in cache ([`crate::prefetch`]): a
+    /// caller about to clone or read many label sets in turn asks for the next ones first.
+    pub fn prefetch(&self) {
+        crate::prefetch::prefetch_around(Arc::as_ptr(&self.packed).cast());
+    }
+
     /// Bytes the pairs take on the heap, shared by every clone: the packed pairs and their
     /// reference counts, without the allocator's rounding.
     pub fn heap_bytes(&self) -> usize {

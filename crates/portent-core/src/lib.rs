@@ -18,6 +18,7 @@
 
 mod detector;
 mod labels;
+pub mod prefetch;
 mod sample;
 mod score;
 pub mod seeded;

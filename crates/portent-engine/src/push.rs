@@ -361,22 +361,17 @@ impl PushBuffer {
     /// by one, with the same result. At 100,000 series each lookup waits on two or three
     /// cache misses (the map's bucket, the series' labels, the end of its ring), and one by
     /// one those waits follow each other. So a light first pass finds each series by its hash
-    /// alone and reads those three places, a pass whose loads the processor overlaps across
-    /// the batch; the real pass then finds them in cache. Batches of [`Self::BATCH`] suit.
+    /// alone (a load whose misses the processor overlaps across the batch) and asks for its
+    /// labels and ring in cache ([`portent_core::prefetch`]); the real pass then finds them
+    /// there. Batches of [`Self::BATCH`] suit.
     pub fn ingest_batch(&mut self, batch: &[(LabelsRef<'_>, &[Sample])], stats: &mut IngestStats) {
-        let mut touched = 0u64;
         for (labels, _) in batch {
             let hash = LabelsHash.hash_one(labels);
             if let Some((known, ring)) = self.series.get_key_value(&SameHash(hash)) {
-                let first = known.iter().next().map_or(0, |l| l.name.len());
-                let newest = ring.samples.back().map_or(0, |x| x.t.millis());
-                touched = touched
-                    .wrapping_add(first as u64)
-                    .wrapping_add(newest as u64);
+                known.prefetch();
+                ring.samples.prefetch();
             }
         }
-        // Keeps the loads of the first pass: their value is not needed, their effect is.
-        std::hint::black_box(touched);
         for &(labels, samples) in batch {
             self.ingest_series(labels, samples, stats);
         }
@@ -630,14 +625,11 @@ impl HistorySource for PushBuffer {
             // Each ring's newest samples are a cache miss, and so is each label set's
             // allocation, whose reference count the score tick touches when it keeps the
             // series' verdict (a tenth of the daemon's cycles at 100,000 series, stalled on
-            // that one increment): read for the whole batch first, the misses overlap (see
-            // `ingest_batch`).
-            let newest = batch.iter().fold(0i64, |acc, (labels, r)| {
-                let first = labels.iter().next().map_or(0, |l| l.name.len() as i64);
-                acc.wrapping_add(r.samples.back().map_or(0, |x| x.t.millis()))
-                    .wrapping_add(first)
-            });
-            std::hint::black_box(newest);
+            // that one increment): asked for the whole batch first, the misses overlap.
+            for (labels, r) in &batch {
+                labels.prefetch();
+                r.samples.prefetch();
+            }
             for (labels, r) in &batch {
                 samples.clear();
                 r.samples.read(start, q.end, &mut samples);

@@ -639,7 +639,7 @@ impl Scheduler {
             // state is most likely in the next slot: on its way from memory while this one is
             // scored.
             if let Some(at) = hint.get() {
-                std::hint::black_box(group.touch(at + 1));
+                group.prefetch(at + 1);
             }
             match group.get_adopting(labels, hint) {
                 Some(entry) => {

@@ -175,13 +175,14 @@ impl Group {
         self.position(labels).map(|i| &mut self.slots[i].entry)
     }
 
-    /// Reads the entry at position `at`, if any (see [`portent_models::Detector::touch`]): a
-    /// score tick walking the series in slot order touches the next one before scoring this
-    /// one.
-    pub fn touch(&self, at: usize) -> f64 {
-        self.slots.get(at).map_or(0.0, |s| {
-            s.entry.detector.touch() + s.entry.last_seen.millis() as f64
-        })
+    /// Asks for the entry at position `at`, if any, in cache ([`portent_core::prefetch`]): a
+    /// score tick walking the series in slot order asks for the next one before scoring
+    /// this one, whose detector (about 1.1 KB) would otherwise stall `observe` on a miss
+    /// per cache line at 100,000 series.
+    pub fn prefetch(&self, at: usize) {
+        if let Some(s) = self.slots.get(at) {
+            portent_core::prefetch::prefetch(s);
+        }
     }
 
     /// The entry of `labels`, to change; an equal label set kept in another allocation

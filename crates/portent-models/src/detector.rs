@@ -284,55 +284,6 @@ impl Detector {
         self.seen
     }
 
-    /// Reads a little of every part of the state that [`Detect::observe`] reads and returns a
-    /// meaningless sum of it. A caller about to observe many series in turn calls this on the
-    /// next one, under `std::hint::black_box`, so that its state (about 1.1 KB over 18 cache
-    /// lines, a miss each at 100,000 series) is on its way from memory while the current one
-    /// is scored: the misses overlap instead of stalling `observe` one after another. Safe
-    /// Rust has no prefetch instruction; loads whose values nothing waits for do the same.
-    pub fn touch(&self) -> f64 {
-        let hourly = match &self.hourly {
-            Some(HourlyRange::Day(h)) => f64::from(h[0][0] + h[8][0] + h[16][0] + h[23][1]),
-            // A week's range reads one hour's pair: not worth a guess.
-            Some(HourlyRange::Week(_)) | None => 0.0,
-        };
-        let baseline = self.baseline.as_ref().map_or(0.0, SeasonalBaseline::touch);
-        let ewmas = [
-            &self.scale,
-            &self.step_ms,
-            &self.shift,
-            &self.drift_fast,
-            &self.drift_slow,
-            &self.vol,
-        ];
-        let tails = [
-            &self.t_spike,
-            &self.t_shift,
-            &self.t_drift,
-            &self.t_range,
-            &self.t_context,
-            &self.t_vol,
-        ];
-        self.config.memory
-            + self.level
-            + self.seen as f64
-            + self.last_t.map_or(0.0, |t| t.millis() as f64)
-            + self.last_finite.map_or(0.0, |(_, v)| v)
-            + ewmas.iter().map(|e| e.get()).sum::<f64>()
-            + tails.iter().map(|t| t.touch()).sum::<f64>()
-            + hourly
-            + baseline
-            + self.lo
-            + self.hi
-            + self.spread
-            + f64::from(self.run)
-            + self.recent_peak
-            + f64::from(
-                self.vol_days[0] + self.vol_days[VOL_DAYS / 2] + self.vol_days[VOL_DAYS - 1],
-            )
-            + self.vol_hi
-    }
-
     /// The expected step between samples, in ms, once known.
     pub fn expected_step_ms(&self) -> Option<f64> {
         let s = self.step_ms.get();

@@ -301,11 +301,6 @@ impl Default for FitScratch {
 const MAX_COLS: usize = MAX_FEATURES + 1;
 
 impl SeasonalBaseline {
-    /// Values read from each part of the fit, for [`crate::Detector::touch`].
-    pub(crate) fn touch(&self) -> f64 {
-        self.span_ms + self.coef[0] + self.coef[MAX_FEATURES / 2] + self.coef[MAX_FEATURES - 1]
-    }
-
     /// Fits the baseline to `history` (finite samples only are used).
     pub fn fit(config: &SeasonalConfig, history: &[Sample]) -> Result<Self, FitError> {
         Self::fit_with(config, history, &mut FitScratch::default())

@@ -37,11 +37,6 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// A value read from the model's state, for [`crate::Detector::touch`].
-    pub(crate) fn touch(&self) -> f64 {
-        self.mean + f64::from(self.n)
-    }
-
     /// A tail model with a prior mean and standard deviation of the statistic, remembering
     /// about `memory` observations. The prior matters only for the first few dozen
     /// observations.

@@ -91,6 +91,14 @@ impl Samples {
         self.head.is_empty() && self.packed.is_none()
     }
 
+    /// Asks for the newest samples (both ends of the head, which a read looks at) in cache.
+    pub(super) fn prefetch(&self) {
+        if let (Some(front), Some(back)) = (self.head.front(), self.head.back()) {
+            portent_core::prefetch::prefetch(front);
+            portent_core::prefetch::prefetch(back);
+        }
+    }
+
     /// The newest sample.
     pub(super) fn back(&self) -> Option<Sample> {
         self.head.back().copied()
