@@ -143,6 +143,17 @@ fn decimal(mut n: usize, digits: &mut [u8; 20]) -> &[u8] {
     digits.get(at..).unwrap_or_default()
 }
 
+/// Pairs in the packed form, and how many there are.
+fn pack_bytes<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> (Vec<u8>, u32) {
+    let mut out = Vec::new();
+    let mut len = 0u32;
+    for (name, value) in pairs {
+        write_packed(&mut out, name.as_bytes(), value.as_bytes());
+        len += 1;
+    }
+    (out, len)
+}
+
 /// Appends one pair to `out` in the packed form (`name=LEN:value`, see [`Labels`]).
 fn write_packed(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -201,14 +212,10 @@ impl Labels {
     /// Packs pairs already in canonical form (sorted by name, names valid and unique, values
     /// non-empty), hashing them.
     fn pack<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut packed = String::new();
-        let mut len = 0u32;
-        for (name, value) in pairs {
-            use std::fmt::Write as _;
-            // Writing to a `String` cannot fail. The same form as `write_packed`'s.
-            let _ = write!(packed, "{name}={}:{value}", value.len());
-            len += 1;
-        }
+        let (bytes, len) = pack_bytes(pairs);
+        // Strings and ASCII separators: always UTF-8, so the lossy branch is never taken.
+        let packed = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Self {
             hash: hash_packed(packed.as_bytes()),
             packed: packed.into(),
@@ -303,7 +310,7 @@ impl<'a> LabelsRef<'a> {
         Self::is_canonical(pairs).then(|| {
             Self(RefKind::Pairs {
                 pairs,
-                hash: Labels::pack(pairs.iter().copied()).hash,
+                hash: hash_packed(&pack_bytes(pairs.iter().copied()).0),
             })
         })
     }

@@ -632,15 +632,15 @@ impl Scheduler {
             } else {
                 samples
             };
-            // An equal label set in another allocation (restored from a state file, or the
-            // source rebuilt it) is swapped for the source's, so that the next ticks compare
-            // pointers rather than every pair, and the two share one copy of the labels.
             // Slots are in the order the push buffer lends its series in, so the next series'
             // state is most likely in the next slot: on its way from memory while this one is
             // scored.
             if let Some(at) = hint.get() {
                 group.prefetch(at + 1);
             }
+            // An equal label set in another allocation (restored from a state file, or the
+            // source rebuilt it) is swapped for the source's, so that the next ticks compare
+            // pointers rather than every pair, and the two share one copy of the labels.
             match group.get_adopting(labels, hint) {
                 Some(entry) => {
                     let first = entry.first_report();

@@ -41,13 +41,19 @@ struct Parsed {
 
 #[derive(Debug)]
 struct RawSeries {
-    /// Its label set in `Parsed::sets`, when it was sent in canonical form.
-    set: usize,
+    labels: SetOf,
     /// Its samples in `Parsed::samples`.
     samples: (usize, usize),
-    /// The label set built when the pairs as sent were not in canonical form (unsorted, or
-    /// with empty values): rare, so allocating is fine.
-    built: Option<Labels>,
+}
+
+/// Where a series' label set is.
+#[derive(Debug)]
+enum SetOf {
+    /// In `Parsed::sets`, at this index: it was sent in canonical form.
+    Packed(usize),
+    /// Built, as the pairs as sent were not in canonical form (unsorted, or with empty
+    /// values): rare, so allocating is fine.
+    Built(Labels),
 }
 
 impl Parsed {
@@ -133,10 +139,10 @@ impl DecodedWrite {
             batch.clear();
             for s in chunk {
                 let samples = p.samples.get(s.samples.0..s.samples.1).unwrap_or(&[]);
-                let labels = match &s.built {
-                    Some(labels) => Some(LabelsRef::from(labels)),
+                let labels = match &s.labels {
                     // Pushed and sealed when decoded: always `Some`.
-                    None => p.sets.get(s.set),
+                    SetOf::Packed(i) => p.sets.get(*i),
+                    SetOf::Built(labels) => Some(LabelsRef::from(labels)),
                 };
                 if let Some(labels) = labels {
                     batch.push((labels, samples));
@@ -360,9 +366,9 @@ fn time_series<'a>(
     // Validated in full before anything is kept, as `Labels` would: an invalid set refuses the
     // body, also for a series without float samples (whose set is packed all the same, to
     // be checked as UTF-8 with the others).
-    let (set, built) = match out.sets.push(scratch) {
+    let labels = match out.sets.push(scratch) {
         Some(_) if scratch.is_empty() => return Err(RemoteWriteError::NoLabels { index }),
-        Some(set) => (set, None),
+        Some(set) => SetOf::Packed(set),
         None => {
             let mut pairs = Vec::with_capacity(scratch.len());
             for (name, value) in scratch.iter() {
@@ -373,16 +379,15 @@ fn time_series<'a>(
             if labels.is_empty() {
                 return Err(RemoteWriteError::NoLabels { index });
             }
-            (usize::MAX, Some(labels))
+            SetOf::Built(labels)
         }
     };
     if out.samples.len() == first_sample {
         return Ok(());
     }
     out.series.push(RawSeries {
-        set,
+        labels,
         samples: (first_sample, out.samples.len()),
-        built,
     });
     Ok(())
 }
