@@ -20,10 +20,15 @@
 //! 6. **Learning.** Only then are level, scale and tails updated with the sample, with
 //!    Huber-clipped steps so that an anomaly moves them little.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use portent_core::{Detect, Direction, Fit, FitError, Reason, Sample, Score, Scored, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::online::Ewma;
+use crate::online::{Alpha, Ewma, StoredEwma};
 use crate::seasonal::SeasonalBaseline;
 use crate::select::{Selection, select_model};
 use crate::tail::Tail;
@@ -129,10 +134,75 @@ pub fn calibrate(surprise: f64) -> f64 {
     s4 / (s4 + a2 * a2 / 4.0)
 }
 
-/// The fitted state of the default detector: a few hundred bytes per series.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Detector {
+/// A model's options and what follows from them, held once for all its series (see [`Tuned`]).
+#[derive(Debug)]
+struct Tuning {
     config: DetectorConfig,
+    /// Smoothing factors of the averages whose spans are options.
+    scale: Alpha,
+    shift: Alpha,
+    /// Per-sample decay of `recent_peak`, from `config.refractory` (kept to spare a `powf`).
+    peak_decay: f64,
+}
+
+/// A shared [`Tuning`]: a pointer where the options were 64 bytes and their derived factors
+/// 24 more, inline in every detector. Detectors made one after another with equal options
+/// (a model's new series, a state file's load) share one (see [`Tuned::of`]).
+#[derive(Clone, Debug)]
+struct Tuned(Arc<Tuning>);
+
+thread_local! {
+    /// The last tuning made on this thread: the next detector most likely has the same
+    /// options. Not a global table of every options ever seen, which would never shrink.
+    static LAST_TUNED: RefCell<Option<Tuned>> = const { RefCell::new(None) };
+}
+
+impl Tuned {
+    fn of(config: DetectorConfig) -> Self {
+        LAST_TUNED.with_borrow_mut(|last| match last {
+            Some(t) if t.config == config => t.clone(),
+            _ => {
+                let t = Tuned(Arc::new(Tuning {
+                    config,
+                    scale: Alpha::from_span(config.memory / 4.0),
+                    shift: Alpha::from_span(config.shift_span),
+                    peak_decay: 0.5f64.powf(1.0 / config.refractory),
+                }));
+                *last = Some(t.clone());
+                t
+            }
+        })
+    }
+}
+
+impl Deref for Tuned {
+    type Target = Tuning;
+
+    fn deref(&self) -> &Tuning {
+        &self.0
+    }
+}
+
+impl PartialEq for Tuned {
+    /// Equal options: the rest follows from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
+}
+
+/// Smoothing factors of the averages whose spans are constants.
+const STEP_ALPHA: Alpha = Alpha::from_span(100.0);
+const DRIFT_FAST_ALPHA: Alpha = Alpha::from_span(DRIFT_FAST);
+const DRIFT_SLOW_ALPHA: Alpha = Alpha::from_span(DRIFT_SLOW);
+const VOL_ALPHA: Alpha = Alpha::from_span(VOL_SPAN);
+
+/// The fitted state of the default detector: about a kilobyte per series.
+///
+/// Saved as [`Stored`], the layout of state format version 2.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "Stored<'static>")]
+pub struct Detector {
+    tuned: Tuned,
     selection: Selection,
     baseline: Option<SeasonalBaseline>,
     level: f64,
@@ -164,8 +234,6 @@ pub struct Detector {
     changes: u32,
     /// The highest evidence reported recently, decaying with `config.refractory` half-life.
     recent_peak: f64,
-    /// Per-sample decay of `recent_peak`, from `config.refractory` (kept to spare a `powf`).
-    peak_decay: f64,
     /// Consecutive outliers on one side: positive above, negative below.
     outliers: i32,
     /// Short-term mean of the clipped |residual|: with `scale`, the volatility ratio.
@@ -175,7 +243,6 @@ pub struct Detector {
     /// forgotten after four weeks, like a past incident's values leave the known range.
     /// Inline rather than a `Vec`: it is written on every sample, and a heap array is one more
     /// cache miss per sample at 100,000 series. Stored as a sequence, as the `Vec` was.
-    #[serde(with = "vol_days_seq")]
     vol_days: [f32; VOL_DAYS],
     vol_day: i64,
     /// Day changes seen (saturating): the reference means something once a whole day is in.
@@ -229,18 +296,18 @@ impl Detector {
     /// A detector that has seen nothing yet.
     pub fn new(config: DetectorConfig) -> Self {
         Self {
-            config,
+            tuned: Tuned::of(config),
             selection: Selection::default(),
             baseline: None,
             level: f64::NAN,
-            scale: Ewma::with_span(config.memory / 4.0),
+            scale: Ewma::new(),
             seen: 0,
             last_t: None,
             last_finite: None,
-            step_ms: Ewma::with_span(100.0),
-            shift: Ewma::with_span(config.shift_span),
-            drift_fast: Ewma::with_span(DRIFT_FAST),
-            drift_slow: Ewma::with_span(DRIFT_SLOW),
+            step_ms: Ewma::new(),
+            shift: Ewma::new(),
+            drift_fast: Ewma::new(),
+            drift_slow: Ewma::new(),
             // Priors: |z| and a short mean of z for Gaussian noise; drift in scales.
             t_spike: Tail::new(0.8, 0.6, config.memory),
             t_shift: Tail::new(0.27, 0.2, config.memory),
@@ -259,8 +326,7 @@ impl Detector {
             changes: 0,
             outliers: 0,
             recent_peak: 0.0,
-            peak_decay: 0.5f64.powf(1.0 / config.refractory),
-            vol: Ewma::with_span(VOL_SPAN),
+            vol: Ewma::new(),
             vol_days: [0.0; VOL_DAYS],
             vol_day: i64::MIN,
             vol_day_changes: 0,
@@ -294,10 +360,10 @@ impl Detector {
         let (last, _) = self.last_finite?;
         let step = self.expected_step_ms()?;
         let overdue = t.millis_since(last) as f64 / step;
-        if overdue < self.config.missing_after_steps {
+        if overdue < self.tuned.config.missing_after_steps {
             return None;
         }
-        let u = overdue / self.config.missing_after_steps;
+        let u = overdue / self.tuned.config.missing_after_steps;
         let mut s = self.expectation(t, f64::NAN, self.seasonal(t));
         s.score = Score::saturating(calibrate(ALERT_SURPRISE * u));
         s.reason = Some(Reason::MissingData);
@@ -347,17 +413,17 @@ impl Detector {
         let warm = self.seen >= WARMUP;
 
         // Deviations the user asked us to ignore contribute nothing.
-        let admitted = self.config.direction.admits(e)
-            && e.abs() >= self.config.min_abs_deviation
-            && e.abs() >= self.config.min_rel_deviation * pred.abs();
+        let admitted = self.tuned.config.direction.admits(e)
+            && e.abs() >= self.tuned.config.min_abs_deviation
+            && e.abs() >= self.tuned.config.min_rel_deviation * pred.abs();
         let zc = z.clamp(-50.0, 50.0);
         let z_scored = if admitted { zc } else { 0.0 };
 
         // Statistics.
         let spike = z_scored.abs();
-        self.shift.push(zc);
+        self.shift.push(self.tuned.shift, zc);
         let m = self.shift.get();
-        let m_scored = if self.config.direction.admits(m) {
+        let m_scored = if self.tuned.config.direction.admits(m) {
             m.abs()
         } else {
             0.0
@@ -366,14 +432,17 @@ impl Detector {
         // Drift: a medium-term mean of the deseasonalised value against a long-term one, in
         // scales. A leak that the fast level follows step by step still pulls the two apart.
         let r = x - base;
-        self.drift_fast.push(r);
-        self.drift_slow.push(r);
+        self.drift_fast.push(DRIFT_FAST_ALPHA, r);
+        self.drift_slow.push(DRIFT_SLOW_ALPHA, r);
         let gap = (self.drift_fast.get() - self.drift_slow.get()) / sigma;
         // Each novelty statistic is `None` until it means something: its tail then learns
         // only from real values, not from the zeros of a statistic that was switched off.
         let drift_raw =
             (self.drift_known && self.drift_slow.weight() > 0.63).then(|| gap.abs().min(1e6));
-        let drift = scored_if(drift_raw, admitted && self.config.direction.admits(gap));
+        let drift = scored_if(
+            drift_raw,
+            admitted && self.tuned.config.direction.admits(gap),
+        );
 
         // Novelty: how far outside every value seen before, in novelty units (computed once
         // here: the range and spread do not change before the sample is learnt). Only once the
@@ -382,7 +451,10 @@ impl Detector {
         let outside = beyond_range(x, self.lo, self.hi);
         let range_raw =
             (self.range_known && self.spread > 0.0).then(|| (outside.abs() / unit).min(1e6));
-        let range = scored_if(range_raw, admitted && self.config.direction.admits(outside));
+        let range = scored_if(
+            range_raw,
+            admitted && self.tuned.config.direction.admits(outside),
+        );
 
         // Contextual novelty: outside every value seen at this hour of the day (only for a
         // series with daily seasonality, whose hours differ): a 3 PM traffic drop to a level
@@ -398,7 +470,7 @@ impl Detector {
         };
         let context = scored_if(
             context_raw,
-            admitted && self.config.direction.admits(context_outside),
+            admitted && self.tuned.config.direction.admits(context_outside),
         );
 
         // Volatility novelty: the short-term mean |residual| against the long-term one, beyond
@@ -414,7 +486,7 @@ impl Detector {
         } else {
             e.abs()
         };
-        self.vol.push(clipped_abs);
+        self.vol.push(VOL_ALPHA, clipped_abs);
         let ratio = self.vol.get() / self.scale.get();
         // The reference needs a whole day in it (the first change starts day one, the second
         // ends it): a partial first day's highest is beaten by chance.
@@ -548,7 +620,7 @@ impl Detector {
         } else {
             self.level += self.selection.alpha * clipped;
         }
-        self.scale.push(clipped.abs());
+        self.scale.push(self.tuned.scale, clipped.abs());
         if !flat {
             self.changes = self.changes.saturating_add(1);
         }
@@ -597,11 +669,11 @@ impl Detector {
     }
 
     fn peak_decay(&self) -> f64 {
-        self.peak_decay
+        self.tuned.peak_decay
     }
 
     fn flatline_limit(&self) -> f64 {
-        (self.max_run as f64 * self.config.flatline_factor).max(5.0)
+        (self.max_run as f64 * self.tuned.config.flatline_factor).max(5.0)
     }
 
     /// A series that used to change and has stopped: scores from the run's length against the
@@ -645,7 +717,7 @@ impl Detect for Detector {
                 dt
             };
             if sample.is_finite() {
-                self.step_ms.push(dt);
+                self.step_ms.push(STEP_ALPHA, dt);
             }
         }
         self.last_t = Some(sample.t);
@@ -689,8 +761,8 @@ impl Detect for Detector {
             // values then hold a cycle that the new baseline removes).
             let moved = self.seasonal(t) - new_base;
             if selection.seasonality != self.selection.seasonality {
-                self.drift_fast = Ewma::with_span(DRIFT_FAST);
-                self.drift_slow = Ewma::with_span(DRIFT_SLOW);
+                self.drift_fast = Ewma::new();
+                self.drift_slow = Ewma::new();
             } else if moved.is_finite() {
                 self.drift_fast.shift(moved);
                 self.drift_slow.shift(moved);
@@ -1279,6 +1351,135 @@ impl HourlyRange {
         if let Some(b) = self.bins_mut().get_mut(i) {
             b[0] = b[0].min(x as f32);
             b[1] = b[1].max(x as f32);
+        }
+    }
+}
+
+/// [`Detector`] as saved: the layout of state format version 2, field for field, so that
+/// state files stay readable both ways. It holds what the detector now shares or derives (the
+/// options, the averages' smoothing factors, the peak's decay); a load derives them again.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    config: DetectorConfig,
+    selection: Selection,
+    baseline: Option<SeasonalBaseline>,
+    level: f64,
+    scale: StoredEwma,
+    seen: u64,
+    last_t: Option<Timestamp>,
+    last_finite: Option<(Timestamp, f64)>,
+    step_ms: StoredEwma,
+    shift: StoredEwma,
+    drift_fast: StoredEwma,
+    drift_slow: StoredEwma,
+    t_spike: Tail,
+    t_shift: Tail,
+    t_drift: Tail,
+    t_range: Tail,
+    t_context: Tail,
+    hourly: Cow<'a, Option<HourlyRange>>,
+    lo: f64,
+    hi: f64,
+    spread: f64,
+    drift_known: bool,
+    range_known: bool,
+    run: u32,
+    max_run: u32,
+    changes: u32,
+    recent_peak: f64,
+    peak_decay: f64,
+    outliers: i32,
+    vol: StoredEwma,
+    #[serde(with = "vol_days_seq")]
+    vol_days: [f32; VOL_DAYS],
+    vol_day: i64,
+    vol_day_changes: u32,
+    vol_hi: f64,
+    t_vol: Tail,
+}
+
+impl Serialize for Detector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = &self.tuned;
+        Stored {
+            config: t.config,
+            selection: self.selection,
+            baseline: self.baseline,
+            level: self.level,
+            scale: self.scale.stored(t.scale),
+            seen: self.seen,
+            last_t: self.last_t,
+            last_finite: self.last_finite,
+            step_ms: self.step_ms.stored(STEP_ALPHA),
+            shift: self.shift.stored(t.shift),
+            drift_fast: self.drift_fast.stored(DRIFT_FAST_ALPHA),
+            drift_slow: self.drift_slow.stored(DRIFT_SLOW_ALPHA),
+            t_spike: self.t_spike,
+            t_shift: self.t_shift,
+            t_drift: self.t_drift,
+            t_range: self.t_range,
+            t_context: self.t_context,
+            hourly: Cow::Borrowed(&self.hourly),
+            lo: self.lo,
+            hi: self.hi,
+            spread: self.spread,
+            drift_known: self.drift_known,
+            range_known: self.range_known,
+            run: self.run,
+            max_run: self.max_run,
+            changes: self.changes,
+            recent_peak: self.recent_peak,
+            peak_decay: t.peak_decay,
+            outliers: self.outliers,
+            vol: self.vol.stored(VOL_ALPHA),
+            vol_days: self.vol_days,
+            vol_day: self.vol_day,
+            vol_day_changes: self.vol_day_changes,
+            vol_hi: self.vol_hi,
+            t_vol: self.t_vol,
+        }
+        .serialize(s)
+    }
+}
+
+impl From<Stored<'static>> for Detector {
+    /// The stored factors and decay are dropped: they follow from the options.
+    fn from(s: Stored<'static>) -> Self {
+        Self {
+            tuned: Tuned::of(s.config),
+            selection: s.selection,
+            baseline: s.baseline,
+            level: s.level,
+            scale: s.scale.into(),
+            seen: s.seen,
+            last_t: s.last_t,
+            last_finite: s.last_finite,
+            step_ms: s.step_ms.into(),
+            shift: s.shift.into(),
+            drift_fast: s.drift_fast.into(),
+            drift_slow: s.drift_slow.into(),
+            t_spike: s.t_spike,
+            t_shift: s.t_shift,
+            t_drift: s.t_drift,
+            t_range: s.t_range,
+            t_context: s.t_context,
+            hourly: s.hourly.into_owned(),
+            lo: s.lo,
+            hi: s.hi,
+            spread: s.spread,
+            drift_known: s.drift_known,
+            range_known: s.range_known,
+            run: s.run,
+            max_run: s.max_run,
+            changes: s.changes,
+            recent_peak: s.recent_peak,
+            outliers: s.outliers,
+            vol: s.vol.into(),
+            vol_days: s.vol_days,
+            vol_day: s.vol_day,
+            vol_day_changes: s.vol_day_changes,
+            vol_hi: s.vol_hi,
+            t_vol: s.t_vol,
         }
     }
 }
