@@ -10,13 +10,13 @@
 //! # Memory per series
 //!
 //! The bar is a million series in under 4 KiB each. An entry costs its `size_of` (the detector
-//! inline, about 600 bytes, plus times and the latest [`Scored`]) in a dense vector, five bytes
-//! of the hash table that finds it (see [`Group`]), the label set's heap (an array of 32-byte
-//! name/value pairs and the strings themselves), and the detector's per-hour ranges on the heap
-//! for a series with a daily cycle (up to 168 pairs of `f32` for a weekly one). The `resident_memory_per_series` test (`tests/memory.rs`) measures
-//! the process's resident memory over 20,000 fitted series with eight Kubernetes-like labels
-//! and a daily cycle each, and asserts it stays under 4 KiB: about 2.4 KiB at this commit, of
-//! which 808 bytes are the entry inline and 631 bytes the detector's serialised state.
+//! inline, about 1,000 bytes with a day's per-hour ranges, plus times and the latest
+//! [`Scored`], which the daemon's `/metrics` reads in place) in a dense vector, five bytes of
+//! the hash table that finds it (see [`Group`]), the label set's packed text (shared with the
+//! push buffer's copy, see [`Group::get_adopting`]), and for a series with a weekly cycle its
+//! per-hour-of-week ranges on the heap (168 pairs of `f32`). The `resident_memory_per_series`
+//! test (`tests/memory.rs`) measures the process's resident memory over 20,000 fitted series
+//! with eight Kubernetes-like labels and a daily cycle each, and asserts it stays under 4 KiB.
 //! [`Store::approx_bytes`] estimates the same without measuring, for self-metrics.
 
 use std::mem::size_of;

@@ -5,7 +5,8 @@
 //!   with the input series' labels plus `query` and `model` (clashes: see
 //!   [`output_label_name`]), and read back as [`Series`](portent_core::Series) for
 //!   remote_write; and each multivariate verdict's features' shares of its score, as
-//!   `portent_feature_contribution` with a `feature` label;
+//!   `portent_feature_contribution` with a `feature` label. A table of their own, or read in
+//!   place from whoever holds them ([`LatestScores`]: the daemon's model store);
 //! * [`SelfMetrics`]: `portent_*` metrics about portent itself;
 //! * [`Control`] and [`Reloader`]: readiness, the API token and config reloads shared between
 //!   the daemon and the routes;
@@ -66,8 +67,8 @@ pub use routes::{
     router,
 };
 pub use scores::{
-    CONTRIBUTION_METRIC, Contributions, FEATURE_LABEL, METRIC_LABEL, MODEL_LABEL, OUTPUT_METRICS,
-    QUERY_LABEL, ScoreKey, Scores, output_label_name,
+    CONTRIBUTION_METRIC, Contributions, FEATURE_LABEL, LatestScores, METRIC_LABEL, MODEL_LABEL,
+    OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
 };
 pub use telemetry::{PUSH_DROP_REASONS, SelfMetrics};
 pub use ui::ui_router;

@@ -122,13 +122,7 @@ impl ScoreKey {
     /// The labels of this key's output series, without `__name__`, in the order they are
     /// exposed: the input labels renamed by [`output_label_name`], then `query` and `model`.
     pub fn output_labels(&self) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
-        self.labels
-            .iter()
-            .map(|l| (output_label_name(&self.labels, l.name), l.value))
-            .chain([
-                (Cow::Borrowed(QUERY_LABEL), &*self.query),
-                (Cow::Borrowed(MODEL_LABEL), &*self.model),
-            ])
+        output_labels(&self.query, &self.model, &self.labels)
     }
 
     /// The label set of the output series `metric` (one of [`OUTPUT_METRICS`]), `__name__`
@@ -157,6 +151,21 @@ impl ScoreKey {
     }
 }
 
+/// [`ScoreKey::output_labels`] of borrowed parts.
+fn output_labels<'a>(
+    query: &'a str,
+    model: &'a str,
+    labels: &'a Labels,
+) -> impl Iterator<Item = (Cow<'a, str>, &'a str)> {
+    labels
+        .iter()
+        .map(|l| (output_label_name(labels, l.name), l.value))
+        .chain([
+            (Cow::Borrowed(QUERY_LABEL), query),
+            (Cow::Borrowed(MODEL_LABEL), model),
+        ])
+}
+
 /// The name an input label has on portent's output series.
 ///
 /// portent adds `query`, `model` and, from the input's `__name__`, `metric`. An input label
@@ -179,21 +188,56 @@ pub fn output_label_name<'a>(input: &Labels, name: &'a str) -> Cow<'a, str> {
     Cow::Owned(renamed)
 }
 
-/// The latest score of every series, exposed on `/metrics` and read for remote_write.
+/// The latest score of every series, exposed on `/metrics`, and read by the web UI and the
+/// API.
 ///
-/// Cloning gives another handle on the same scores. The daemon calls [`Scores::update`] with a
-/// tick's results and [`Scores::remove_older_than`] (or [`Scores::remove`]) for series that
-/// expired, so that they disappear from `/metrics` and Prometheus marks them stale.
+/// Either a table of its own ([`Scores::new`]), set with [`Scores::update`] or
+/// [`Scores::sync`] and emptied with [`Scores::remove_older_than`] or [`Scores::remove`] as
+/// series expire, so that they disappear from `/metrics` and Prometheus marks them stale; or a
+/// view of verdicts someone else holds ([`Scores::live`]): the daemon's model store, read in
+/// place. Cloning gives another handle on the same scores.
 ///
-/// Exposed in the table's order, the same in each family. One map holds each series once for
+/// Exposed in the holder's order, the same in each family. A table holds each series once for
 /// all four metrics; a scrape reads it under a shared lock, so an update waits for a scrape in
 /// progress (about 0.8 s per 100,000 series) and the other way round.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Scores {
-    inner: Arc<RwLock<Held>>,
+    inner: Arc<Backing>,
     /// Each multivariate verdict's features and their shares of its score, exposed as
     /// [`CONTRIBUTION_METRIC`].
     contributions: Arc<RwLock<Contributions>>,
+}
+
+/// Where [`Scores`] reads its verdicts.
+enum Backing {
+    Table(RwLock<Held>),
+    Live(Box<dyn LatestScores>),
+}
+
+impl Default for Scores {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Backing::Table(RwLock::default())),
+            contributions: Arc::default(),
+        }
+    }
+}
+
+/// Verdicts held elsewhere, read in place by a [`Scores::live`]: at 100,000 series a copy of
+/// every verdict in a table of its own was 170 bytes a series of resident memory, and setting
+/// it after every step a pass over every series.
+pub trait LatestScores: Send + Sync {
+    /// Calls `visit` with every held verdict as `(query, model, labels, verdict)`, in an order
+    /// that stays the same while no series comes or goes.
+    fn for_each(&self, visit: &mut dyn FnMut(&str, &str, &Labels, &Scored));
+    /// The verdict held for one series.
+    fn get(&self, query: &str, model: &str, labels: &Labels) -> Option<Scored>;
+    /// How many verdicts are held.
+    fn len(&self) -> usize;
+    /// Whether none is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The latest verdict of every series, in a hash table: the daemon sets all of them after every
@@ -236,25 +280,57 @@ impl Scores {
         Self::default()
     }
 
+    /// Scores read in place from `latest`: [`Scores::update`], [`Scores::sync`] and the
+    /// removals do nothing on them, since their holder's state is the truth.
+    pub fn live(latest: impl LatestScores + 'static) -> Self {
+        Self {
+            inner: Arc::new(Backing::Live(Box::new(latest))),
+            contributions: Arc::default(),
+        }
+    }
+
     /// Adds the four output metrics to `registry`, backed by these scores.
     pub fn register(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(self.clone()));
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Held> {
-        // A panic elsewhere while holding the lock leaves a map that is still consistent
-        // (every operation on it is a single insert or remove).
-        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> Option<RwLockReadGuard<'_, Held>> {
+        match &*self.inner {
+            // A panic elsewhere while holding the lock leaves a map that is still consistent
+            // (every operation on it is a single insert or remove).
+            Backing::Table(t) => Some(t.read().unwrap_or_else(PoisonError::into_inner)),
+            Backing::Live(_) => None,
+        }
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Held> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    /// The table, to change; `None` for live scores.
+    fn write(&self) -> Option<RwLockWriteGuard<'_, Held>> {
+        match &*self.inner {
+            Backing::Table(t) => Some(t.write().unwrap_or_else(PoisonError::into_inner)),
+            Backing::Live(_) => None,
+        }
+    }
+
+    /// Calls `visit` with every held verdict as `(query, model, labels, verdict)`.
+    fn each(&self, visit: &mut dyn FnMut(&str, &str, &Labels, &Scored)) {
+        match &*self.inner {
+            Backing::Table(_) => {
+                if let Some(held) = self.read() {
+                    for (k, v) in held.map.iter() {
+                        visit(&k.query, &k.model, &k.labels, &v.scored);
+                    }
+                }
+            }
+            Backing::Live(l) => l.for_each(visit),
+        }
     }
 
     /// Sets the latest score of each series, under one lock. A score older than the one held
     /// (by sample time) is ignored, so replays and late batches never move a series back.
     pub fn update(&self, scored: impl IntoIterator<Item = (ScoreKey, Scored)>) {
-        let mut held = self.write();
+        let Some(mut held) = self.write() else {
+            return;
+        };
         let pass = held.pass;
         for (key, s) in scored {
             match held.map.get_mut(&key) {
@@ -276,20 +352,15 @@ impl Scores {
         &self,
         latest: impl IntoIterator<Item = (&'a str, &'a str, &'a Labels, Scored)>,
     ) -> usize {
-        let mut held = self.write();
+        let Some(mut held) = self.write() else {
+            return 0;
+        };
         let held = &mut *held;
         held.pass = held.pass.wrapping_add(1);
         let pass = held.pass;
         // Aliases of new keys, shared: a few distinct ones over any number of series.
-        let mut names: Vec<Arc<str>> = Vec::new();
-        let mut name = |n: &str| match names.iter().find(|a| &***a == n) {
-            Some(a) => Arc::clone(a),
-            None => {
-                let a: Arc<str> = n.into();
-                names.push(Arc::clone(&a));
-                a
-            }
-        };
+        let mut names = Aliases::default();
+        let mut name = |n: &str| names.get(n);
         let mut set = 0usize;
         for (query, model, labels, scored) in latest {
             let found = held.map.get_mut(&KeyRef {
@@ -323,12 +394,17 @@ impl Scores {
 
     /// The score held for `key`.
     pub fn get(&self, key: &ScoreKey) -> Option<Scored> {
-        self.read().map.get(key).map(|v| v.scored)
+        match &*self.inner {
+            Backing::Table(_) => self.read()?.map.get(key).map(|v| v.scored),
+            Backing::Live(l) => l.get(&key.query, &key.model, &key.labels),
+        }
     }
 
     /// Forgets the given series; returns how many were held.
     pub fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a ScoreKey>) -> usize {
-        let mut held = self.write();
+        let Some(mut held) = self.write() else {
+            return 0;
+        };
         keys.into_iter()
             .filter(|k| held.map.remove(*k).is_some())
             .count()
@@ -343,7 +419,9 @@ impl Scores {
     /// Keeps only the series for which `keep` is true (e.g. those of models still configured
     /// after a reload); returns how many were removed.
     pub fn retain(&self, mut keep: impl FnMut(&ScoreKey, &Scored) -> bool) -> usize {
-        let mut held = self.write();
+        let Some(mut held) = self.write() else {
+            return 0;
+        };
         let before = held.map.len();
         held.map.retain(|k, v| keep(k, &v.scored));
         before - held.map.len()
@@ -351,61 +429,86 @@ impl Scores {
 
     /// The `n` highest scores (highest first; ties by series), for "what is unusual now".
     pub fn top(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
-        let mut all: Vec<(ScoreKey, Scored)> = self
-            .read()
-            .map
-            .iter()
-            .filter(|(_, v)| v.scored.score.get() > 0.0)
-            .map(|(k, v)| (k.clone(), v.scored))
-            .collect();
-        all.sort_by(|a, b| {
-            b.1.score
-                .get()
-                .total_cmp(&a.1.score.get())
-                .then(a.0.cmp(&b.0))
-        });
-        all.truncate(n);
-        all
+        self.best(n, false)
     }
 
     /// The `n` highest scores, calm series (score 0) included, highest first (ties by
     /// series): the web UI's overview, which lists series even when nothing is unusual.
     pub fn ranked(&self, n: usize) -> Vec<(ScoreKey, Scored)> {
-        let held = self.read();
-        let mut all: Vec<(&ScoreKey, &Scored)> =
-            held.map.iter().map(|(k, v)| (k, &v.scored)).collect();
-        let order = |a: &(&ScoreKey, &Scored), b: &(&ScoreKey, &Scored)| {
+        self.best(n, true)
+    }
+
+    /// The `n` highest scores in one pass, a key built only for a verdict that may be among
+    /// them: a million series are neither all sorted nor all copied for a page of 50.
+    fn best(&self, n: usize, calm: bool) -> Vec<(ScoreKey, Scored)> {
+        let mut best: Vec<(ScoreKey, Scored)> = Vec::new();
+        if n == 0 {
+            return best;
+        }
+        let order = |a: &(ScoreKey, Scored), b: &(ScoreKey, Scored)| {
             b.1.score
                 .get()
                 .total_cmp(&a.1.score.get())
-                .then(a.0.cmp(b.0))
+                .then_with(|| a.0.cmp(&b.0))
         };
-        // A partial selection first, so a million series are not all sorted for a page of 50.
-        if n > 0 && all.len() > n {
-            all.select_nth_unstable_by(n - 1, order);
-        }
-        all.truncate(n);
-        all.sort_by(order);
-        all.into_iter().map(|(k, s)| (k.clone(), *s)).collect()
+        let mut names = Aliases::default();
+        // The `n`-th best at the last cut: a verdict ranked after it cannot be among the best.
+        let mut cut: Option<(ScoreKey, Scored)> = None;
+        self.each(&mut |query, model, labels, scored| {
+            if !calm && scored.score.get() <= 0.0 {
+                return;
+            }
+            if let Some((k, s)) = &cut {
+                let after = scored
+                    .score
+                    .get()
+                    .total_cmp(&s.score.get())
+                    .reverse()
+                    .then_with(|| (query, model, labels).cmp(&(&*k.query, &*k.model, &k.labels)))
+                    .is_gt();
+                if after {
+                    return;
+                }
+            }
+            let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+            best.push((key, *scored));
+            if best.len() >= 2 * n {
+                best.sort_by(order);
+                best.truncate(n);
+                cut = best.last().cloned();
+            }
+        });
+        best.sort_by(order);
+        best.truncate(n);
+        best
     }
 
     /// A held series for which `f` is true (any one, if several are), with its score.
     pub fn find(&self, mut f: impl FnMut(&ScoreKey) -> bool) -> Option<(ScoreKey, Scored)> {
-        self.read()
-            .map
-            .iter()
-            .find(|(k, _)| f(k))
-            .map(|(k, v)| (k.clone(), v.scored))
+        let mut names = Aliases::default();
+        let mut found = None;
+        self.each(&mut |query, model, labels, scored| {
+            if found.is_none() {
+                let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+                if f(&key) {
+                    found = Some((key, *scored));
+                }
+            }
+        });
+        found
     }
 
     /// How many series are held.
     pub fn len(&self) -> usize {
-        self.read().map.len()
+        match &*self.inner {
+            Backing::Table(_) => self.read().map_or(0, |h| h.map.len()),
+            Backing::Live(l) => l.len(),
+        }
     }
 
     /// Whether no series is held.
     pub fn is_empty(&self) -> bool {
-        self.read().map.is_empty()
+        self.len() == 0
     }
 
     /// Replaces every multivariate verdict's feature shares (the daemon sets them all after
@@ -429,22 +532,40 @@ impl Scores {
     /// The four output series of every held score (see [`ScoreKey::output_series`]): a full
     /// snapshot, e.g. for a remote_write output's first send.
     pub fn to_series(&self) -> Vec<Series> {
-        let held = self.read();
-        let mut out = Vec::with_capacity(held.map.len() * OUTPUTS.len());
-        for (key, v) in held.map.iter() {
-            out.extend(key.output_series(&v.scored));
-        }
+        let mut out = Vec::new();
+        let mut names = Aliases::default();
+        self.each(&mut |query, model, labels, scored| {
+            let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+            out.extend(key.output_series(scored));
+        });
         out
     }
 }
 
-/// A [`ScoreKey`]'s output labels as prometheus-client encodes them, with a `feature` label
-/// for [`CONTRIBUTION_METRIC`].
-struct OutputLabels<'a>(&'a ScoreKey, Option<&'a str>);
+/// Query and model aliases as shared `Arc`s for the keys built in one pass: a few distinct
+/// ones over any number of series.
+#[derive(Default)]
+struct Aliases(Vec<Arc<str>>);
+
+impl Aliases {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.0.iter().find(|a| &***a == name) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = name.into();
+        self.0.push(Arc::clone(&a));
+        a
+    }
+}
+
+/// A series' output labels (query, model, input labels) as prometheus-client encodes them,
+/// with a `feature` label for [`CONTRIBUTION_METRIC`].
+struct OutputLabels<'a>((&'a str, &'a str, &'a Labels), Option<&'a str>);
 
 impl EncodeLabelSet for OutputLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
-        for (name, value) in self.0.output_labels() {
+        let (query, model, labels) = self.0;
+        for (name, value) in output_labels(query, model, labels) {
             EncodeLabel::encode(&(name, value), encoder.encode_label())?;
         }
         if let Some(feature) = self.1 {
@@ -456,18 +577,22 @@ impl EncodeLabelSet for OutputLabels<'_> {
 
 impl Collector for Scores {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let held = self.read();
-        // In the table's order, the same in every family and from one scrape to the next while
+        // In the holder's order, the same in every family and from one scrape to the next while
         // no series comes or goes. Sorting by key took a third more CPU per scrape at 100,000
         // series (1.17 s against 0.87 s), for an order no Prometheus needs.
         for m in &OUTPUTS {
             let mut family = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
-            for (key, v) in held.map.iter() {
-                let labels = OutputLabels(key, None);
-                ConstGauge::new((m.value)(&v.scored)).encode(family.encode_family(&labels)?)?;
-            }
+            let mut result = Ok(());
+            self.each(&mut |query, model, labels, scored| {
+                if result.is_ok() {
+                    let labels = OutputLabels((query, model, labels), None);
+                    result = family
+                        .encode_family(&labels)
+                        .and_then(|e| ConstGauge::new((m.value)(scored)).encode(e));
+                }
+            });
+            result?;
         }
-        drop(held);
         let contributions = self
             .contributions
             .read()
@@ -483,7 +608,7 @@ impl Collector for Scores {
             )?;
             for (key, features) in contributions.iter() {
                 for (feature, share) in features {
-                    let labels = OutputLabels(key, Some(feature));
+                    let labels = OutputLabels((&key.query, &key.model, &key.labels), Some(feature));
                     ConstGauge::new(*share).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -588,7 +713,7 @@ mod tests {
         // Keys new in one sync share their aliases.
         let c = labels(&[("pod", "c")]);
         scores.sync([("q", "m1", &b, at(14, 0.0)), ("q", "m1", &c, at(14, 0.0))]);
-        let held = scores.read();
+        let held = scores.read().unwrap();
         let keys: Vec<&ScoreKey> = held.map.keys().collect();
         assert!(Arc::ptr_eq(&keys[0].query, &keys[1].query));
     }
@@ -626,6 +751,111 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains("portent_feature_contribution"), "{text}");
+    }
+
+    /// Verdicts held elsewhere, as the daemon's store holds them.
+    struct Held(Vec<(String, String, Labels, Scored)>);
+
+    impl LatestScores for Held {
+        fn for_each(&self, visit: &mut dyn FnMut(&str, &str, &Labels, &Scored)) {
+            for (q, m, l, s) in &self.0 {
+                visit(q, m, l, s);
+            }
+        }
+
+        fn get(&self, query: &str, model: &str, labels: &Labels) -> Option<Scored> {
+            self.0
+                .iter()
+                .find(|(q, m, l, _)| q == query && m == model && l == labels)
+                .map(|v| v.3)
+        }
+
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    /// 600 verdicts over two queries and models, half of them calm and many tied.
+    fn verdicts() -> Vec<(String, String, Labels, Scored)> {
+        (0..600u32)
+            .map(|i| {
+                let score = if i % 2 == 0 {
+                    0.0
+                } else {
+                    f64::from(i % 7) / 7.0
+                };
+                let mut s = Scored::unknown(Timestamp::from_secs(1_000), f64::from(i));
+                s.score = portent_core::Score::new(score).unwrap();
+                (s.yhat, s.yhat_lower, s.yhat_upper) = (1.0, 0.5, 1.5);
+                let pod = format!("p{}", (i * 7919) % 600);
+                (
+                    format!("q{}", i % 2),
+                    format!("m{}", i % 3),
+                    labels(&[("pod", &pod)]),
+                    s,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn live_scores_read_in_place_as_a_table_would_hold_them() {
+        let table = Scores::new();
+        table.sync(
+            verdicts()
+                .iter()
+                .map(|(q, m, l, s)| (q.as_str(), m.as_str(), l, *s)),
+        );
+        let live = Scores::live(Held(verdicts()));
+        // The best `n` in one pass are the first `n` of a full sort, calm or not, ties by key.
+        let mut sorted: Vec<(ScoreKey, Scored)> = verdicts()
+            .into_iter()
+            .map(|(q, m, l, s)| (ScoreKey::new(q.into(), m.into(), l), s))
+            .collect();
+        sorted.sort_by(|a, b| {
+            b.1.score
+                .get()
+                .total_cmp(&a.1.score.get())
+                .then(a.0.cmp(&b.0))
+        });
+        let unusual: Vec<_> = sorted
+            .iter()
+            .filter(|(_, s)| s.score.get() > 0.0)
+            .cloned()
+            .collect();
+        let keys = |v: Vec<(ScoreKey, Scored)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        for n in [0, 1, 7, 50, 299, 300, 301, 600, 700] {
+            for scores in [&table, &live] {
+                let want = |all: &[(ScoreKey, Scored)]| keys(all[..n.min(all.len())].to_vec());
+                assert_eq!(keys(scores.ranked(n)), want(&sorted), "ranked({n})");
+                assert_eq!(keys(scores.top(n)), want(&unusual), "top({n})");
+            }
+        }
+        let (key, scored) = &sorted[10];
+        assert_eq!(live.get(key), Some(*scored));
+        assert_eq!(live.find(|k| k == key).map(|f| f.1), Some(*scored));
+        assert_eq!(live.len(), 600);
+        // Writes do nothing to live scores: their holder's state is the truth.
+        live.set(
+            key.clone(),
+            Scored::unknown(Timestamp::from_secs(2_000), 0.0),
+        );
+        assert_eq!(live.remove_older_than(Timestamp::from_secs(5_000)), 0);
+        assert_eq!(live.get(key), Some(*scored));
+        // The same exposition, line for line (each in its holder's order).
+        let text = |scores: &Scores| {
+            let mut registry = Registry::default();
+            scores.register(&mut registry);
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        let exposed = text(&live);
+        assert_eq!(exposed.len(), 4 * 600 + 4 * 2 + 1, "{:?}", &exposed[..5]);
+        assert_eq!(exposed, text(&table));
+        assert_eq!(live.to_series().len(), 4 * 600);
     }
 
     #[test]
