@@ -21,7 +21,7 @@
 //!   are refused; both are counted as [`IngestStats::buffer_full`]. Series that stop arriving
 //!   are dropped by [`PushBuffer::expire`].
 //!
-//! Memory: each ring keeps its newest 8 to 16 samples as they are (16 bytes each) and packs the
+//! Memory: each ring keeps its newest 8 to 12 samples as they are (16 bytes each) and packs the
 //! older ones (see `samples`): 1 to 4 bytes a sample for counters, whole-number gauges and
 //! repeated values, about 8 for noisy floats, 17 at worst. A ring is given room for its share
 //! of the bounds at once, and an eighth more. So the samples take about half of `16 ×
