@@ -68,7 +68,7 @@ pub use routes::{
 };
 pub use scores::{
     CONTRIBUTION_METRIC, Contributions, FEATURE_LABEL, LatestScores, METRIC_LABEL, MODEL_LABEL,
-    OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, output_label_name,
+    OUTPUT_METRICS, QUERY_LABEL, ScoreKey, Scores, Verdicts, output_label_name,
 };
 pub use telemetry::{PUSH_DROP_REASONS, SelfMetrics};
 pub use ui::ui_router;

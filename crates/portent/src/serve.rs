@@ -50,7 +50,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use portent_config::{Config, QuerySource};
-use portent_core::Timestamp;
+use portent_core::{Labels, Scored, Timestamp};
 use portent_engine::{Plan, PushBuffer, Scheduler, StepReport};
 use portent_prom::Client;
 
@@ -752,41 +752,35 @@ fn publish_contributions(scheduler: &Scheduler, scores: &Scores) {
 struct LiveScores(Arc<Mutex<Engine>>);
 
 impl portent_server::LatestScores for LiveScores {
-    fn for_each(
-        &self,
-        visit: &mut dyn FnMut(&str, &str, &portent_core::Labels, &portent_core::Scored),
-    ) {
-        let engine = lock(&self.0);
-        for l in engine.scheduler.store().latest() {
+    fn read(&self, read: &mut dyn FnMut(&dyn portent_server::Verdicts)) {
+        read(&Tracked(&lock(&self.0).scheduler));
+    }
+}
+
+/// The latest verdicts of what `scheduler` tracks, under the engine's lock.
+struct Tracked<'a>(&'a Scheduler);
+
+impl portent_server::Verdicts for Tracked<'_> {
+    fn for_each(&self, visit: &mut dyn FnMut(&str, &str, &Labels, &Scored)) {
+        for l in self.0.store().latest() {
             visit(l.query, l.model, l.labels, l.scored);
         }
-        for j in engine.scheduler.joint_latest() {
+        for j in self.0.joint_latest() {
             visit(j.model, j.model, j.labels, j.scored);
         }
     }
 
-    fn get(
-        &self,
-        query: &str,
-        model: &str,
-        labels: &portent_core::Labels,
-    ) -> Option<portent_core::Scored> {
-        latest_of(&lock(&self.0).scheduler, query, model, labels)
+    fn get(&self, query: &str, model: &str, labels: &Labels) -> Option<Scored> {
+        latest_of(self.0, query, model, labels)
     }
 
     fn len(&self) -> usize {
-        let engine = lock(&self.0);
-        engine.scheduler.store().latest().count() + engine.scheduler.joint_latest().count()
+        self.0.store().latest().count() + self.0.joint_latest().count()
     }
 }
 
 /// The latest verdict of one series or multivariate entity (whose query is its model).
-fn latest_of(
-    scheduler: &Scheduler,
-    query: &str,
-    model: &str,
-    labels: &portent_core::Labels,
-) -> Option<portent_core::Scored> {
+fn latest_of(scheduler: &Scheduler, query: &str, model: &str, labels: &Labels) -> Option<Scored> {
     if let Some(e) = scheduler.store().get(model, query, labels) {
         return e.latest;
     }
