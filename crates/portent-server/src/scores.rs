@@ -268,10 +268,10 @@ impl Verdicts for Held {
     }
 }
 
-/// The latest verdict of every series, in a hash table: the daemon sets all of them after every
-/// step, and at 100,000 series the ordered map this was spent more time comparing label sets
-/// than the engine spent scoring (a third of the daemon's cycles). Keys hash as their labels,
-/// with [`LabelsHash`], in the engine's order.
+/// The latest verdict of every series, in a hash table: when the daemon set all of them after
+/// every step (before it read its store in place), at 100,000 series the ordered map this was
+/// spent more time comparing label sets than the engine spent scoring (a third of the daemon's
+/// cycles). Keys hash as their labels, with [`LabelsHash`], in the engine's order.
 #[derive(Debug, Default)]
 struct Held {
     map: HashMap<ScoreKey, Verdict, LabelsHash>,
