@@ -155,6 +155,19 @@ struct Entity {
     previous: Option<(i64, Score)>,
 }
 
+impl Entity {
+    /// Its latest verdict as `job`'s, under `labels` (its key), if it has one.
+    fn latest<'a>(&'a self, job: &'a JointJob, labels: &'a Labels) -> Option<JointLatest<'a>> {
+        Some(JointLatest {
+            model: &job.model,
+            labels,
+            scored: self.latest.as_ref()?,
+            features: &job.features,
+            contributions: &self.contributions,
+        })
+    }
+}
+
 /// One joint job's progress and state.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct JointRun {
@@ -290,15 +303,19 @@ impl JointJob {
 impl JointRun {
     /// Every entity's latest verdict.
     pub(crate) fn latest<'a>(&'a self, job: &'a JointJob) -> impl Iterator<Item = JointLatest<'a>> {
-        self.entities.iter().filter_map(move |(labels, e)| {
-            Some(JointLatest {
-                model: &job.model,
-                labels,
-                scored: e.latest.as_ref()?,
-                features: &job.features,
-                contributions: &e.contributions,
-            })
-        })
+        self.entities
+            .iter()
+            .filter_map(move |(labels, e)| e.latest(job, labels))
+    }
+
+    /// The latest verdict of the entity `labels`, if it has one.
+    pub(crate) fn latest_of<'a>(
+        &'a self,
+        job: &'a JointJob,
+        labels: &Labels,
+    ) -> Option<JointLatest<'a>> {
+        let (labels, e) = self.entities.get_key_value(labels)?;
+        e.latest(job, labels)
     }
 
     /// How many entities are tracked.

@@ -453,6 +453,17 @@ impl Scheduler {
             .flat_map(|(job, run)| run.latest(job))
     }
 
+    /// The latest verdict of multivariate model `model` for the entity `labels`: one lookup,
+    /// where [`Scheduler::joint_latest`] walks every entity.
+    pub fn joint_latest_of(&self, model: &str, labels: &Labels) -> Option<JointLatest<'_>> {
+        self.plan
+            .joint
+            .iter()
+            .zip(&self.joint)
+            .find(|(job, _)| job.model == model)
+            .and_then(|(job, run)| run.latest_of(job, labels))
+    }
+
     /// Series and multivariate entities tracked.
     pub fn tracked(&self) -> usize {
         self.store.len() + self.joint.iter().map(JointRun::len).sum::<usize>()

@@ -258,6 +258,14 @@ fn the_latest_verdicts_name_each_entity_with_each_features_share() {
     assert_eq!(a.contributions.len(), 2);
     assert!((a.contributions.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     assert_eq!(s.tracked(), 3);
+    // Each is found by its model and labels alone, and nothing else is.
+    for l in &latest {
+        let found = s.joint_latest_of(l.model, l.labels).unwrap();
+        assert!(std::ptr::eq(found.scored, l.scored) && found.labels == l.labels);
+        assert!(s.joint_latest_of("no such model", l.labels).is_none());
+    }
+    let stranger = portent_core::Labels::new([("pod", "stranger")]).unwrap();
+    assert!(s.joint_latest_of(latest[0].model, &stranger).is_none());
 }
 
 #[test]

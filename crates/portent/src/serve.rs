@@ -785,12 +785,7 @@ fn latest_of(scheduler: &Scheduler, query: &str, model: &str, labels: &Labels) -
         return e.latest;
     }
     (query == model)
-        .then(|| {
-            scheduler
-                .joint_latest()
-                .find(|j| j.model == model && j.labels == labels)
-                .map(|j| *j.scored)
-        })
+        .then(|| scheduler.joint_latest_of(model, labels).map(|j| *j.scored))
         .flatten()
 }
 
