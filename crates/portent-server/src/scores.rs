@@ -389,7 +389,6 @@ impl Scores {
         let pass = held.pass;
         // Aliases of new keys, shared: a few distinct ones over any number of series.
         let mut names = Aliases::default();
-        let mut name = |n: &str| names.get(n);
         let mut set = 0usize;
         for (query, model, labels, scored) in latest {
             let found = held.map.get_mut(&KeyRef {
@@ -403,7 +402,7 @@ impl Scores {
                     *v = Verdict { scored, pass };
                 }
                 None => {
-                    let key = ScoreKey::new(name(query), name(model), labels.clone());
+                    let key = names.key(query, model, labels);
                     held.map.insert(key, Verdict { scored, pass });
                     set += 1;
                 }
@@ -497,7 +496,7 @@ impl Scores {
                     return;
                 }
             }
-            let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+            let key = names.key(query, model, labels);
             best.push((key, *scored));
             if best.len() >= 2 * n {
                 best.sort_by(order);
@@ -516,7 +515,7 @@ impl Scores {
         let mut found = None;
         self.each(&mut |query, model, labels, scored| {
             if found.is_none() {
-                let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+                let key = names.key(query, model, labels);
                 if f(&key) {
                     found = Some((key, *scored));
                 }
@@ -559,7 +558,7 @@ impl Scores {
         let mut out = Vec::new();
         let mut names = Aliases::default();
         self.each(&mut |query, model, labels, scored| {
-            let key = ScoreKey::new(names.get(query), names.get(model), labels.clone());
+            let key = names.key(query, model, labels);
             out.extend(key.output_series(scored));
         });
         out
@@ -572,6 +571,11 @@ impl Scores {
 struct Aliases(Vec<Arc<str>>);
 
 impl Aliases {
+    /// The key of `labels` under `query` and `model`, with shared aliases.
+    fn key(&mut self, query: &str, model: &str, labels: &Labels) -> ScoreKey {
+        ScoreKey::new(self.get(query), self.get(model), labels.clone())
+    }
+
     fn get(&mut self, name: &str) -> Arc<str> {
         if let Some(a) = self.0.iter().find(|a| &***a == name) {
             return Arc::clone(a);
