@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// [`Ewma::push`]. A detector holds six of these for each of a million series, and their
 /// factors are constants or follow from options every series of a model shares: kept inline
 /// they were 48 of a detector's bytes.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
 pub struct Ewma {
     value: f64,
     weight: f64,
