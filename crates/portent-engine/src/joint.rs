@@ -33,7 +33,7 @@ use portent_models::multivariate::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{Cadence, Request, SourceError, StepReport, StepScore};
+use crate::schedule::{Cadence, Recorder, Request, SourceError, StepReport, StepScore};
 use crate::source::{HistorySource, RangeQuery};
 use crate::store::{Group, Store};
 
@@ -211,13 +211,13 @@ struct EntityRows {
 }
 
 /// What a joint job's score tick reads of the scheduler besides its own state.
-pub(crate) struct Context<'a> {
+pub(crate) struct Context<'a, 's> {
     /// The univariate state, for the verdicts combined with the rows', and the pools.
     pub(crate) store: &'a mut Store,
     /// Entities unseen this long are forgotten.
     pub(crate) retention_ms: i64,
-    /// Whether to put every verdict in the report.
-    pub(crate) record: bool,
+    /// Where the verdicts go.
+    pub(crate) rec: &'a mut Recorder<'s>,
 }
 
 /// The labels `names` of `labels`, if it has every one.
@@ -330,7 +330,7 @@ impl JointRun {
         job: &JointJob,
         now: Timestamp,
         source: &mut S,
-        cx: &mut Context<'_>,
+        cx: &mut Context<'_, '_>,
         report: &mut StepReport,
     ) {
         let step = job.step_ms;
@@ -431,15 +431,16 @@ impl JointRun {
                 };
                 let (verdict, contributions) = verdict(job, &row_score, t, &entity.sources, groups);
                 report.joint_rows_scored += 1;
-                if cx.record {
-                    report.scores.push(StepScore {
+                if cx.rec.on() {
+                    let score = StepScore {
                         model: model.clone(),
                         query: model.clone(),
                         labels: labels.clone(),
                         scored: verdict,
                         // Entities are not followed from tick to tick that way: always news.
                         first: true,
-                    });
+                    };
+                    cx.rec.push(report, score);
                 }
                 // As for series, the tick's most anomalous verdict is the one on show.
                 if shown.as_ref().is_none_or(|(s, _)| verdict.score >= s.score) {

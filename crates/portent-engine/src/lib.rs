@@ -88,7 +88,8 @@ pub use joint::{Feature, JointJob, JointLatest, WARM_UP_MS, sustained};
 pub use persist::{PersistError, SaveStats, load, save};
 pub use push::{IngestStats, NotAPushQuery, PushBuffer, PushLimits, PushQuery, Selector};
 pub use schedule::{
-    Cadence, Job, Plan, PlanError, Request, Scheduler, SourceError, StepReport, StepScore,
+    Cadence, Job, Plan, PlanError, Request, SINK_CHUNK, Scheduler, ScoreSink, SourceError,
+    StepReport, StepScore,
 };
 pub use source::{Hint, HistorySource, MemorySource, RangeQuery};
 pub use store::{Entry, Latest, Store};

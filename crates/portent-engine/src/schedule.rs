@@ -251,7 +251,8 @@ pub struct SourceError {
     pub message: String,
 }
 
-/// One verdict given during a step (when recording, see [`Scheduler::record_scores`]).
+/// One verdict given during a step (when recording, see [`Scheduler::record_scores`], or
+/// to a sink, see [`Scheduler::step_into`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepScore {
     /// The model alias.
@@ -307,7 +308,8 @@ pub struct StepReport {
     pub score_time: Duration,
     /// Time spent in fit ticks (reading history, refitting).
     pub fit_time: Duration,
-    /// Every verdict, when recording; empty otherwise.
+    /// Every verdict, when recording; empty otherwise, and after [`Scheduler::step_into`],
+    /// whose sink took them.
     pub scores: Vec<StepScore>,
     /// Samples scored by each job (indexed as [`Plan::jobs`]), so that a caller can count
     /// them by source.
@@ -332,6 +334,62 @@ struct JobState {
 /// memories, enough for its level, scale and tails, and a bound on the cost of warming up a
 /// million series on start.
 pub const WARM_UP_SAMPLES: usize = 4_000;
+
+/// Verdicts handed to a [`Scheduler::step_into`] sink at a time: small next to a tick of
+/// 100,000 series, whose verdicts held at once (128 bytes each) were most of the daemon's
+/// peak over its resident memory.
+pub const SINK_CHUNK: usize = 4_096;
+
+/// Where a step's verdicts go: nowhere, into [`StepReport::scores`], or to a caller's sink
+/// [`SINK_CHUNK`] at a time.
+pub(crate) struct Recorder<'s> {
+    on: bool,
+    sink: Option<&'s mut ScoreSink<'s>>,
+}
+
+/// What [`Scheduler::step_into`] hands verdicts to; it may take them out of the vector.
+pub type ScoreSink<'s> = dyn FnMut(&mut Vec<StepScore>) + 's;
+
+impl Recorder<'_> {
+    /// Whether verdicts are recorded at all: building them costs a clone of their labels.
+    pub(crate) fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Makes room for a tick of `n` verdicts at once (in the report), or a chunk (for a sink).
+    fn reserve(&self, report: &mut StepReport, n: usize) {
+        if self.on {
+            // Grown by doubling, the vector and its old copies peaked at 34 MB at 100,000
+            // series, and resident memory keeps what the peak took.
+            let more = match self.sink {
+                Some(_) => SINK_CHUNK.saturating_sub(report.scores.len()),
+                None => n,
+            };
+            report.scores.reserve(more);
+        }
+    }
+
+    /// Records one verdict, handing a full chunk to the sink.
+    pub(crate) fn push(&mut self, report: &mut StepReport, score: StepScore) {
+        if !self.on {
+            return;
+        }
+        report.scores.push(score);
+        if report.scores.len() >= SINK_CHUNK {
+            self.flush(report);
+        }
+    }
+
+    /// Hands what the report holds to the sink, if there is one.
+    fn flush(&mut self, report: &mut StepReport) {
+        if let Some(sink) = self.sink.as_mut()
+            && !report.scores.is_empty()
+        {
+            sink(&mut report.scores);
+            report.scores.clear();
+        }
+    }
+}
 
 /// The first tick of `every` strictly after `now`.
 fn next_tick(now: Timestamp, every: i64) -> Timestamp {
@@ -386,8 +444,9 @@ impl Scheduler {
         ))
     }
 
-    /// Whether steps return every verdict in [`StepReport::scores`] (for backtests); off by
-    /// default, since the daemon reads the latest verdicts from the store instead.
+    /// Whether steps return every verdict in [`StepReport::scores`] (for backtests and
+    /// tests); off by default. The daemon hands them to its consumers a chunk at a time
+    /// instead ([`Scheduler::step_into`]), and reads the latest from the store.
     pub fn record_scores(&mut self, on: bool) {
         self.record = on;
     }
@@ -476,6 +535,39 @@ impl Scheduler {
         now: Timestamp,
         source: &mut S,
     ) -> StepReport {
+        let rec = Recorder {
+            on: self.record,
+            sink: None,
+        };
+        self.step_with(now, source, rec)
+    }
+
+    /// [`Scheduler::step`] that hands every verdict to `sink`, in chunks of at most
+    /// [`SINK_CHUNK`], as the step gives them, whether or not [`Scheduler::record_scores`]
+    /// is on; the report's `scores` come back empty. A caller that keeps a small part of each
+    /// verdict never holds a whole tick's verdicts at once.
+    ///
+    /// The sink runs while the step is under way, with the source in the middle of a read
+    /// (a push buffer is locked then): it must not call back into the scheduler or the source.
+    pub fn step_into<S: HistorySource + ?Sized>(
+        &mut self,
+        now: Timestamp,
+        source: &mut S,
+        sink: &mut ScoreSink<'_>,
+    ) -> StepReport {
+        let rec = Recorder {
+            on: true,
+            sink: Some(sink),
+        };
+        self.step_with(now, source, rec)
+    }
+
+    fn step_with<S: HistorySource + ?Sized>(
+        &mut self,
+        now: Timestamp,
+        source: &mut S,
+        mut rec: Recorder<'_>,
+    ) -> StepReport {
         let mut report = StepReport {
             now,
             samples_scored_by_job: vec![0; self.jobs.len()],
@@ -487,7 +579,7 @@ impl Scheduler {
                 report.score_ticks += 1;
                 let started = Instant::now();
                 let before = report.samples_scored;
-                self.score(i, now, source, &mut report);
+                self.score(i, now, source, &mut rec, &mut report);
                 report.samples_scored_by_job[i] = report.samples_scored - before;
                 report.score_time += started.elapsed();
                 self.jobs[i].next_score = Some(next_tick(now, cadence.score_every_ms));
@@ -517,7 +609,7 @@ impl Scheduler {
                 let mut cx = Context {
                     store: &mut self.store,
                     retention_ms: self.plan.retention_ms,
-                    record: self.record,
+                    rec: &mut rec,
                 };
                 run.score(job, now, source, &mut cx, &mut report);
                 report.score_time += started.elapsed();
@@ -541,6 +633,7 @@ impl Scheduler {
                 Some(_) => {}
             }
         }
+        rec.flush(&mut report);
         report
     }
 
@@ -579,6 +672,7 @@ impl Scheduler {
         i: usize,
         now: Timestamp,
         source: &mut S,
+        rec: &mut Recorder<'_>,
         report: &mut StepReport,
     ) {
         let job = &self.plan.jobs[i];
@@ -605,24 +699,24 @@ impl Scheduler {
             step_ms: job.step_ms,
             request: Request::Score,
         };
-        let record = self.record;
         let group = self.store.group_mut(state.group);
-        if record {
-            // A verdict per tracked series, most ticks: room for them all at once. Grown by
-            // doubling, the vector and its old copies peaked at 34 MB at 100,000 series, and
-            // resident memory keeps what the peak took.
-            report.scores.reserve(group.len());
-        }
+        // A verdict per tracked series, most ticks.
+        rec.reserve(report, group.len());
         let (model, query) = (group.model_arc(), group.query_arc());
-        let emit = |labels: &Labels, scored: Scored, first: bool, report: &mut StepReport| {
-            if record {
-                report.scores.push(StepScore {
+        let emit = |labels: &Labels,
+                    scored: Scored,
+                    first: bool,
+                    rec: &mut Recorder<'_>,
+                    report: &mut StepReport| {
+            if rec.on() {
+                let score = StepScore {
                     model: model.clone(),
                     query: query.clone(),
                     labels: labels.clone(),
                     scored,
                     first,
-                });
+                };
+                rec.push(report, score);
             }
         };
         let mut new = Vec::new();
@@ -655,7 +749,7 @@ impl Scheduler {
             match group.get_adopting(labels, hint) {
                 Some(entry) => {
                     let first = entry.first_report();
-                    observe_new(entry, samples, |s| emit(labels, s, first, report))
+                    observe_new(entry, samples, |s| emit(labels, s, first, rec, report))
                         .count_into(report);
                 }
                 None if samples.is_empty() || is_ended => {}
@@ -703,13 +797,13 @@ impl Scheduler {
                     entry.latest = Some(s);
                     report.missing += 1;
                     let first = entry.first_report();
-                    emit(&labels, s, first, report);
+                    emit(&labels, s, first, rec, report);
                 }
             }
         }
         self.jobs[i].scored_until = Some(now);
         if !new.is_empty() {
-            self.warm_up(i, from, new, source, report);
+            self.warm_up(i, from, new, source, rec, report);
         }
     }
 
@@ -720,6 +814,7 @@ impl Scheduler {
         from: Timestamp,
         new: Vec<Series>,
         source: &mut S,
+        rec: &mut Recorder<'_>,
         report: &mut StepReport,
     ) {
         let job = &self.plan.jobs[i];
@@ -739,7 +834,6 @@ impl Scheduler {
         let mut history: HashMap<Labels, Vec<Sample>> =
             history.into_iter().map(|s| (s.labels, s.samples)).collect();
         let config = job.detector;
-        let record = self.record;
         let group = self.store.group_mut(self.jobs[i].group);
         let (model, query) = (group.model_arc(), group.query_arc());
         for series in new {
@@ -765,14 +859,15 @@ impl Scheduler {
             entry.last_scored = past.last().map(|s| s.t);
             entry.reported = true;
             observe_new(&mut entry, &series.samples, |scored| {
-                if record {
-                    report.scores.push(StepScore {
+                if rec.on() {
+                    let score = StepScore {
                         model: model.clone(),
                         query: query.clone(),
                         labels: series.labels.clone(),
                         scored,
                         first: true,
-                    });
+                    };
+                    rec.push(report, score);
                 }
             })
             .count_into(report);

@@ -452,3 +452,61 @@ fn a_whole_query_going_quiet_is_a_gap_in_the_source_not_missing_data() {
     );
     assert!(gaps >= 12, "{gaps} ticks named the gap");
 }
+
+#[test]
+fn a_sink_takes_every_verdict_in_chunks_as_the_report_would_hold_them() {
+    // Enough pods that one tick gives several chunks: 3,000 series, five samples a tick. Pod
+    // 0 stops after the first ticks, so that missing-data verdicts go to the sink too, and
+    // every pod is new at the first tick, so the warm-up's verdicts do.
+    let (pods, until) = (3_000, T0 + DAY + 30 * MIN);
+    let mut data = MemorySource::new();
+    for p in 0..pods {
+        let name = format!("p{p}");
+        let end = if p == 0 { T0 + DAY + 5 * MIN } else { until };
+        data.insert("cpu", cpu(&name, p << 32, T0 + DAY - 3 * HOUR, end));
+    }
+    let src = || Fake {
+        data: data.clone(),
+        now: 0,
+        requests: 0,
+    };
+    let (mut kept_src, mut sunk_src) = (src(), src());
+    let mut plan = plan();
+    plan.jobs[0].cadence.fit_window_ms = 3 * HOUR;
+    let mut kept = Scheduler::new(plan.clone()).unwrap();
+    kept.record_scores(true);
+    // Not recording: a sink gets the verdicts anyway.
+    let mut sunk = Scheduler::new(plan).unwrap();
+    let (mut all, mut chunks) = (Vec::new(), Vec::new());
+    let mut now = T0 + DAY;
+    while now <= until {
+        let expected = step(&mut kept, &mut kept_src, now);
+        sunk_src.now = now;
+        let before = all.len();
+        let mut report = sunk.step_into(Timestamp::from_millis(now), &mut sunk_src, &mut |c| {
+            chunks.push(c.len());
+            // A sink may take the verdicts out; whatever it leaves is cleared.
+            all.append(c);
+        });
+        assert!(report.scores.is_empty());
+        report.scores = all[before..].to_vec();
+        report.score_time = expected.score_time;
+        report.fit_time = expected.fit_time;
+        // Compared as printed: a missing-data verdict's value is NaN, unequal to itself.
+        assert_eq!(format!("{report:?}"), format!("{expected:?}"), "at {now}");
+        now = kept.next_due().unwrap().millis();
+    }
+    assert!(
+        all.iter()
+            .any(|s| s.scored.reason == Some(Reason::MissingData)),
+        "no missing-data verdict"
+    );
+    assert!(chunks.len() > 7, "{chunks:?}");
+    assert!(
+        chunks
+            .iter()
+            .all(|&n| (1..=portent_engine::SINK_CHUNK).contains(&n)),
+        "{chunks:?}"
+    );
+    assert_eq!(format!("{:?}", kept.store()), format!("{:?}", sunk.store()));
+}

@@ -152,12 +152,32 @@ impl Incidents {
         }
     }
 
-    /// Offers one step's verdicts to the hub.
+    /// Offers one step's verdicts to the hub: [`Incidents::offer`], [`Incidents::take`] and
+    /// [`Incidents::close`] at once.
     pub(crate) fn observe(
         &self,
         scores: &[StepScore],
         now: portent_core::Timestamp,
     ) -> portent_server::incidents::Observed {
+        let mut offer = self.offer();
+        self.take(&mut offer, scores);
+        self.close(offer, now)
+    }
+
+    /// Starts offering one step's verdicts, which [`Incidents::take`] then reads a part at a
+    /// time, so that the daemon never holds a whole tick of them.
+    pub(crate) fn offer(&self) -> Offer {
+        // Learning where pods run opens no incident: the members of the open incidents are
+        // the same before the step's verdicts as after.
+        Offer {
+            members: self.hub.open_members(),
+            candidates: Vec::new(),
+        }
+    }
+
+    /// Learns from `scores` and keeps those the hub is to judge: the verdicts at or over
+    /// their threshold, and any of a member of an open incident.
+    pub(crate) fn take(&self, offer: &mut Offer, scores: &[StepScore]) {
         // A series' pod is placed on its first verdict, then refreshed now and then: its
         // labels, and so its placement, never change.
         self.hub.learn(scores.iter().map(|s| {
@@ -166,7 +186,7 @@ impl Incidents {
         }));
         // Verdicts below their threshold only of the members of open incidents: one still
         // beyond its pre-incident band keeps its incident active.
-        let members = self.hub.open_members();
+        let members = &offer.members;
         let candidates = scores.iter().filter_map(|s| {
             let threshold = *self.thresholds.get(&*s.model)?;
             let member = || {
@@ -184,8 +204,23 @@ impl Incidents {
                 threshold,
             })
         });
-        self.hub.observe(candidates, now)
+        offer.candidates.extend(candidates);
     }
+
+    /// Hands the step's candidates to the hub, at the step's clock.
+    pub(crate) fn close(
+        &self,
+        offer: Offer,
+        now: portent_core::Timestamp,
+    ) -> portent_server::incidents::Observed {
+        self.hub.observe(offer.candidates, now)
+    }
+}
+
+/// One step's verdicts on their way to the hub (see [`Incidents::offer`]).
+pub(crate) struct Offer {
+    members: Option<portent_incidents::OpenMembers>,
+    candidates: Vec<Candidate>,
 }
 
 /// Runs the notifier until `stop`: every [`NOTIFY_EVERY`] the packs are explained

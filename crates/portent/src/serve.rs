@@ -285,7 +285,7 @@ const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 async fn serve(
     mut daemon: Daemon,
     config: Config,
-    mut scheduler: Scheduler,
+    scheduler: Scheduler,
     client: Option<Client>,
 ) -> Result<()> {
     let mut registry = Registry::default();
@@ -299,8 +299,6 @@ async fn serve(
         .with_context(|| format!("creating storage.dir {}", dir.display()))?;
     let incidents = Incidents::new(&config)?;
     let hub = incidents.as_ref().map(|i| i.hub.clone());
-    // Every step's verdicts: the web UI's history needs them even without other consumers.
-    scheduler.record_scores(true);
     let push = Arc::new(Mutex::new(PushBuffer::new(
         push_queries(&config)?,
         push_limits(&config),
@@ -634,7 +632,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
         }
         let handle = Handle::current();
         let (eng, sc, push) = (Arc::clone(&l.engine), l.scores.clone(), Arc::clone(&l.push));
-        let history = l.history.clone();
+        let (history, outputs) = (l.history.clone(), Arc::clone(&l.outputs));
         let stepped = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&eng);
             let e = &mut *guard;
@@ -656,11 +654,27 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 windows: &windows,
             };
             let t = now();
-            let report = e.scheduler.step(t, &mut source);
+            // Each consumer keeps a small part of the verdicts (the incidents those over their
+            // threshold, the history up to its series, the outputs those of their models), so
+            // they take them a chunk at a time: a whole tick of them at once, 128 bytes a
+            // series, was most of the peak over resident memory.
+            let mut offer = e.incidents.as_ref().map(Incidents::offer);
+            let report = e.scheduler.step_into(t, &mut source, &mut |chunk| {
+                if let (Some(i), Some(o)) = (&e.incidents, offer.as_mut()) {
+                    i.take(o, chunk);
+                }
+                history.record(
+                    chunk
+                        .iter()
+                        .map(|s| (&s.query, &s.model, &s.labels, &s.scored)),
+                );
+                outputs.enqueue(chunk);
+            });
             let observed = e
                 .incidents
                 .as_ref()
-                .map(|i| i.observe(&report.scores, t))
+                .zip(offer)
+                .map(|(i, o)| i.close(o, t))
                 .unwrap_or_default();
             publish_contributions(&e.scheduler, &sc);
             // Charts of series the daemon no longer tracks (expired, ended, dropped by a
@@ -690,17 +704,13 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
             )
         })
         .await;
-        let (mut report, tracked, pushed, is_push, push_queries, observed) = match stepped {
+        let (report, tracked, pushed, is_push, push_queries, observed) = match stepped {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("portent: a step panicked: {e}");
                 continue;
             }
         };
-        let verdicts = report.scores.iter();
-        l.history
-            .record(verdicts.map(|s| (&s.query, &s.model, &s.labels, &s.scored)));
-        l.outputs.enqueue(&std::mem::take(&mut report.scores));
         l.metrics.set_push_buffer(pushed.0, pushed.1);
         l.metrics.add_incident_anomalies(
             u64::try_from(observed.0).unwrap_or(0),
