@@ -187,8 +187,18 @@ impl Incidents {
         // Verdicts below their threshold only of the members of open incidents: one still
         // beyond its pre-incident band keeps its incident active.
         let members = &offer.members;
+        // Verdicts come a model's series after another: its threshold is looked up once a
+        // run, not hashed from its alias for each verdict.
+        let mut last: Option<(&Arc<str>, Option<Score>)> = None;
         let candidates = scores.iter().filter_map(|s| {
-            let threshold = *self.thresholds.get(&*s.model)?;
+            let threshold = match last {
+                Some((model, t)) if Arc::ptr_eq(model, &s.model) => t,
+                _ => {
+                    let t = self.thresholds.get(&*s.model).copied();
+                    last = Some((&s.model, t));
+                    t
+                }
+            }?;
             let member = || {
                 members
                     .as_ref()
