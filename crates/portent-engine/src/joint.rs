@@ -431,17 +431,14 @@ impl JointRun {
                 };
                 let (verdict, contributions) = verdict(job, &row_score, t, &entity.sources, groups);
                 report.joint_rows_scored += 1;
-                if cx.rec.on() {
-                    let score = StepScore {
-                        model: model.clone(),
-                        query: model.clone(),
-                        labels: labels.clone(),
-                        scored: verdict,
-                        // Entities are not followed from tick to tick that way: always news.
-                        first: true,
-                    };
-                    cx.rec.push(report, score);
-                }
+                cx.rec.push(report, || StepScore {
+                    model: model.clone(),
+                    query: model.clone(),
+                    labels: labels.clone(),
+                    scored: verdict,
+                    // Entities are not followed from tick to tick that way: always news.
+                    first: true,
+                });
                 // As for series, the tick's most anomalous verdict is the one on show.
                 if shown.as_ref().is_none_or(|(s, _)| verdict.score >= s.score) {
                     shown = Some((verdict, contributions));

@@ -351,11 +351,6 @@ pub(crate) struct Recorder<'s> {
 pub type ScoreSink<'s> = dyn FnMut(&mut Vec<StepScore>) + 's;
 
 impl Recorder<'_> {
-    /// Whether verdicts are recorded at all: building them costs a clone of their labels.
-    pub(crate) fn on(&self) -> bool {
-        self.on
-    }
-
     /// Makes room for a tick of `n` verdicts at once (in the report), or a chunk (for a sink).
     fn reserve(&self, report: &mut StepReport, n: usize) {
         if self.on {
@@ -369,12 +364,13 @@ impl Recorder<'_> {
         }
     }
 
-    /// Records one verdict, handing a full chunk to the sink.
-    pub(crate) fn push(&mut self, report: &mut StepReport, score: StepScore) {
+    /// Records the verdict `make` builds, if recording (building one costs a clone of its
+    /// labels), handing a full chunk to the sink.
+    pub(crate) fn push(&mut self, report: &mut StepReport, make: impl FnOnce() -> StepScore) {
         if !self.on {
             return;
         }
-        report.scores.push(score);
+        report.scores.push(make());
         if report.scores.len() >= SINK_CHUNK {
             self.flush(report);
         }
@@ -708,16 +704,13 @@ impl Scheduler {
                     first: bool,
                     rec: &mut Recorder<'_>,
                     report: &mut StepReport| {
-            if rec.on() {
-                let score = StepScore {
-                    model: model.clone(),
-                    query: query.clone(),
-                    labels: labels.clone(),
-                    scored,
-                    first,
-                };
-                rec.push(report, score);
-            }
+            rec.push(report, || StepScore {
+                model: model.clone(),
+                query: query.clone(),
+                labels: labels.clone(),
+                scored,
+                first,
+            });
         };
         let mut new = Vec::new();
         // Series the source says ended (a trailing stale marker): scored up to the marker,
@@ -859,16 +852,13 @@ impl Scheduler {
             entry.last_scored = past.last().map(|s| s.t);
             entry.reported = true;
             observe_new(&mut entry, &series.samples, |scored| {
-                if rec.on() {
-                    let score = StepScore {
-                        model: model.clone(),
-                        query: query.clone(),
-                        labels: series.labels.clone(),
-                        scored,
-                        first: true,
-                    };
-                    rec.push(report, score);
-                }
+                rec.push(report, || StepScore {
+                    model: model.clone(),
+                    query: query.clone(),
+                    labels: series.labels.clone(),
+                    scored,
+                    first: true,
+                });
             })
             .count_into(report);
             group.insert(series.labels, entry);

@@ -658,9 +658,9 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
             // threshold, the history up to its series, the outputs those of their models), so
             // they take them a chunk at a time: a whole tick of them at once, 128 bytes a
             // series, was most of the peak over resident memory.
-            let mut offer = e.incidents.as_ref().map(Incidents::offer);
+            let mut offer = e.incidents.as_ref().map(|i| (i, i.offer()));
             let report = e.scheduler.step_into(t, &mut source, &mut |chunk| {
-                if let (Some(i), Some(o)) = (&e.incidents, offer.as_mut()) {
+                if let Some((i, o)) = offer.as_mut() {
                     i.take(o, chunk);
                 }
                 history.record(
@@ -670,12 +670,7 @@ async fn run_loop(l: Loop, mut stop: watch::Receiver<bool>) {
                 );
                 outputs.enqueue(chunk);
             });
-            let observed = e
-                .incidents
-                .as_ref()
-                .zip(offer)
-                .map(|(i, o)| i.close(o, t))
-                .unwrap_or_default();
+            let observed = offer.map(|(i, o)| i.close(o, t)).unwrap_or_default();
             publish_contributions(&e.scheduler, &sc);
             // Charts of series the daemon no longer tracks (expired, ended, dropped by a
             // reload) go with them. Here, under the lock the scores are read under.
