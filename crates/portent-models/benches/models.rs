@@ -85,6 +85,24 @@ fn observe(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // With eight days of history the hourly ranges are on, and at a minute's step the
+    // seasonal shift too: the per-sample cost of a mature series.
+    let long_history = workload(8 * 1440);
+    let long_stream = workload(8 * 1440 + 10_080)[8 * 1440..].to_vec();
+    let mature = DetectorConfig::default().fit(&long_history).expect("fit");
+    let state = postcard::to_stdvec(&mature).expect("serialise");
+    eprintln!("state bytes per series with eight days (postcard): {}", state.len());
+    g.bench_function("portent_default_detector_8d_history", |b| {
+        b.iter_batched_ref(
+            || mature.clone(),
+            |d| {
+                for s in &long_stream {
+                    black_box(d.observe(*s));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     // Reference: the cheapest streaming detector there is, an EWMA z-score.
     g.bench_function("reference_ewma_zscore", |b| {
         b.iter(|| {
