@@ -91,7 +91,10 @@ fn observe(c: &mut Criterion) {
     let long_stream = workload(8 * 1440 + 10_080)[8 * 1440..].to_vec();
     let mature = DetectorConfig::default().fit(&long_history).expect("fit");
     let state = postcard::to_stdvec(&mature).expect("serialise");
-    eprintln!("state bytes per series with eight days (postcard): {}", state.len());
+    eprintln!(
+        "state bytes per series with eight days (postcard): {}",
+        state.len()
+    );
     g.bench_function("portent_default_detector_8d_history", |b| {
         b.iter_batched_ref(
             || mature.clone(),

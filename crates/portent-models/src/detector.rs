@@ -617,7 +617,9 @@ impl Detector {
                         reason = Reason::Drift;
                         from_shift = true;
                     }
-                } else if ss.tail.surprise(s.mean.abs()) < SEASONAL_SHIFT_UNLATCH_BELOW {
+                } else if ss.latched
+                    && ss.tail.surprise(s.mean.abs()) < SEASONAL_SHIFT_UNLATCH_BELOW
+                {
                     ss.latched = false;
                 }
             }
