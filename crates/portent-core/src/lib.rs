@@ -28,5 +28,5 @@ pub use labels::{
     Label, LabelRef, Labels, LabelsError, LabelsHash, LabelsHasher, LabelsIter, LabelsRef, NotUtf8,
     PackedLabels,
 };
-pub use sample::{Gap, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker};
+pub use sample::{Gap, STALE_NAN_BITS, Sample, Series, Timestamp, is_stale_marker, median_step};
 pub use score::{Reason, Score, ScoreError, Scored};

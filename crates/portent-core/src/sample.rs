@@ -96,6 +96,21 @@ impl Gap {
     }
 }
 
+/// The median spacing between consecutive `samples` (in time order) in milliseconds, if there
+/// are two or more; see [`Series::median_step`].
+pub fn median_step(samples: &[Sample]) -> Option<i64> {
+    let mut steps: Vec<i64> = samples
+        .windows(2)
+        .map(|w| w[1].t.millis_since(w[0].t))
+        .filter(|&d| d > 0)
+        .collect();
+    if steps.is_empty() {
+        return None;
+    }
+    let mid = steps.len() / 2;
+    Some(*steps.select_nth_unstable(mid).1)
+}
+
 /// A series: its identity and its samples in time order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
@@ -110,17 +125,7 @@ impl Series {
     ///
     /// The median, not the mean, so that gaps and bursts do not distort the expected step.
     pub fn median_step(&self) -> Option<i64> {
-        let mut steps: Vec<i64> = self
-            .samples
-            .windows(2)
-            .map(|w| w[1].t.millis_since(w[0].t))
-            .filter(|&d| d > 0)
-            .collect();
-        if steps.is_empty() {
-            return None;
-        }
-        let mid = steps.len() / 2;
-        Some(*steps.select_nth_unstable(mid).1)
+        median_step(&self.samples)
     }
 
     /// The gaps: spans between usable samples longer than `factor` times `step` milliseconds.

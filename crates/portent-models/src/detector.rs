@@ -223,7 +223,7 @@ pub struct Detector {
     hourly: Option<HourlyRange>,
     /// The seasonal shift statistic, for such series sampled often enough (see
     /// [`SeasonalShift`]). Boxed: most series have none, and inline it would grow every
-    /// series' state by its 80 bytes.
+    /// series' state by its 600 bytes.
     seasonal_shift: Option<Box<SeasonalShift>>,
     /// The range of values seen (in the fit window, and since), and their robust spread.
     lo: f64,
@@ -485,8 +485,7 @@ impl Detector {
         // average over the last few samples (see [`SeasonalShift`]).
         let shifted = match (&self.hourly, &mut self.seasonal_shift) {
             (Some(_), Some(ss)) if self.spread > 0.0 => {
-                let (lo, hi) = ss.reference(t);
-                Some(ss.observe(self.tuned.shift, x, lo, hi, unit, sigma))
+                Some(ss.observe(self.tuned.shift, t, x, unit, sigma))
             }
             _ => None,
         };
@@ -889,7 +888,8 @@ impl Detect for Detector {
             let weekly = period == Some(crate::seasonal::WEEK_MS);
             // The seasonal shift runs on series sampled every two minutes or more often; its
             // state (a tail learnt over weeks) survives a refit that keeps the hourly ranges.
-            let often = step_of(history).is_some_and(|s| s <= SEASONAL_SHIFT_MAX_STEP_MS);
+            let often =
+                portent_core::median_step(history).is_some_and(|s| s <= SEASONAL_SHIFT_MAX_STEP_MS);
             let mut ss = if period.is_some() && often {
                 Some(
                     self.seasonal_shift
@@ -1054,10 +1054,13 @@ mod tests {
         // that both hold, widened by the hour under way.
         for hour in 0..24 {
             let t = Timestamp::from_secs(1_700_438_400 + hour * 3_600);
-            let (lo, hi) = ss.with_today(h.range(h.bin(t)).0, h.range(h.bin(t)).1);
-            let (want_lo, want_hi) =
-                want_ss.with_today(want.range(want.bin(t)).0, want.range(want.bin(t)).1);
-            assert_eq!((lo, hi), (want_lo, want_hi), "hour {hour}");
+            let (lo, hi) = h.range(h.bin(t));
+            let (want_lo, want_hi) = want.range(want.bin(t));
+            assert_eq!(
+                ss.with_today(lo, hi),
+                want_ss.with_today(want_lo, want_hi),
+                "hour {hour}"
+            );
             assert_eq!(ss.reference(t), want_ss.reference(t), "hour {hour}");
         }
     }
@@ -1569,7 +1572,7 @@ impl HourlyRange {
 /// samples for a short mean of them to rise before the hour is over. On NAB (every file 5
 /// minutes or coarser), running it at every step took the standard profile from 68.05 to
 /// 60.9, and up to 5-minute steps to 67.6.
-const SEASONAL_SHIFT_MAX_STEP_MS: f64 = 120_000.0;
+const SEASONAL_SHIFT_MAX_STEP_MS: i64 = 120_000;
 /// Beyond its hour's reference by this many σ (the residuals' robust scale), a value counts.
 const SEASONAL_SHIFT_COUNTS_FROM: f64 = 1.0;
 /// Once the statistic's surprise falls below this, an excursion is over: the next is reported.
@@ -1722,16 +1725,9 @@ impl SeasonalShift {
         (f64::from(d.lo[1]), f64::from(d.hi[1]))
     }
 
-    /// Takes in value `x` of an hour whose reference is `[lo, hi]`.
-    fn observe(
-        &mut self,
-        alpha: Alpha,
-        x: f64,
-        lo: f64,
-        hi: f64,
-        unit: f64,
-        sigma: f64,
-    ) -> Shifted {
+    /// Takes in value `x` at `t`, against the reference of its hour.
+    fn observe(&mut self, alpha: Alpha, t: Timestamp, x: f64, unit: f64, sigma: f64) -> Shifted {
+        let (lo, hi) = self.reference(t);
         let beyond = if lo <= hi {
             beyond_range(x, lo, hi)
         } else {
@@ -1816,13 +1812,6 @@ impl From<SeasonalShift> for SeasonalShiftRepr {
             next: s.next,
         }
     }
-}
-
-/// The typical step between `history`'s finite samples, in ms: their span over their count.
-fn step_of(history: &[Sample]) -> Option<f64> {
-    let (first, last) = crate::select::finite_bounds(history)?;
-    let n = history.iter().filter(|s| s.is_finite()).count();
-    (n >= 2).then(|| last.millis_since(first) as f64 / (n - 1) as f64)
 }
 
 /// [`Detector`] as saved: the layout of state format version 3, field for field, so that
