@@ -556,14 +556,10 @@ impl Cluster {
         let (cause, affected) = match kind {
             ScenarioKind::LatencyCreep => (service, vec![on_svc(BUCKET), on_svc(SUM)]),
             ScenarioKind::NightTrafficDrop => (service, vec![on_svc(REQUESTS)]),
-            ScenarioKind::JointShift => {
-                let ws = labels(&[
-                    ("__name__", WORKING_SET),
-                    ("namespace", ns),
-                    ("container", svc),
-                ]);
-                (service, vec![ws, on_svc(BUCKET), on_svc(SUM)])
-            }
+            ScenarioKind::JointShift => (
+                pod_sel,
+                vec![on_pod(WORKING_SET), on_pod(BUCKET), on_pod(SUM)],
+            ),
             ScenarioKind::MemoryLeak => (pod_sel, vec![on_pod(WORKING_SET), on_pod(RESTARTS)]),
             ScenarioKind::Crashloop => {
                 if let Some(p) = target {
@@ -933,17 +929,8 @@ impl Cluster {
                 .progress(ScenarioKind::LatencyCreep, d)
                 .map_or(1.0, |p| 1.0 + 2.0 * p);
             let joint = self
-                .scenarios
-                .iter()
-                .find(|s| {
-                    s.spec.kind == ScenarioKind::JointShift
-                        && s.deploy == d
-                        && matches!(s.phase, Phase::Active { .. })
-                })
-                .map_or(0.0, |s| {
-                    (self.now.millis_since(s.spec.start) as f64 / (15.0 * MINUTE_MS as f64))
-                        .min(1.0)
-                });
+                .pod_scenario(ScenarioKind::JointShift, &self.pods[p].name)
+                .map_or(0.0, |minutes| (minutes / 15.0).min(1.0));
             let leak = self
                 .pod_scenario(ScenarioKind::MemoryLeak, &self.pods[p].name)
                 .and(self.progress(ScenarioKind::MemoryLeak, d));

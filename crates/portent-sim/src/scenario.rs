@@ -26,8 +26,10 @@ pub enum ScenarioKind {
     /// The service's traffic falls to the level it has twelve hours later (at 03:00, the
     /// level of 15:00): within the series' overall range, abnormal for the hour.
     NightTrafficDrop,
-    /// Memory (+8%) and latency (+12%) of every pod of the service rise a little together,
+    /// Memory (+8%) and latency (+12%) of one pod of the service rise a little together,
     /// traffic and CPU unchanged: each is within its normal range, only the pair is unusual.
+    /// One replica, not all: a rise on every pod shows in the service's p99 (an aggregate over
+    /// the pods, with less noise than any of them), which a univariate detector then flags.
     JointShift,
 }
 
@@ -117,7 +119,7 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// | Thu 14:00–14:45   | bad_rollout        | shop/frontend          |
 /// | Fri 10:00–11:00   | crashloop          | shop/catalog           |
 /// | Fri 16:00–16:40   | noisy_neighbour    | batch/ingest           |
-/// | Fri 21:30–24:00   | joint_shift        | shop/cart              |
+/// | Fri 21:30–24:00   | joint_shift        | shop/cart (one pod)    |
 pub fn default_scenarios(start: Timestamp, days: u32) -> Vec<Scenario> {
     let at = |day: i64, hour: f64| start.add_millis(day * DAY_MS + (hour * HOUR_MS as f64) as i64);
     let all = [

@@ -528,12 +528,17 @@ fn joint_shift_moves_memory_and_latency_a_little_and_nothing_else() {
     let t = tr.truth(ScenarioKind::JointShift);
     let (from, to) = (t.start.add_millis(30 * MIN), t.end.add_millis(-10 * MIN));
     let yesterday = |x: Timestamp| x.add_millis(-DAY);
+    // One pod of the service, the cause: a replica gone a little off while its twin is fine.
+    let pod = t
+        .cause
+        .get("pod")
+        .expect("the joint shift's cause is a pod");
     let mem = sel(&[
         ("__name__", "container_memory_working_set_bytes"),
         ("namespace", "shop"),
-        ("container", "cart"),
+        ("pod", pod),
     ]);
-    let svc = sel(&[("namespace", "shop"), ("service", "cart")]);
+    let svc = sel(&[("namespace", "shop"), ("pod", pod)]);
     let m_now = tr.mean(&mem, from, to);
     let m_then = tr.mean(&mem, yesterday(from), yesterday(to));
     let l_now = tr.mean_latency(&svc, from, to);

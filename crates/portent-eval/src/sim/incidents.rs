@@ -28,9 +28,9 @@
 //!   the topology labels (`namespace, pod, container, service, node, instance`) of all its series'
 //!   sources, and for a pod its ReplicaSet (`replicaset`: the pod name without its suffix, the
 //!   `kube_pod_owner` join). So a service cause (`{namespace, service}`: latency creep, night
-//!   traffic drop, joint shift) is matched by the service's series or a pod of that service; a
-//!   pod cause (`{namespace, pod, container}`: memory leak, crashloop, noisy neighbour) only by
-//!   that pod's series, not by its node or its service; a bad rollout's cause
+//!   traffic drop) is matched by the service's series or a pod of that service; a pod cause
+//!   (`{namespace, pod, container}`: memory leak, crashloop, noisy neighbour, joint shift) only
+//!   by that pod's series, not by its node or its service; a bad rollout's cause
 //!   (`{namespace, replicaset}`) by a pod of the bad ReplicaSet.
 //! * **False incidents.** Incidents that started after the warm-up and are related to no
 //!   scenario, per simulated day after the warm-up.
