@@ -72,8 +72,8 @@ use portent_models::multivariate::{
     AutoencoderConfig, FeatureSet, IsolationForestConfig, RowScore, ScoreRows, combine,
 };
 use portent_sim::{
-    Cluster, Counter, DEFAULT_BUCKETS, DEFAULT_START, GroundTruth, SimConfig, bucket_index,
-    default_scenarios, p99,
+    Cluster, Counter, DEFAULT_BUCKETS, DEFAULT_START, GroundTruth, ScenarioKind, SimConfig,
+    bucket_index, default_scenarios, p99,
 };
 use serde::Serialize;
 
@@ -285,6 +285,13 @@ pub struct SimReport {
     /// Of those, incidents not of a bad-rollout scenario: rollouts blamed wrongly.
     pub rollouts_named_wrongly: usize,
 }
+
+/// The bar ([`SimReport::shortfalls`]): the latency creep is flagged at most this many minutes
+/// after it became statistically visible.
+pub const FLAG_WITHIN_VISIBLE_MINUTES: f64 = 15.0;
+/// The bar ([`SimReport::shortfalls`]): portent's false alarms per entity per simulated day,
+/// on healthy stretches, at most.
+pub const MAX_FALSE_ALARMS_PER_ENTITY_DAY: f64 = 1.0;
 
 /// The paths compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1546,6 +1553,69 @@ impl SimReport {
         }
     }
 
+    /// Where this report falls short of the bar portent is held to on the simulator, one
+    /// line each; empty when it meets it:
+    ///
+    /// * every scenario is detected;
+    /// * the latency creep is flagged within [`FLAG_WITHIN_VISIBLE_MINUTES`] of becoming
+    ///   statistically visible, and before a static threshold fires, if one does;
+    /// * portent's false alarms stay at most [`MAX_FALSE_ALARMS_PER_ENTITY_DAY`] per entity
+    ///   per day;
+    /// * the joint shift (unusual only together) is caught by a multivariate model and by no
+    ///   univariate series.
+    ///
+    /// A scenario that did not run is not held against the report.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut short = Vec::new();
+        for s in &self.scenarios {
+            let Some(delay) = s.delay_minutes.filter(|_| s.detected) else {
+                short.push(format!("{}: not detected", s.name));
+                continue;
+            };
+            if s.kind == ScenarioKind::LatencyCreep.as_str() {
+                if let Some(visible) = s.visible_minutes
+                    && delay - visible > FLAG_WITHIN_VISIBLE_MINUTES
+                {
+                    short.push(format!(
+                        "{}: flagged {:.0} min after it became visible (at most {FLAG_WITHIN_VISIBLE_MINUTES:.0})",
+                        s.name,
+                        delay - visible
+                    ));
+                }
+                let fixed = s.paths.get("static_threshold");
+                if let Some(fixed) = fixed.and_then(|p| p.delay_minutes)
+                    && fixed <= delay
+                {
+                    short.push(format!(
+                        "{}: a static threshold fired first ({fixed:.0} min, portent {delay:.0})",
+                        s.name
+                    ));
+                }
+            }
+            if s.kind == ScenarioKind::JointShift.as_str() {
+                if !s.caught_by_multivariate {
+                    short.push(format!("{}: missed by the multivariate models", s.name));
+                }
+                if s.caught_by_univariate {
+                    short.push(format!(
+                        "{}: caught by a univariate series alone, so not unusual only together",
+                        s.name
+                    ));
+                }
+            }
+        }
+        let alarms = self.false_alarms.get("portent").copied().unwrap_or(0);
+        if self.entity_days > 0.0 {
+            let rate = alarms as f64 / self.entity_days;
+            if rate > MAX_FALSE_ALARMS_PER_ENTITY_DAY {
+                short.push(format!(
+                    "false alarms: {rate:.2} per entity per day (at most {MAX_FALSE_ALARMS_PER_ENTITY_DAY:.0})"
+                ));
+            }
+        }
+        short
+    }
+
     fn fraction(&self, f: impl Fn(&ScenarioResult) -> bool) -> f64 {
         if self.scenarios.is_empty() {
             return 0.0;
@@ -1675,8 +1745,93 @@ impl SimReport {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use portent_sim::ScenarioKind;
+
+    fn scenario(kind: ScenarioKind, delay: Option<f64>, visible: Option<f64>) -> ScenarioResult {
+        ScenarioResult {
+            name: kind.as_str().into(),
+            kind: kind.as_str().into(),
+            start: String::new(),
+            duration_minutes: 60.0,
+            detected: delay.is_some(),
+            delay_minutes: delay,
+            visible_minutes: visible,
+            false_alarms_per_day: 0.0,
+            caught_by_univariate: delay.is_some(),
+            caught_by_multivariate: false,
+            caught_by_static_threshold: false,
+            top_feature: None,
+            paths: BTreeMap::new(),
+            false_alarms_per_day_by: BTreeMap::new(),
+            incidents: 1,
+            one_incident: true,
+            top_cause_correct: true,
+            top_candidate: None,
+            incident_series: 1,
+            shared_with: Vec::new(),
+        }
+    }
+
+    fn report(scenarios: Vec<ScenarioResult>, false_alarms: usize) -> SimReport {
+        SimReport {
+            scenarios,
+            entities: 10,
+            series: 40,
+            entity_days: 50.0,
+            false_alarms: BTreeMap::from([("portent".to_string(), false_alarms)]),
+            false_incidents: 0,
+            days_after_warm_up: 5.0,
+            rollouts_named: 0,
+            rollouts_named_wrongly: 0,
+        }
+    }
+
+    #[test]
+    fn the_bar_names_each_shortfall() {
+        let creep = scenario(ScenarioKind::LatencyCreep, Some(21.0), Some(8.0));
+        let mut joint = scenario(ScenarioKind::JointShift, Some(13.0), Some(6.0));
+        joint.caught_by_univariate = false;
+        joint.caught_by_multivariate = true;
+        let leak = scenario(ScenarioKind::MemoryLeak, Some(19.0), Some(10.0));
+        let good = report(vec![creep.clone(), joint.clone(), leak.clone()], 50);
+        assert_eq!(good.shortfalls(), Vec::<String>::new());
+
+        // Late, beaten by a threshold, a joint shift a univariate series sees, a miss, and
+        // too many false alarms: each is named.
+        let mut late = creep.clone();
+        late.delay_minutes = Some(24.0);
+        late.paths.insert(
+            "static_threshold".into(),
+            PathResult {
+                caught: true,
+                delay_minutes: Some(20.0),
+                first_alert: None,
+            },
+        );
+        let mut alone = joint.clone();
+        alone.caught_by_univariate = true;
+        alone.caught_by_multivariate = false;
+        let missed = scenario(ScenarioKind::MemoryLeak, None, Some(10.0));
+        let short = report(vec![late, alone, missed], 51).shortfalls();
+        assert_eq!(short.len(), 6, "{short:#?}");
+        for want in [
+            "latency_creep: flagged 16 min after it became visible (at most 15)",
+            "latency_creep: a static threshold fired first (20 min, portent 24)",
+            "joint_shift: missed by the multivariate models",
+            "joint_shift: caught by a univariate series alone, so not unusual only together",
+            "memory_leak: not detected",
+            "false alarms: 1.02 per entity per day (at most 1)",
+        ] {
+            assert!(short.iter().any(|s| s == want), "{want} not in {short:#?}");
+        }
+
+        // A creep whose visibility could not be judged is held only to being detected.
+        let mut unjudged = creep;
+        unjudged.visible_minutes = None;
+        assert_eq!(report(vec![unjudged], 0).shortfalls(), Vec::<String>::new());
+    }
 
     fn track(path: Path, high_at: &[usize], len: usize, sources: Vec<Labels>) -> Track {
         let mut values = vec![0.1; len];

@@ -47,6 +47,12 @@ pub(crate) struct SimArgs {
     /// Do not report progress on standard error.
     #[arg(long)]
     quiet: bool,
+    /// Fail (exit 1) unless the run meets portent's bar on the simulator: every scenario
+    /// detected; the latency creep flagged within 15 minutes of becoming statistically
+    /// visible and before any static threshold; at most one false alarm per entity per day;
+    /// the joint shift caught by the multivariate models and by no univariate series.
+    #[arg(long)]
+    bar: bool,
 }
 
 /// Options of `portent eval nab`.
@@ -121,6 +127,16 @@ fn sim_run(args: &SimArgs) -> anyhow::Result<()> {
     write!(out, "{}", report.table())?;
     if args.json {
         writeln!(out, "{}", report.to_json_line())?;
+    }
+    if args.bar {
+        let short = report.shortfalls();
+        if !short.is_empty() {
+            bail!(
+                "seed {}: below the bar on the simulator: {}",
+                args.seed,
+                short.join("; ")
+            );
+        }
     }
     Ok(())
 }
