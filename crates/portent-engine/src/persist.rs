@@ -10,7 +10,7 @@
 //! means rescoring those samples from the source: the scheduler reads from each series' last
 //! scored time on the first tick after a restart.
 //!
-//! # Format (version 3)
+//! # Format (version 4)
 //!
 //! ```text
 //! magic  "PORTENT\0"        8 bytes
@@ -46,9 +46,9 @@ pub const STATE_FILE: &str = "state.bin";
 /// The file a save writes before renaming it to [`STATE_FILE`].
 pub const TEMP_FILE: &str = "state.bin.tmp";
 const MAGIC: &[u8; 8] = b"PORTENT\0";
-/// Version 3: detectors carry the seasonal shift statistic; version 2 added the volatility
-/// statistic.
-const VERSION: u32 = 3;
+/// Version 4: detectors carry the untrimmed range of their values; version 3 added the seasonal
+/// shift statistic, version 2 the volatility statistic.
+const VERSION: u32 = 4;
 /// No record comes near this: it bounds what a corrupt length can make a load allocate. The
 /// largest are pools: a default Isolation Forest is up to 100 trees of 511 nodes of 40 bytes,
 /// about 2 MiB.
@@ -524,7 +524,7 @@ mod tests {
             load_file(&bad)
                 .unwrap_err()
                 .to_string()
-                .ends_with("format version 1, this portent reads version 3")
+                .ends_with("format version 1, this portent reads version 4")
         );
         fs::write(&bad, &good[..good.len() - 10]).unwrap();
         assert!(

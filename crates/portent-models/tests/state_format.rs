@@ -1,10 +1,10 @@
-//! The fitted detector's saved form is the state file's (format version 3): a detector saved
+//! The fitted detector's saved form is the state file's (format version 4): a detector saved
 //! by an earlier build loads, and saves back to the same bytes. The fixture
-//! (`fixtures/detector-v3.postcard`) was written from [`detector`] below by the build that
-//! added the seasonal shift statistic (format 3; the version 2 fixture was written before the
-//! detector stopped holding its smoothing factors and options inline, `93bb33b`). Its detector
-//! has every part of the state set, the seasonal shift's included: a change of the format that
-//! was not meant fails here.
+//! (`fixtures/detector-v4.postcard`) was written from [`detector`] below by the build that
+//! added the untrimmed range (format 4; format 3 added the seasonal shift, and the version 2
+//! fixture was written before the detector stopped holding its smoothing factors and options
+//! inline, `93bb33b`). Its detector has every part of the state set, the seasonal shift's
+//! included: a change of the format that was not meant fails here.
 
 #![allow(clippy::unwrap_used)] // fixtures known good
 
@@ -47,7 +47,7 @@ fn a_detector_saved_by_an_earlier_build_loads_and_saves_the_same_bytes() {
     if let Some(path) = std::env::var_os("PORTENT_WRITE_FIXTURE") {
         std::fs::write(path, &saved).unwrap();
     }
-    let fixture: &[u8] = include_bytes!("fixtures/detector-v3.postcard");
+    let fixture: &[u8] = include_bytes!("fixtures/detector-v4.postcard");
     assert_eq!(saved, fixture, "the saved form changed");
     let loaded: Detector = postcard::from_bytes(fixture).unwrap();
     assert_eq!(loaded, d);
