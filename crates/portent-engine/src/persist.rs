@@ -46,8 +46,8 @@ pub const STATE_FILE: &str = "state.bin";
 /// The file a save writes before renaming it to [`STATE_FILE`].
 pub const TEMP_FILE: &str = "state.bin.tmp";
 const MAGIC: &[u8; 8] = b"PORTENT\0";
-/// Version 4: detectors carry the untrimmed range of their values; version 3 added the seasonal
-/// shift statistic, version 2 the volatility statistic.
+/// Version 4: detectors carry the untrimmed range and the range as seen; version 3 added the
+/// seasonal shift statistic, version 2 the volatility statistic.
 const VERSION: u32 = 4;
 /// No record comes near this: it bounds what a corrupt length can make a load allocate. The
 /// largest are pools: a default Isolation Forest is up to 100 trees of 511 nodes of 40 bytes,
