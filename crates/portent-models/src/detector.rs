@@ -227,7 +227,8 @@ pub struct Detector {
     /// series' state by its 600 bytes.
     seasonal_shift: Option<Box<SeasonalShift>>,
     /// The range of values seen (in the fit window, and since) without the window's most
-    /// extreme 0.1% at each end ([`RANGE_TRIM`]), and their robust spread.
+    /// extreme 0.1% at each end ([`RANGE_TRIM`]), and their robust spread. Since the fit, every
+    /// value widens it but a lone one beyond it that the untrimmed range already held.
     lo: f64,
     hi: f64,
     spread: f64,
